@@ -1,0 +1,50 @@
+"""Settings shared by :class:`kvfast.Server`, ``kvfast-server`` and ``kvfast-client``.
+
+Every limit the server enforces is named here once, so the CLI help, the README
+and the compiled loop all speak of the same numbers.
+"""
+from dataclasses import dataclass
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_LOG_LEVEL = "info"
+
+#: Longest request line, in bytes, not counting its ``\n`` or ``\r\n`` ending.
+#: A longer line gets ``Invalid request: line too long`` and its connection is closed.
+MAX_LINE_BYTES = 64 * 1024
+
+#: Bytes read from one connection per readable event (a bounded read, as Redis does),
+#: so one busy client cannot starve the others in a loop iteration.
+READ_CHUNK_BYTES = 16 * 1024
+
+#: Once a connection has this many reply bytes waiting to be sent, the server stops
+#: reading its requests until the client has read enough of its replies
+#: (below half of it). This bounds per-connection memory whatever the client sends.
+OUTPUT_HIGH_WATER_BYTES = 1024 * 1024
+
+#: Backlog passed to listen(2).
+LISTEN_BACKLOG = 511
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server needs to start; the CLI builds one from its arguments."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    log_level: str = DEFAULT_LOG_LEVEL
+    max_line_bytes: int = MAX_LINE_BYTES
+    read_chunk_bytes: int = READ_CHUNK_BYTES
+    output_high_water_bytes: int = OUTPUT_HIGH_WATER_BYTES
+    backlog: int = LISTEN_BACKLOG
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if self.max_line_bytes < 16:
+            raise ValueError("max_line_bytes must be at least 16")
+        if self.read_chunk_bytes < 1 or self.output_high_water_bytes < 1:
+            raise ValueError("read_chunk_bytes and output_high_water_bytes must be positive")
