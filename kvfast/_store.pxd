@@ -1,0 +1,41 @@
+# The int64 -> int64 hash table shared by every connection of a server.
+# _loop.pyx cimports this C-level API and calls it without the GIL.
+from libc.stdint cimport int64_t
+
+
+cdef struct Slot:
+    int64_t key        # EMPTY_KEY marks a free slot (see _store.pyx)
+    int64_t value
+
+
+cdef struct Table:
+    Slot *slots
+    size_t capacity    # any size >= 1; 0 means "not allocated"
+    size_t count
+
+
+cdef struct StoreStats:
+    size_t resizes               # migrations started (grow or shrink)
+    size_t max_moved_per_step    # most entries one request ever migrated
+    size_t forced_drains         # migrations finished in one go (should stay 0)
+
+
+cdef struct Store:
+    Table main                   # every new key goes here
+    Table draining               # the previous table, emptied step by step (capacity 0 when idle)
+    size_t drain_cursor          # next slot of `draining` to visit, moving downward
+    size_t drain_remaining       # slots of `draining` not visited yet
+    bint has_empty_key           # whether the key EMPTY_KEY itself is stored...
+    int64_t empty_key_value      # ...and its value, kept outside the tables
+    StoreStats stats
+
+
+cdef void store_init(Store *store) noexcept nogil
+cdef void store_free(Store *store) noexcept nogil
+cdef int store_insert(Store *store, int64_t key, int64_t value) noexcept nogil
+cdef int store_upsert(Store *store, int64_t key, int64_t value) noexcept nogil
+cdef int64_t *store_lookup(Store *store, int64_t key) noexcept nogil
+cdef bint store_delete(Store *store, int64_t key) noexcept nogil
+cdef void store_clear(Store *store) noexcept nogil
+cdef size_t store_count(const Store *store) noexcept nogil
+cdef size_t store_memory_bytes(const Store *store) noexcept nogil

@@ -1,0 +1,450 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""int64 -> int64 hash table in C memory, with incremental resizing.
+
+Layout
+    One array of 16-byte slots (key, value): Robin Hood linear probing, with
+    deletion by backward shift (no tombstones). The table size is any integer,
+    not a power of two: a key's home slot is ``(hash * capacity) >> 64``, so the
+    table can grow by 25% at a time and stays between 72% and 90% full, about
+    18 to 22 bytes per key.
+
+Every int64 is a key
+    A free slot holds the key EMPTY_KEY (0). The key 0 itself is therefore
+    stored outside the arrays, in ``Store.has_empty_key``/``empty_key_value``,
+    so no key value is lost to the sentinel and calloc'd memory is already a
+    table of free slots.
+
+Incremental resize (as Redis's dict does, adapted to open addressing)
+    When ``main`` passes 90% full (or drops under 30%), a new table sized for
+    72% is allocated and the old one becomes ``draining``. Every later
+    operation first migrates at most MIGRATE_MOVES entries, visiting at most
+    MIGRATE_VISITS slots, so no request pays for the whole resize. The
+    draining table is walked *downward* from just below a free slot: the entry
+    at slot i is taken out only once slot i+1 is free, and removing the last
+    entry of a probe run never breaks a lookup of the entries left in it.
+    Lookups look in both tables; new keys only go into ``main``.
+    With those budgets the migration finishes before ``main`` can reach 90%
+    (growth: at most 0.128*C operations for an old table of C slots, leaving
+    ``main`` at most 82% full; shrink: at most 0.045*C, at most 84% full).
+"""
+from libc.errno cimport errno, ENOMEM
+from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX
+from libc.stdlib cimport calloc, free
+
+cdef extern from *:
+    """
+    typedef unsigned __int128 kvfast_uint128;
+    """
+    ctypedef unsigned long long kvfast_uint128
+
+cdef int64_t EMPTY_KEY = 0
+cdef size_t MIN_CAPACITY = 16
+cdef size_t MIGRATE_MOVES = 8      # entries moved per operation while draining
+cdef size_t MIGRATE_VISITS = 128   # slots visited per operation while draining
+
+
+cdef inline uint64_t mix64(int64_t key) noexcept nogil:
+    """splitmix64's finaliser: spreads every input bit over the whole word."""
+    cdef uint64_t x = <uint64_t>key
+    x ^= x >> 30
+    x *= 0xbf58476d1ce4e5b9ULL
+    x ^= x >> 27
+    x *= 0x94d049bb133111ebULL
+    x ^= x >> 31
+    return x
+
+
+cdef inline size_t home_slot(const Table *table, int64_t key) noexcept nogil:
+    """The slot a key would occupy in an empty table: the hash scaled to capacity."""
+    return <size_t>((<kvfast_uint128>mix64(key) * table.capacity) >> 64)
+
+
+cdef inline size_t probe_distance(const Table *table, int64_t key, size_t slot) noexcept nogil:
+    """How far ``slot`` lies past the key's home slot, wrapping at the end."""
+    cdef size_t home = home_slot(table, key)
+    return slot - home if slot >= home else slot + table.capacity - home
+
+
+cdef inline size_t next_slot(const Table *table, size_t slot) noexcept nogil:
+    slot += 1
+    return 0 if slot == table.capacity else slot
+
+
+cdef Slot *table_find(const Table *table, int64_t key) noexcept nogil:
+    """Slot holding ``key`` (never EMPTY_KEY), or NULL.
+
+    Robin Hood order lets a miss stop as soon as it meets an entry closer to its
+    own home than the searched key would be, instead of running to a free slot.
+    """
+    if table.capacity == 0:
+        return NULL
+    cdef size_t slot = home_slot(table, key)
+    cdef size_t distance = 0
+    cdef int64_t resident
+    while True:
+        resident = table.slots[slot].key
+        if resident == key:
+            return &table.slots[slot]
+        if resident == EMPTY_KEY or probe_distance(table, resident, slot) < distance:
+            return NULL
+        slot = next_slot(table, slot)
+        distance += 1
+
+
+cdef void table_insert_new(Table *table, int64_t key, int64_t value) noexcept nogil:
+    """Add a key known to be absent. The caller guarantees a free slot exists.
+
+    Robin Hood: walking from the home slot, the entry being placed takes the
+    slot of any resident that is closer to its own home, and that resident
+    continues the walk. This keeps probe lengths even.
+    """
+    cdef size_t slot = home_slot(table, key)
+    cdef size_t distance = 0, resident_distance
+    cdef Slot carried, displaced
+    carried.key = key
+    carried.value = value
+    while True:
+        if table.slots[slot].key == EMPTY_KEY:
+            table.slots[slot] = carried
+            table.count += 1
+            return
+        resident_distance = probe_distance(table, table.slots[slot].key, slot)
+        if resident_distance < distance:
+            displaced = table.slots[slot]
+            table.slots[slot] = carried
+            carried = displaced
+            distance = resident_distance
+        slot = next_slot(table, slot)
+        distance += 1
+
+
+cdef void table_remove(Table *table, Slot *found) noexcept nogil:
+    """Remove the entry at ``found`` by backward shift.
+
+    Each following entry that is not at its home slot moves back by one, until
+    a free slot or an entry at home ends the run; no tombstones are left.
+    """
+    cdef size_t slot = found - table.slots
+    cdef size_t following = next_slot(table, slot)
+    cdef int64_t resident
+    while True:
+        resident = table.slots[following].key
+        if resident == EMPTY_KEY or probe_distance(table, resident, following) == 0:
+            break
+        table.slots[slot] = table.slots[following]
+        slot = following
+        following = next_slot(table, following)
+    table.slots[slot].key = EMPTY_KEY
+    table.count -= 1
+
+
+cdef inline size_t capacity_for(size_t count) noexcept nogil:
+    """Table size that holds ``count`` entries at 72% load (never below MIN_CAPACITY)."""
+    cdef size_t capacity = count * 25 // 18 + 1
+    return capacity if capacity > MIN_CAPACITY else MIN_CAPACITY
+
+
+cdef inline bint is_over_full(const Table *table, size_t count) noexcept nogil:
+    return count * 10 > table.capacity * 9          # more than 90% full
+
+
+cdef inline bint is_under_full(const Table *table) noexcept nogil:
+    return table.capacity > MIN_CAPACITY and table.count * 10 < table.capacity * 3   # under 30%
+
+
+cdef int start_resize(Store *store, size_t capacity) noexcept nogil:
+    """Make a new empty ``main`` of ``capacity`` slots and start draining the old one.
+
+    Returns 0, or -1 with errno ENOMEM (the store is then unchanged). Called only
+    when no migration is under way. An empty old table is freed at once.
+    """
+    cdef Slot *slots = <Slot *>calloc(capacity, sizeof(Slot))
+    if slots == NULL:
+        errno = ENOMEM
+        return -1
+    store.stats.resizes += 1
+    if store.main.count == 0:
+        free(store.main.slots)
+    else:
+        store.draining = store.main
+        # Start just below a free slot (a table is never full), walking downward.
+        store.drain_cursor = store.draining.capacity - 1
+        while store.draining.slots[store.drain_cursor].key != EMPTY_KEY:
+            store.drain_cursor -= 1
+        store.drain_remaining = store.draining.capacity
+    store.main.slots = slots
+    store.main.capacity = capacity
+    store.main.count = 0
+    return 0
+
+
+cdef void migrate_step(Store *store, size_t max_moves, size_t max_visits) noexcept nogil:
+    """Move at most ``max_moves`` entries from ``draining`` to ``main``, visiting at
+    most ``max_visits`` slots; free ``draining`` once every slot has been visited.
+
+    Walking downward means the slot above the cursor is always free (it was the
+    free starting slot or has just been emptied), so each entry taken out is the
+    last of its probe run and the entries left behind stay reachable.
+    """
+    cdef Table *old = &store.draining
+    cdef size_t moved = 0, visited = 0, slot
+    while store.drain_remaining > 0 and moved < max_moves and visited < max_visits:
+        slot = store.drain_cursor
+        if old.slots[slot].key != EMPTY_KEY:
+            table_insert_new(&store.main, old.slots[slot].key, old.slots[slot].value)
+            old.slots[slot].key = EMPTY_KEY
+            old.count -= 1
+            moved += 1
+        store.drain_cursor = old.capacity - 1 if slot == 0 else slot - 1
+        store.drain_remaining -= 1
+        visited += 1
+    if moved > store.stats.max_moved_per_step:
+        store.stats.max_moved_per_step = moved
+    if store.drain_remaining == 0:
+        free(old.slots)
+        old.slots = NULL
+        old.capacity = 0
+        old.count = 0
+
+
+cdef inline void migrate_if_draining(Store *store) noexcept nogil:
+    if store.draining.capacity != 0:
+        migrate_step(store, MIGRATE_MOVES, MIGRATE_VISITS)
+
+
+cdef int make_room_for_one(Store *store) noexcept nogil:
+    """Ensure ``main`` can take one more key without passing 90% full.
+
+    Starts a growth when idle. While a migration is still running (which the
+    budgets above make impossible in practice) it is finished in one go first,
+    counted in ``stats.forced_drains``. Returns 0, or -1 with errno ENOMEM when
+    the store has no room left at all.
+    """
+    if store.main.capacity == 0:
+        return start_resize(store, MIN_CAPACITY)
+    if not is_over_full(&store.main, store.main.count + 1):
+        return 0
+    if store.draining.capacity != 0:
+        store.stats.forced_drains += 1
+        migrate_step(store, <size_t>-1, <size_t>-1)
+    if start_resize(store, capacity_for(store.main.count + 1)) == 0:
+        return 0
+    # Out of memory for a bigger table: keep filling this one while a slot is free.
+    return 0 if store.main.count + 1 < store.main.capacity else -1
+
+
+cdef void store_init(Store *store) noexcept nogil:
+    """An empty store; no memory is taken until the first key arrives."""
+    store.main.slots = NULL
+    store.main.capacity = 0
+    store.main.count = 0
+    store.draining = store.main
+    store.drain_cursor = 0
+    store.drain_remaining = 0
+    store.has_empty_key = False
+    store.empty_key_value = 0
+    store.stats.resizes = 0
+    store.stats.max_moved_per_step = 0
+    store.stats.forced_drains = 0
+
+
+cdef void store_free(Store *store) noexcept nogil:
+    """Release both tables; the store is empty and usable afterwards."""
+    free(store.main.slots)
+    free(store.draining.slots)
+    cdef StoreStats stats = store.stats
+    store_init(store)
+    store.stats = stats
+
+
+cdef void store_clear(Store *store) noexcept nogil:
+    """Remove every key (memory is returned too)."""
+    store_free(store)
+
+
+cdef int64_t *store_lookup(Store *store, int64_t key) noexcept nogil:
+    """Pointer to the value stored for ``key``, or NULL.
+
+    The pointer is valid until the next call that adds or removes a key.
+    """
+    cdef Slot *found
+    if key == EMPTY_KEY:
+        return &store.empty_key_value if store.has_empty_key else NULL
+    migrate_if_draining(store)
+    found = table_find(&store.main, key)
+    if found == NULL:
+        found = table_find(&store.draining, key)
+    return &found.value if found != NULL else NULL
+
+
+cdef int store_insert(Store *store, int64_t key, int64_t value) noexcept nogil:
+    """Insert ``key`` only if absent: 1 if inserted, 0 if present (value kept),
+    -1 with errno ENOMEM if there is no memory for it."""
+    if store_lookup(store, key) != NULL:
+        return 0
+    if key == EMPTY_KEY:
+        store.has_empty_key = True
+        store.empty_key_value = value
+        return 1
+    if make_room_for_one(store) != 0:
+        return -1
+    table_insert_new(&store.main, key, value)
+    return 1
+
+
+cdef int store_upsert(Store *store, int64_t key, int64_t value) noexcept nogil:
+    """Set ``key`` to ``value``: 1 if the key is new, 0 if it was overwritten,
+    -1 with errno ENOMEM."""
+    cdef int64_t *current = store_lookup(store, key)
+    if current != NULL:
+        current[0] = value
+        return 0
+    return store_insert(store, key, value)
+
+
+cdef bint store_delete(Store *store, int64_t key) noexcept nogil:
+    """Remove ``key``; returns whether it was present. May start a shrink."""
+    cdef Slot *found
+    if key == EMPTY_KEY:
+        if not store.has_empty_key:
+            return False
+        store.has_empty_key = False
+        return True
+    migrate_if_draining(store)
+    found = table_find(&store.main, key)
+    if found != NULL:
+        table_remove(&store.main, found)
+        if store.draining.capacity == 0 and is_under_full(&store.main):
+            start_resize(store, capacity_for(store.main.count))   # ENOMEM: stay as is
+        return True
+    found = table_find(&store.draining, key)
+    if found != NULL:
+        table_remove(&store.draining, found)
+        return True
+    return False
+
+
+cdef size_t store_count(const Store *store) noexcept nogil:
+    return store.main.count + store.draining.count + (1 if store.has_empty_key else 0)
+
+
+cdef size_t store_memory_bytes(const Store *store) noexcept nogil:
+    """Bytes held by the tables (the Store struct itself excluded)."""
+    return (store.main.capacity + store.draining.capacity) * sizeof(Slot)
+
+
+cdef class IntStore:
+    """Python view of a :c:type:`Store`, for tests and benchmarks.
+
+    ``put`` inserts only if absent (like the server's ``put``); ``set`` overwrites.
+    """
+    cdef Store store
+
+    def __cinit__(self):
+        store_init(&self.store)
+
+    def __dealloc__(self):
+        store_free(&self.store)
+
+    def put(self, int64_t key, int64_t value):
+        """Insert if absent; returns True if inserted, False if the key was present."""
+        cdef int result = store_insert(&self.store, key, value)
+        if result < 0:
+            raise MemoryError()
+        return result == 1
+
+    def set(self, int64_t key, int64_t value):
+        """Insert or overwrite; returns True if the key was new."""
+        cdef int result = store_upsert(&self.store, key, value)
+        if result < 0:
+            raise MemoryError()
+        return result == 1
+
+    def get(self, int64_t key, default=None):
+        cdef int64_t *value = store_lookup(&self.store, key)
+        return default if value == NULL else value[0]
+
+    def delete(self, int64_t key):
+        """Remove the key; returns whether it was present."""
+        return store_delete(&self.store, key)
+
+    def clear(self):
+        store_clear(&self.store)
+
+    def put_range(self, int64_t start, int64_t count, int64_t step=1):
+        """Insert keys start, start+step, ... (value = key) without the GIL; returns
+        how many were new. For loading large tables quickly in tests and benchmarks."""
+        cdef int64_t i, inserted = 0, key
+        cdef int result = 0
+        with nogil:
+            for i in range(count):
+                key = start + i * step
+                result = store_insert(&self.store, key, key)
+                if result < 0:
+                    break
+                inserted += result
+        if result < 0:
+            raise MemoryError()
+        return inserted
+
+    def delete_range(self, int64_t start, int64_t count, int64_t step=1):
+        """Delete keys start, start+step, ... without the GIL; returns how many existed."""
+        cdef int64_t i, deleted = 0
+        with nogil:
+            for i in range(count):
+                deleted += store_delete(&self.store, start + i * step)
+        return deleted
+
+    def __len__(self):
+        return store_count(&self.store)
+
+    def __contains__(self, int64_t key):
+        return store_lookup(&self.store, key) != NULL
+
+    @property
+    def memory_bytes(self):
+        """Bytes held by the hash tables."""
+        return store_memory_bytes(&self.store)
+
+    def stats(self):
+        """Sizes and resize counters, for tests and the benchmark reports."""
+        return {
+            "count": store_count(&self.store),
+            "capacity": self.store.main.capacity,
+            "draining_capacity": self.store.draining.capacity,
+            "memory_bytes": store_memory_bytes(&self.store),
+            "resizes": self.store.stats.resizes,
+            "max_moved_per_step": self.store.stats.max_moved_per_step,
+            "forced_drains": self.store.stats.forced_drains,
+        }
+
+    def check_invariants(self):
+        """Walk both tables and raise AssertionError on any broken invariant:
+        counts, reachability of every entry, and Robin Hood ordering."""
+        check_table(&self.store.main)
+        check_table(&self.store.draining)
+        if self.store.draining.capacity == 0 and self.store.drain_remaining != 0:
+            raise AssertionError("drain cursor left over")
+
+
+cdef check_table(Table *table):
+    """Raise AssertionError unless every entry of ``table`` is reachable from its
+    home slot, Robin Hood order holds, the count is right and a slot is free."""
+    cdef size_t slot, counted = 0, previous
+    cdef int64_t key
+    for slot in range(table.capacity):
+        key = table.slots[slot].key
+        if key == EMPTY_KEY:
+            continue
+        counted += 1
+        if table_find(table, key) != &table.slots[slot]:
+            raise AssertionError(f"key {key} at slot {slot} is unreachable")
+        previous = table.capacity - 1 if slot == 0 else slot - 1
+        if (probe_distance(table, key, slot) > 0
+                and probe_distance(table, table.slots[previous].key, previous) + 1
+                    < probe_distance(table, key, slot)):
+            raise AssertionError(f"Robin Hood order broken at slot {slot}")
+    if counted != table.count:
+        raise AssertionError(f"table counts {table.count} entries, holds {counted}")
+    if table.capacity and counted >= table.capacity:
+        raise AssertionError("table has no free slot")

@@ -1,0 +1,70 @@
+# C declarations of the Linux system headers the event loop calls directly.
+# Names, never hard-coded values: every constant comes from the real header at
+# compile time. Cython's bundled libc/posix .pxd files cover the rest
+# (errno, string.h, stdlib.h, unistd.h).
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef extern from "sys/epoll.h" nogil:
+    ctypedef union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLERR
+        EPOLLHUP
+        EPOLL_CTL_ADD
+        EPOLL_CTL_MOD
+        EPOLL_CTL_DEL
+        EPOLL_CLOEXEC
+
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+
+
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+
+    struct sockaddr:
+        pass
+
+    enum:
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        MSG_NOSIGNAL
+
+    int accept4(int sockfd, sockaddr *addr, socklen_t *addrlen, int flags)
+    int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)
+    ssize_t recv(int sockfd, void *buf, size_t len, int flags)
+    ssize_t send(int sockfd, const void *buf, size_t len, int flags)
+
+
+cdef extern from "netinet/in.h" nogil:
+    enum:
+        IPPROTO_TCP
+
+
+cdef extern from "netinet/tcp.h" nogil:
+    enum:
+        TCP_NODELAY
+
+
+cdef extern from "sys/eventfd.h" nogil:
+    ctypedef uint64_t eventfd_t
+
+    enum:
+        EFD_NONBLOCK
+        EFD_CLOEXEC
+
+    int eventfd(unsigned int initval, int flags)
+    int eventfd_read(int fd, eventfd_t *value)
+    int eventfd_write(int fd, eventfd_t value)

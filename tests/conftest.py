@@ -1,0 +1,122 @@
+"""Shared fixtures: real ``kvfast-server`` processes on free loopback ports.
+
+Each server is started as a subprocess with port 0, the test waits for its
+``kvfast listening on HOST:PORT`` line to learn the real port, and the server is
+stopped with SIGTERM (then SIGKILL if it does not exit) when the test ends.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+
+import pytest
+
+LISTENING = re.compile(rb"kvfast listening on ([0-9.]+):(\d+)")
+START_TIMEOUT = 15.0
+
+
+def script_path(name):
+    """Path of an installed console script (pip puts them beside the interpreter)."""
+    for folder in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        candidate = os.path.join(folder, name)
+        if os.path.exists(candidate):
+            return candidate
+    raise RuntimeError(f"{name} is not installed: run `make test` (pip install -e .[test])")
+
+
+class ServerProcess:
+    """A running ``kvfast-server``; ``host``/``port`` are where it listens."""
+
+    def __init__(self, *args, env=None):
+        self.proc = subprocess.Popen(
+            [script_path("kvfast-server"), "0", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.host, self.port = self._wait_for_ready()
+
+    def _wait_for_ready(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        line = b""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            match = LISTENING.search(line)
+            if match:
+                return match.group(1).decode(), int(match.group(2))
+        self.kill()
+        raise RuntimeError(f"kvfast-server did not report ready; last line {line!r}, "
+                           f"stderr {self.proc.stderr.read()!r}")
+
+    @property
+    def address(self):
+        return (self.host, self.port)
+
+    def connect(self, timeout=10.0):
+        sock = socket.create_connection(self.address, timeout=timeout)
+        return sock
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        """Send ``sig``, wait for exit, and return the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def close(self):
+        self.stop()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
+def start_server():
+    """Factory fixture: ``start_server(*extra_args)`` -> ServerProcess, stopped at teardown."""
+    started = []
+
+    def start(*args, **kwargs):
+        server = ServerProcess(*args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def server(start_server):
+    """One fresh ``kvfast-server`` per test."""
+    return start_server()
+
+
+def request(sock, line: bytes, timeout=10.0) -> bytes:
+    """Send one request line and return the one reply line (without its newline)."""
+    sock.sendall(line + b"\n")
+    return read_line(sock, timeout)
+
+
+def read_line(sock, timeout=10.0) -> bytes:
+    """Read bytes up to and including one ``\\n``; returns the line without it."""
+    sock.settimeout(timeout)
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError(f"server closed the connection after {bytes(data)!r}")
+        data += chunk
+    return bytes(data[:-1])
