@@ -68,3 +68,4 @@ cdef extern from "sys/eventfd.h" nogil:
     int eventfd(unsigned int initval, int flags)
     int eventfd_read(int fd, eventfd_t *value)
     int eventfd_write(int fd, eventfd_t value)
+

@@ -1,0 +1,21 @@
+"""kvfast: a small, fast int64 key-value server (compiled epoll loop) and its client."""
+from kvfast.client import Client
+from kvfast.errors import (
+    ConnectionLostError,
+    InvalidRequestError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KvfastError,
+)
+from kvfast.server import Server
+
+__all__ = [
+    "Client",
+    "ConnectionLostError",
+    "InvalidRequestError",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "KvfastError",
+    "Server",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,108 @@
+"""``kvfast.Server``: a listening socket plus the compiled event loop.
+
+The socket is created, bound and set listening here in Python (clear errors,
+any address family getaddrinfo gives); the compiled :class:`~kvfast._loop.EventLoop`
+then serves it without the GIL.
+"""
+import logging
+import socket
+import threading
+
+from kvfast._loop import EventLoop
+from kvfast.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
+
+log = logging.getLogger("kvfast.server")
+
+
+class Server:
+    """A kvfast server bound at construction time.
+
+    ``Server(host, port)`` binds and listens at once (port 0 picks a free port;
+    ``address`` is the bound ``(host, port)``). Serve with ``serve_forever()`` in
+    the current thread, or ``start()`` in a background thread; ``stop()`` makes
+    either return. As a context manager the server is started on entry and
+    stopped and closed on exit.
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                 config: ServerConfig | None = None):
+        self.config = config if config is not None else ServerConfig(host=host, port=port)
+        self._socket = _listen(self.config)
+        try:
+            self._loop = EventLoop(
+                self._socket.fileno(),
+                self.config.max_line_bytes,
+                self.config.read_chunk_bytes,
+                self.config.output_high_water_bytes,
+                log,
+            )
+        except BaseException:
+            self._socket.close()
+            raise
+        self.address = self._socket.getsockname()[:2]
+        self._thread = None
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until ``stop()`` (from another thread or a signal handler)."""
+        log.info("serving on %s:%d", *self.address)
+        self._loop.run()
+        log.info("stopped serving on %s:%d", *self.address)
+
+    def start(self) -> "Server":
+        """Serve from a daemon background thread; returns self."""
+        if self._thread is not None:
+            raise RuntimeError("the server is already started")
+        self._thread = threading.Thread(target=self.serve_forever, name="kvfast-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Make ``serve_forever()`` return, and wait for a ``start()``ed thread to end.
+
+        Safe to call from a signal handler running in the serving thread: it only
+        writes to the loop's eventfd there.
+        """
+        self._loop.wake()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop if needed, close every connection and the listening socket."""
+        self.stop()
+        self._loop.close()
+        self._socket.close()
+
+    def stats(self) -> dict:
+        """Counters of the loop and the store (see ``EventLoop.stats``)."""
+        return self._loop.stats()
+
+    def __enter__(self) -> "Server":
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _listen(config: ServerConfig) -> socket.socket:
+    """A non-blocking socket listening on ``config.host:config.port``.
+
+    Raises OSError (e.g. EADDRINUSE, or socket.gaierror for an unknown host).
+    SO_REUSEADDR lets a restarted server bind while old connections linger in
+    TIME_WAIT, as Redis and memcached do.
+    """
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(config.backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
