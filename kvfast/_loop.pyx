@@ -27,13 +27,13 @@ from libc.errno cimport errno, EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memchr, memcpy, memmove, strlen
-from posix.unistd cimport close
+from posix.unistd cimport close, read
 
 from kvfast._system cimport (
     epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP,
     EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL, EPOLL_CLOEXEC,
     accept4, setsockopt, recv, send, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL,
-    IPPROTO_TCP, TCP_NODELAY, eventfd, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
+    IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
 )
 from kvfast._store cimport (
     Store, store_init, store_free, store_insert, store_lookup, store_delete, store_count,
@@ -169,6 +169,7 @@ cdef class EventLoop:
     """
     cdef int epoll_fd
     cdef int wake_fd
+    cdef int signal_pipe[2]             # Python's signal.set_wakeup_fd writes to [1]
     cdef int listen_fd
     cdef bint accept_paused
     cdef size_t max_line_bytes
@@ -188,6 +189,7 @@ cdef class EventLoop:
                   size_t output_high_water_bytes, logger=None):
         self.epoll_fd = -1
         self.wake_fd = -1
+        self.signal_pipe[0] = self.signal_pipe[1] = -1
         self.listen_fd = listen_fd
         self.max_line_bytes = max_line_bytes
         self.read_chunk_bytes = read_chunk_bytes
@@ -203,17 +205,28 @@ cdef class EventLoop:
         self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.wake_fd < 0:
             raise_os_error()
+        if pipe2(self.signal_pipe, O_NONBLOCK | O_CLOEXEC) < 0:
+            raise_os_error()
         if self.watch(self.listen_fd, EPOLL_CTL_ADD, EPOLLIN) < 0 \
-                or self.watch(self.wake_fd, EPOLL_CTL_ADD, EPOLLIN) < 0:
+                or self.watch(self.wake_fd, EPOLL_CTL_ADD, EPOLLIN) < 0 \
+                or self.watch(self.signal_pipe[0], EPOLL_CTL_ADD, EPOLLIN) < 0:
             raise_os_error()
 
     def __dealloc__(self):
         self.release()
 
+    @property
+    def signal_wakeup_fd(self):
+        """Descriptor to pass to ``signal.set_wakeup_fd`` while ``run()`` runs in
+        the main thread. Python's C-level handler writes to it when a signal
+        arrives, which wakes the loop even if the signal came while it was busy
+        rather than waiting in epoll_wait (where EINTR alone would catch it)."""
+        return self.signal_pipe[1]
+
     def run(self):
-        """Serve until ``wake()``. Signals that interrupt epoll_wait return here,
-        run their Python handlers (which may raise, ending the loop), and serving
-        resumes. A failing system call raises OSError."""
+        """Serve until ``wake()``. A signal (through EINTR or the signal wake-up
+        pipe) returns here to run its Python handlers, which may raise, ending
+        the loop; otherwise serving resumes. A failing system call raises OSError."""
         cdef int result, error
         if self.epoll_fd < 0:
             raise RuntimeError("the loop is closed")
@@ -256,6 +269,7 @@ cdef class EventLoop:
 
     cdef void release(self) noexcept:
         cdef size_t fd
+        cdef int i
         for fd in range(self.connections_cap):
             if self.connections[fd] != NULL:
                 self.close_connection(self.connections[fd])
@@ -274,16 +288,22 @@ cdef class EventLoop:
         if self.wake_fd >= 0:
             close(self.wake_fd)
             self.wake_fd = -1
+        for i in range(2):
+            if self.signal_pipe[i] >= 0:
+                close(self.signal_pipe[i])
+                self.signal_pipe[i] = -1
 
     # ---- the loop ---------------------------------------------------------------
 
     cdef int run_until_stopped(self) noexcept nogil:
         """Serve until woken (RUN_STOPPED), interrupted by a signal
-        (RUN_INTERRUPTED) or failing (RUN_FAILED, errno set)."""
+        (RUN_INTERRUPTED) or failing (RUN_FAILED, errno set). The batch in
+        progress is finished and its replies written before returning."""
         cdef epoll_event events[MAX_EVENTS]
         cdef int ready, i, fd
-        cdef bint stop_requested = False
+        cdef bint stop_requested = False, signalled = False
         cdef eventfd_t ignored
+        cdef char drained[64]
         cdef Connection *connection
         while True:
             ready = epoll_wait(self.epoll_fd, events, MAX_EVENTS, -1)
@@ -296,6 +316,10 @@ cdef class EventLoop:
                 elif fd == self.wake_fd:
                     eventfd_read(self.wake_fd, &ignored)
                     stop_requested = True
+                elif fd == self.signal_pipe[0]:
+                    while read(fd, drained, sizeof(drained)) > 0:
+                        pass
+                    signalled = True
                 else:
                     connection = self.connections[fd]
                     if connection == NULL:
@@ -308,6 +332,8 @@ cdef class EventLoop:
             self.write_queued()
             if stop_requested:
                 return RUN_STOPPED
+            if signalled:
+                return RUN_INTERRUPTED
 
     cdef int watch(self, int fd, int operation, uint32_t events) noexcept nogil:
         """epoll_ctl with the descriptor itself as the event's data; 0 or -1 (errno)."""

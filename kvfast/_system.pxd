@@ -69,3 +69,13 @@ cdef extern from "sys/eventfd.h" nogil:
     int eventfd_read(int fd, eventfd_t *value)
     int eventfd_write(int fd, eventfd_t value)
 
+
+
+cdef extern from "fcntl.h" nogil:
+    enum:
+        O_NONBLOCK
+        O_CLOEXEC
+
+
+cdef extern from "unistd.h" nogil:
+    int pipe2(int *pipefd, int flags)

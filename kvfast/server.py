@@ -5,6 +5,7 @@ any address family getaddrinfo gives); the compiled :class:`~kvfast._loop.EventL
 then serves it without the GIL.
 """
 import logging
+import signal
 import socket
 import threading
 
@@ -43,9 +44,20 @@ class Server:
         self._thread = None
 
     def serve_forever(self) -> None:
-        """Serve in this thread until ``stop()`` (from another thread or a signal handler)."""
+        """Serve in this thread until ``stop()`` (from another thread or a signal handler).
+
+        In the main thread, Python's signal wake-up fd is pointed at the loop for
+        the duration, so a signal handler runs promptly however busy the loop is.
+        """
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
+            previous_wakeup_fd = signal.set_wakeup_fd(self._loop.signal_wakeup_fd, warn_on_full_buffer=False)
         log.info("serving on %s:%d", *self.address)
-        self._loop.run()
+        try:
+            self._loop.run()
+        finally:
+            if in_main_thread:
+                signal.set_wakeup_fd(previous_wakeup_fd)
         log.info("stopped serving on %s:%d", *self.address)
 
     def start(self) -> "Server":
