@@ -37,7 +37,7 @@ from kvfast._system cimport (
 )
 from kvfast._store cimport (
     Store, store_init, store_free, store_insert, store_lookup, store_delete, store_count,
-    store_memory_bytes,
+    store_memory_bytes, store_migrate_idle,
 )
 
 
@@ -305,10 +305,15 @@ cdef class EventLoop:
         cdef eventfd_t ignored
         cdef char drained[64]
         cdef Connection *connection
+        cdef int timeout = -1
         while True:
-            ready = epoll_wait(self.epoll_fd, events, MAX_EVENTS, -1)
+            ready = epoll_wait(self.epoll_fd, events, MAX_EVENTS, timeout)
             if ready < 0:
                 return RUN_INTERRUPTED if errno == EINTR else RUN_FAILED
+            if ready == 0:
+                # Idle with a resize under way: finish it in small steps between polls.
+                timeout = 0 if store_migrate_idle(&self.store) else -1
+                continue
             for i in range(ready):
                 fd = events[i].data.fd
                 if fd == self.listen_fd:
@@ -330,6 +335,7 @@ cdef class EventLoop:
                     if events[i].events & EPOLLOUT:
                         self.queue_write(connection)
             self.write_queued()
+            timeout = 0 if self.store.draining.capacity != 0 else -1
             if stop_requested:
                 return RUN_STOPPED
             if signalled:

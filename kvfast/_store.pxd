@@ -37,5 +37,6 @@ cdef int store_upsert(Store *store, int64_t key, int64_t value) noexcept nogil
 cdef int64_t *store_lookup(Store *store, int64_t key) noexcept nogil
 cdef bint store_delete(Store *store, int64_t key) noexcept nogil
 cdef void store_clear(Store *store) noexcept nogil
+cdef bint store_migrate_idle(Store *store) noexcept nogil
 cdef size_t store_count(const Store *store) noexcept nogil
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil

@@ -41,6 +41,8 @@ cdef int64_t EMPTY_KEY = 0
 cdef size_t MIN_CAPACITY = 16
 cdef size_t MIGRATE_MOVES = 8      # entries moved per operation while draining
 cdef size_t MIGRATE_VISITS = 128   # slots visited per operation while draining
+cdef size_t IDLE_MOVES = 1024      # entries moved per idle call (about 20-50 microseconds)
+cdef size_t IDLE_VISITS = 16384
 
 
 cdef inline uint64_t mix64(int64_t key) noexcept nogil:
@@ -212,6 +214,15 @@ cdef inline void migrate_if_draining(Store *store) noexcept nogil:
         migrate_step(store, MIGRATE_MOVES, MIGRATE_VISITS)
 
 
+cdef bint store_migrate_idle(Store *store) noexcept nogil:
+    """Advance a resize while the server has nothing else to do (as Redis's
+    active rehashing does), so an idle server never keeps two tables for long.
+    Moves at most IDLE_MOVES entries; returns whether a resize is still running."""
+    if store.draining.capacity != 0:
+        migrate_step(store, IDLE_MOVES, IDLE_VISITS)
+    return store.draining.capacity != 0
+
+
 cdef int make_room_for_one(Store *store) noexcept nogil:
     """Ensure ``main`` can take one more key without passing 90% full.
 
@@ -370,6 +381,10 @@ cdef class IntStore:
 
     def clear(self):
         store_clear(&self.store)
+
+    def migrate_idle(self):
+        """One idle-time migration step; returns whether a resize is still running."""
+        return store_migrate_idle(&self.store)
 
     def put_range(self, int64_t start, int64_t count, int64_t step=1):
         """Insert keys start, start+step, ... (value = key) without the GIL; returns

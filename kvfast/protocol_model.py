@@ -1,0 +1,160 @@
+"""Executable specification of the kvfast native protocol, in plain Python.
+
+:func:`answer` says what the server replies to one request line. It is the
+definition the tests hold the compiled server to (an oracle), and the plain
+asyncio baseline in ``bench/reference_asyncio.py`` serves it directly.
+
+The protocol, in brief: a request is one line ending in ``\\n`` (a ``\\r`` before
+it is dropped); words are separated by runs of spaces or tabs; command words are
+case-insensitive; keys and values are signed 64-bit decimal integers.
+
+=============  ==========================================================
+request        reply
+=============  ==========================================================
+``put K V``    ``OK``, or ``Key already exists`` (stored value unchanged)
+``get K``      the value in decimal, or ``Key not found``
+``del K``      ``OK``, or ``Key not found``
+``bye``        ``Goodbye``, then the server closes the connection
+blank line     no reply
+anything else  ``Invalid request: <reason>``
+=============  ==========================================================
+
+A line longer than :data:`kvfast.config.MAX_LINE_BYTES` (not counting its ending)
+gets ``Invalid request: line too long`` and the connection is closed.
+"""
+import re
+
+from kvfast.config import MAX_LINE_BYTES
+
+INT64_MIN = -(2 ** 63)
+INT64_MAX = 2 ** 63 - 1
+
+OK = b"OK"
+KEY_EXISTS = b"Key already exists"
+KEY_NOT_FOUND = b"Key not found"
+GOODBYE = b"Goodbye"
+INVALID_PREFIX = b"Invalid request: "
+LINE_TOO_LONG = INVALID_PREFIX + b"line too long"
+
+#: Longest part of an unknown command word echoed back in its error reply.
+MAX_ECHOED_WORD_BYTES = 32
+
+#: Words in each well-formed request, command included, and the usage text
+#: the server answers when the count is wrong.
+ARITY = {b"put": 3, b"get": 2, b"del": 2, b"bye": 1}
+USAGE = {
+    b"put": b"usage: put <key> <value>",
+    b"get": b"usage: get <key>",
+    b"del": b"usage: del <key>",
+    b"bye": b"usage: bye",
+}
+
+_WORD = re.compile(rb"[^ \t]+")
+# Sign, then leading zeros (dropped so that a long run of them is still cheap to
+# parse), then the significant digits (at least one: "000" leaves "0").
+_INTEGER = re.compile(rb"([+-]?)0*([0-9]+)")
+# 2**63 has 19 digits, so any longer run of significant digits is out of range.
+_MAX_INT64_DIGITS = len(str(2 ** 63))
+
+
+class _InvalidRequest(Exception):
+    """Internal: carries the reason of an ``Invalid request: <reason>`` reply."""
+
+
+def answer(store: dict, line: bytes, max_line_bytes: int = MAX_LINE_BYTES):
+    """Apply one request line to ``store`` and say what the server replies.
+
+    ``line`` is one request as received, without its ``\\n`` but possibly with
+    the ``\\r`` before it; it must not contain ``\\n``. ``store`` maps int keys
+    to int values and is updated in place by ``put`` and ``del``.
+
+    Returns ``(reply, close)``: ``reply`` is the reply line without its ``\\n``,
+    or None when the server sends nothing (blank line); ``close`` is True when
+    the server closes the connection after sending the reply (``bye``, or a line
+    longer than ``max_line_bytes``).
+
+    The order of the checks is part of the protocol: line length, then blank,
+    then command word, then word count, then key, then value.
+    """
+    if b"\n" in line:
+        raise ValueError("a request line must not contain b'\\n'")
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if len(line) > max_line_bytes:
+        return LINE_TOO_LONG, True
+    words = _WORD.findall(line)
+    if not words:
+        return None, False
+    try:
+        return _execute(store, words)
+    except _InvalidRequest as invalid:
+        return INVALID_PREFIX + invalid.args[0], False
+
+
+def _execute(store: dict, words: list) -> tuple:
+    """Run the non-blank request ``words`` against ``store``.
+
+    Returns ``(reply, close)`` as :func:`answer` does; raises _InvalidRequest
+    with the reason when the request is malformed.
+    """
+    command = words[0].lower()
+    if command not in ARITY:
+        raise _InvalidRequest(b"unknown command '" + _echo_word(words[0]) + b"'")
+    if len(words) != ARITY[command]:
+        raise _InvalidRequest(USAGE[command])
+    if command == b"bye":
+        return GOODBYE, True
+    key = _parse_int64(words[1], b"key")
+    if command == b"put":
+        value = _parse_int64(words[2], b"value")
+        if key in store:
+            return KEY_EXISTS, False
+        store[key] = value
+        return OK, False
+    if key not in store:
+        return KEY_NOT_FOUND, False
+    if command == b"get":
+        return str(store[key]).encode(), False
+    del store[key]
+    return OK, False
+
+
+def _parse_int64(word: bytes, what: bytes) -> int:
+    """Parse ``word`` as a signed 64-bit decimal integer and return it.
+
+    Accepted: an optional ``+`` or ``-`` and then one or more ASCII digits
+    (leading zeros allowed) — stricter than ``int()``, which also takes
+    underscores, surrounding whitespace and non-ASCII digits. ``what`` (``key``
+    or ``value``) names the word in the error. Raises _InvalidRequest with
+    ``<what> is not an integer`` or ``integer out of range``.
+    """
+    match = _INTEGER.fullmatch(word)
+    if match is None:
+        raise _InvalidRequest(what + b" is not an integer")
+    sign, digits = match.groups()
+    # Checking the length first keeps int() away from huge digit strings, which
+    # are slow to convert and refused beyond sys.get_int_max_str_digits().
+    if len(digits) > _MAX_INT64_DIGITS:
+        raise _InvalidRequest(b"integer out of range")
+    number = -int(digits) if sign == b"-" else int(digits)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise _InvalidRequest(b"integer out of range")
+    return number
+
+
+def _echo_word(word: bytes) -> bytes:
+    """Return ``word`` as echoed in the ``unknown command '...'`` reply.
+
+    The word is cut to its first 32 bytes, followed by ``...`` when it was
+    longer, and every byte outside printable ASCII 0x21-0x7e is written as
+    ``\\xNN`` (lowercase hex), so the reply is always one printable line.
+    """
+    shown = bytearray()
+    for byte in word[:MAX_ECHOED_WORD_BYTES]:
+        if 0x21 <= byte <= 0x7E:
+            shown.append(byte)
+        else:
+            shown += b"\\x%02x" % byte
+    if len(word) > MAX_ECHOED_WORD_BYTES:
+        shown += b"..."
+    return bytes(shown)
