@@ -16,17 +16,20 @@ One iteration, as in Redis's ae/networking:
   3. After the batch, queued output is written directly. Only a connection
      whose output did not all fit in the socket gets EPOLLOUT armed, and it is
      disarmed once the output has drained.
-Requests that arrive in one piece are answered straight from a buffer shared by
-the whole loop; a connection owns an input buffer only while it holds an
-incomplete line.
+Each request is routed by its first byte: ``*`` starts a RESP (Redis protocol)
+request, answered by ``_resp``; anything else is a native text line, answered
+by ``_native``. One connection may mix both. Requests that arrive in one piece
+are answered straight from a buffer shared by the whole loop; a connection owns
+an input buffer only while it holds an incomplete request.
 """
 import os
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t
+from libc.time cimport time
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memchr, memcpy, memmove, strlen
+from libc.string cimport memchr, memcpy, memmove
 from posix.unistd cimport close, read
 
 from kvfast._system cimport (
@@ -35,17 +38,16 @@ from kvfast._system cimport (
     accept4, setsockopt, recv, send, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL,
     IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
 )
-from kvfast._store cimport (
-    Store, store_init, store_free, store_insert, store_lookup, store_delete, store_count,
-    store_memory_bytes, store_migrate_idle,
-)
+from kvfast._context cimport ServerContext, Session
+from kvfast._native cimport native_answer, native_refuse_long_line
+from kvfast._output cimport Output, output_pending, output_free
+from kvfast._resp cimport resp_answer, resp_refuse_too_large
+from kvfast._store cimport store_init, store_free, store_count, store_memory_bytes, store_migrate_idle
 
 
 cdef enum:
     MAX_EVENTS = 256            # descriptors taken from one epoll_wait
     ACCEPTS_PER_EVENT = 64      # new clients accepted per readable event of the listener
-    MAX_TOKENS = 4              # command + two arguments + one to notice extra words
-    ECHO_LIMIT = 32             # bytes of an unknown command echoed back in the error
     SPARE_OUTPUT_BYTES = 16384  # an emptied output buffer larger than this is freed
 
 cdef enum RunResult:
@@ -57,107 +59,13 @@ cdef enum RunResult:
 cdef struct Connection:
     int fd
     uint32_t interest           # epoll events currently registered
-    bint closing                # close once the output is flushed; read no more
     bint reading_paused         # too much unsent output: stop reading (backpressure)
     bint write_blocked          # the socket refused part of the output: EPOLLOUT armed
     bint queued                 # in the loop's write queue for this iteration
-    char *input                 # an incomplete request line, or NULL
+    char *input                 # an incomplete request, or NULL
     size_t input_len
     size_t input_cap
-    char *output                # replies not yet sent: output[output_start:output_end]
-    size_t output_start
-    size_t output_end
-    size_t output_cap
-
-
-cdef struct Token:
-    const char *start
-    size_t length
-
-
-cdef struct LoopStats:
-    uint64_t connections_accepted
-    uint64_t connected_clients
-    uint64_t commands_processed
-    uint64_t invalid_requests
-    uint64_t keyspace_hits
-    uint64_t keyspace_misses
-    uint64_t lines_too_long
-    uint64_t accept_pauses
-
-
-cdef enum IntParse:
-    INT_OK = 0
-    INT_NOT_INTEGER = 1
-    INT_OUT_OF_RANGE = 2
-
-
-cdef IntParse parse_int64(const char *text, size_t length, int64_t *out) noexcept nogil:
-    """Parse an optionally signed decimal int64 (leading zeros allowed).
-
-    Returns INT_OK and stores the value, INT_NOT_INTEGER for anything but
-    ``[+-]?[0-9]+``, or INT_OUT_OF_RANGE when the digits do not fit in int64.
-    """
-    cdef size_t i = 0
-    cdef bint negative = False
-    cdef uint64_t magnitude = 0, digit
-    cdef uint64_t limit
-    if length > 0 and (text[0] == c'+' or text[0] == c'-'):
-        negative = text[0] == c'-'
-        i = 1
-    if i == length:
-        return INT_NOT_INTEGER
-    limit = (<uint64_t>1 << 63) if negative else ((<uint64_t>1 << 63) - 1)
-    cdef bint overflow = False
-    while i < length:
-        if text[i] < c'0' or text[i] > c'9':
-            return INT_NOT_INTEGER
-        digit = <uint64_t>(text[i] - c'0')
-        if not overflow and (magnitude > (limit - digit) // 10):
-            overflow = True      # keep scanning: a later non-digit is still "not an integer"
-        magnitude = magnitude * 10 + digit
-        i += 1
-    if overflow:
-        return INT_OUT_OF_RANGE
-    out[0] = <int64_t>(0 - magnitude) if negative else <int64_t>magnitude
-    return INT_OK
-
-
-cdef inline bint is_blank(char byte) noexcept nogil:
-    return byte == c' ' or byte == c'\t'
-
-
-cdef size_t split_words(const char *line, size_t length, Token *tokens) noexcept nogil:
-    """Split a line at runs of spaces and tabs. Fills at most MAX_TOKENS tokens
-    and returns the number of words found (which may be larger)."""
-    cdef size_t i = 0, count = 0, start
-    while True:
-        while i < length and is_blank(line[i]):
-            i += 1
-        if i == length:
-            return count
-        start = i
-        while i < length and not is_blank(line[i]):
-            i += 1
-        if count < MAX_TOKENS:
-            tokens[count].start = line + start
-            tokens[count].length = i - start
-        count += 1
-
-
-cdef bint is_command(const Token *token, const char *lowercase) noexcept nogil:
-    """Case-insensitive comparison of an ASCII command word (``x | 0x20`` turns an
-    upper-case letter into its lower case, and no other byte into a letter)."""
-    cdef size_t i
-    if token.length != strlen(lowercase):
-        return False
-    for i in range(token.length):
-        if (token.start[i] | 0x20) != lowercase[i]:
-            return False
-    return True
-
-
-cdef const char *HEX_DIGITS = b"0123456789abcdef"
+    Session session             # protocol state and the output buffer
 
 
 cdef class EventLoop:
@@ -165,37 +73,40 @@ cdef class EventLoop:
 
     ``run()`` serves until ``wake()`` is called (from any thread, or a signal
     handler). The listening socket stays owned by the caller; the loop owns its
-    epoll and eventfd descriptors, every client connection and the store.
+    epoll, eventfd and signal-pipe descriptors, every client connection and the
+    store (inside ``context``).
     """
     cdef int epoll_fd
     cdef int wake_fd
     cdef int signal_pipe[2]             # Python's signal.set_wakeup_fd writes to [1]
     cdef int listen_fd
     cdef bint accept_paused
-    cdef size_t max_line_bytes
     cdef size_t read_chunk_bytes
     cdef size_t output_high_water_bytes
     cdef char *shared_input
-    cdef Connection **connections      # indexed by file descriptor
+    cdef Connection **connections       # indexed by file descriptor
     cdef size_t connections_cap
     cdef int *write_queue               # descriptors with output to write this iteration
     cdef size_t write_queue_len
     cdef size_t write_queue_cap
-    cdef Store store
-    cdef LoopStats counters
+    cdef uint64_t next_client_id
+    cdef ServerContext context          # the store and the counters, shared with the protocols
     cdef object logger
 
-    def __cinit__(self, int listen_fd, size_t max_line_bytes, size_t read_chunk_bytes,
-                  size_t output_high_water_bytes, logger=None):
+    def __cinit__(self, int listen_fd, int port, size_t max_line_bytes, size_t max_request_bytes,
+                  size_t read_chunk_bytes, size_t output_high_water_bytes, logger=None):
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
         self.listen_fd = listen_fd
-        self.max_line_bytes = max_line_bytes
         self.read_chunk_bytes = read_chunk_bytes
         self.output_high_water_bytes = output_high_water_bytes
         self.logger = logger
-        store_init(&self.store)
+        store_init(&self.context.store)
+        self.context.port = port
+        self.context.started_at = time(NULL)
+        self.context.max_line_bytes = max_line_bytes
+        self.context.max_request_bytes = max_request_bytes
         self.shared_input = <char *>malloc(read_chunk_bytes)
         if self.shared_input == NULL:
             raise MemoryError()
@@ -254,17 +165,17 @@ cdef class EventLoop:
     def stats(self):
         """Counters of the loop and the store, as a dict of ints."""
         return {
-            "connected_clients": self.counters.connected_clients,
-            "connections_accepted": self.counters.connections_accepted,
-            "commands_processed": self.counters.commands_processed,
-            "invalid_requests": self.counters.invalid_requests,
-            "keyspace_hits": self.counters.keyspace_hits,
-            "keyspace_misses": self.counters.keyspace_misses,
-            "lines_too_long": self.counters.lines_too_long,
-            "accept_pauses": self.counters.accept_pauses,
-            "keys": store_count(&self.store),
-            "store_bytes": store_memory_bytes(&self.store),
-            "max_moved_per_step": self.store.stats.max_moved_per_step,
+            "connected_clients": self.context.counters.connected_clients,
+            "connections_accepted": self.context.counters.connections_accepted,
+            "commands_processed": self.context.counters.commands_processed,
+            "invalid_requests": self.context.counters.invalid_requests,
+            "protocol_errors": self.context.counters.protocol_errors,
+            "keyspace_hits": self.context.counters.keyspace_hits,
+            "keyspace_misses": self.context.counters.keyspace_misses,
+            "accept_pauses": self.context.counters.accept_pauses,
+            "keys": store_count(&self.context.store),
+            "store_bytes": store_memory_bytes(&self.context.store),
+            "max_moved_per_step": self.context.store.stats.max_moved_per_step,
         }
 
     cdef void release(self) noexcept:
@@ -281,7 +192,7 @@ cdef class EventLoop:
         self.write_queue_cap = self.write_queue_len = 0
         free(self.shared_input)
         self.shared_input = NULL
-        store_free(&self.store)
+        store_free(&self.context.store)
         if self.epoll_fd >= 0:
             close(self.epoll_fd)
             self.epoll_fd = -1
@@ -298,21 +209,24 @@ cdef class EventLoop:
     cdef int run_until_stopped(self) noexcept nogil:
         """Serve until woken (RUN_STOPPED), interrupted by a signal
         (RUN_INTERRUPTED) or failing (RUN_FAILED, errno set). The batch in
-        progress is finished and its replies written before returning."""
+        progress is finished and its replies written before returning.
+
+        While the store is resizing, epoll_wait does not block, and idle
+        iterations advance the resize instead.
+        """
         cdef epoll_event events[MAX_EVENTS]
         cdef int ready, i, fd
+        cdef int timeout = -1
         cdef bint stop_requested = False, signalled = False
         cdef eventfd_t ignored
         cdef char drained[64]
         cdef Connection *connection
-        cdef int timeout = -1
         while True:
             ready = epoll_wait(self.epoll_fd, events, MAX_EVENTS, timeout)
             if ready < 0:
                 return RUN_INTERRUPTED if errno == EINTR else RUN_FAILED
             if ready == 0:
-                # Idle with a resize under way: finish it in small steps between polls.
-                timeout = 0 if store_migrate_idle(&self.store) else -1
+                timeout = 0 if store_migrate_idle(&self.context.store) else -1
                 continue
             for i in range(ready):
                 fd = events[i].data.fd
@@ -335,7 +249,7 @@ cdef class EventLoop:
                     if events[i].events & EPOLLOUT:
                         self.queue_write(connection)
             self.write_queued()
-            timeout = 0 if self.store.draining.capacity != 0 else -1
+            timeout = 0 if self.context.store.draining.capacity != 0 else -1
             if stop_requested:
                 return RUN_STOPPED
             if signalled:
@@ -375,7 +289,7 @@ cdef class EventLoop:
             return
         if self.watch(self.listen_fd, EPOLL_CTL_DEL, 0) == 0:
             self.accept_paused = True
-            self.counters.accept_pauses += 1
+            self.context.counters.accept_pauses += 1
             self.log_warning(b"out of file descriptors: not accepting until a client leaves")
 
     cdef void resume_accepting(self) noexcept nogil:
@@ -393,13 +307,16 @@ cdef class EventLoop:
             return -1
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         connection.fd = fd
+        connection.session.resp_version = 2
+        self.next_client_id += 1
+        connection.session.id = self.next_client_id
         if self.watch(fd, EPOLL_CTL_ADD, EPOLLIN) < 0:
             free(connection)
             return -1
         connection.interest = EPOLLIN
         self.connections[fd] = connection
-        self.counters.connections_accepted += 1
-        self.counters.connected_clients += 1
+        self.context.counters.connections_accepted += 1
+        self.context.counters.connected_clients += 1
         return 0
 
     cdef int grow_connection_table(self, int fd) noexcept nogil:
@@ -431,16 +348,16 @@ cdef class EventLoop:
         self.connections[connection.fd] = NULL
         close(connection.fd)
         free(connection.input)
-        free(connection.output)
+        output_free(&connection.session.output)
         free(connection)
-        self.counters.connected_clients -= 1
+        self.context.counters.connected_clients -= 1
         self.resume_accepting()
 
     cdef void update_interest(self, Connection *connection) noexcept nogil:
         """Register exactly the events the connection's state calls for:
         EPOLLIN unless closing or paused, EPOLLOUT only while a write was refused."""
         cdef uint32_t wanted = 0
-        if not connection.closing and not connection.reading_paused:
+        if not connection.session.closing and not connection.reading_paused:
             wanted |= EPOLLIN
         if connection.write_blocked:
             wanted |= EPOLLOUT
@@ -451,16 +368,18 @@ cdef class EventLoop:
     # ---- input ------------------------------------------------------------------
 
     cdef int read_requests(self, Connection *connection) noexcept nogil:
-        """One bounded read from the connection, then answer every complete line.
+        """One bounded read from the connection, then answer every complete request.
 
         Returns 0, or -1 if the connection was closed (peer gone, read error, or
-        out of memory). A line longer than ``max_line_bytes`` is answered with
-        ``Invalid request: line too long`` and the connection closes after it.
+        out of memory). An incomplete request that can no longer fit its limit
+        (a native line over ``max_line_bytes``, a RESP request over
+        ``max_request_bytes``) is refused and the connection closes after the reply.
         """
         cdef char *data
         cdef ssize_t received
         cdef size_t length, consumed, leftover
-        if connection.closing or connection.reading_paused:
+        cdef int refused = 0
+        if connection.session.closing or connection.reading_paused:
             self.queue_write(connection)         # woken by ERR/HUP: let the write decide
             return 0
         if connection.input_len == 0:
@@ -478,24 +397,29 @@ cdef class EventLoop:
             return self.end_of_input(connection)
         length = connection.input_len + <size_t>received
 
-        consumed = self.answer_lines(connection, data, length)
+        consumed = self.answer_requests(connection, data, length)
         if consumed == <size_t>-1:
             self.close_connection(connection)
             return -1
         leftover = length - consumed
-        if not connection.closing and leftover > self.max_line_bytes + 1:
-            # No newline can make this line short enough ("+ 1": a "\r" may still end it).
-            if self.refuse_long_line(connection) < 0:
-                self.close_connection(connection)
-                return -1
-        if connection.closing:
+        if not connection.session.closing and leftover > 0:
+            if data[consumed] == c'*':
+                if leftover > self.context.max_request_bytes:
+                    refused = resp_refuse_too_large(&self.context, &connection.session)
+            elif leftover > self.context.max_line_bytes + 1:
+                # No newline can make this line short enough ("+ 1": a "\r" may still end it).
+                refused = native_refuse_long_line(&self.context, &connection.session)
+        if refused < 0:
+            self.close_connection(connection)
+            return -1
+        if connection.session.closing:
             leftover = 0
         if self.keep_leftover(connection, data, consumed, leftover) < 0:
             self.close_connection(connection)
             return -1
-        if connection.output_end > connection.output_start:
+        if output_pending(&connection.session.output) > 0:
             self.queue_write(connection)
-            if connection.output_end - connection.output_start >= self.output_high_water_bytes:
+            if output_pending(&connection.session.output) >= self.output_high_water_bytes:
                 connection.reading_paused = True
         self.update_interest(connection)
         return 0
@@ -503,8 +427,8 @@ cdef class EventLoop:
     cdef int end_of_input(self, Connection *connection) noexcept nogil:
         """The peer closed its side (or the read failed): close now, or after the
         replies already produced have been written. Returns -1 if closed now."""
-        if connection.output_end > connection.output_start:
-            connection.closing = True
+        if output_pending(&connection.session.output) > 0:
+            connection.session.closing = True
             self.discard_input(connection)
             self.update_interest(connection)
             self.queue_write(connection)
@@ -513,8 +437,8 @@ cdef class EventLoop:
         return -1
 
     cdef int reserve_input(self, Connection *connection) noexcept nogil:
-        """Room for one more bounded read after the incomplete line already held.
-        Returns 0, or -1 (ENOMEM)."""
+        """Room for one more bounded read after the incomplete request already
+        held. Returns 0, or -1 (ENOMEM)."""
         cdef size_t needed = connection.input_len + self.read_chunk_bytes
         cdef char *grown
         if needed <= connection.input_cap:
@@ -528,7 +452,7 @@ cdef class EventLoop:
 
     cdef int keep_leftover(self, Connection *connection, const char *data,
                            size_t consumed, size_t leftover) noexcept nogil:
-        """Keep the unanswered tail (an incomplete line) in the connection's own
+        """Keep the unanswered tail (an incomplete request) in the connection's own
         buffer, or free that buffer when nothing is left. Returns 0 or -1 (ENOMEM)."""
         if leftover == 0:
             self.discard_input(connection)
@@ -549,14 +473,26 @@ cdef class EventLoop:
         connection.input = NULL
         connection.input_len = connection.input_cap = 0
 
-    cdef size_t answer_lines(self, Connection *connection, const char *data, size_t length) noexcept nogil:
-        """Answer each complete line in ``data`` in order, stopping early if the
-        connection starts closing. Returns the bytes consumed, or (size_t)-1 when
-        a reply could not be buffered (out of memory)."""
+    cdef size_t answer_requests(self, Connection *connection, const char *data,
+                                size_t length) noexcept nogil:
+        """Answer each complete request in ``data`` in order, stopping early once
+        the connection starts closing. A request starting with ``*`` is RESP;
+        anything else is a native line. Returns the bytes consumed, or
+        (size_t)-1 when a reply could not be buffered (out of memory)."""
         cdef size_t start = 0, end, line_length
         cdef const char *newline
+        cdef ssize_t used
         cdef int result
-        while start < length and not connection.closing:
+        cdef Session *session = &connection.session
+        while start < length and not session.closing:
+            if data[start] == c'*':
+                used = resp_answer(&self.context, session, data + start, length - start)
+                if used < 0:
+                    return <size_t>-1
+                if used == 0:
+                    break                   # incomplete: wait for more bytes
+                start += <size_t>used
+                continue
             newline = <const char *>memchr(data + start, c'\n', length - start)
             if newline == NULL:
                 break
@@ -564,162 +500,16 @@ cdef class EventLoop:
             line_length = end - start
             if line_length > 0 and data[end - 1] == c'\r':
                 line_length -= 1
-            if line_length > self.max_line_bytes:
-                result = self.refuse_long_line(connection)
+            if line_length > self.context.max_line_bytes:
+                result = native_refuse_long_line(&self.context, session)
             else:
-                result = self.answer(connection, data + start, line_length)
+                result = native_answer(&self.context, session, data + start, line_length)
             if result < 0:
                 return <size_t>-1
             start = end + 1
         return start
 
-    cdef int refuse_long_line(self, Connection *connection) noexcept nogil:
-        self.counters.lines_too_long += 1
-        self.counters.invalid_requests += 1
-        connection.closing = True
-        return self.reply(connection, b"Invalid request: line too long\n")
-
-    # ---- requests ---------------------------------------------------------------
-
-    cdef int answer(self, Connection *connection, const char *line, size_t length) noexcept nogil:
-        """Execute one request line (without its ending) and buffer its one-line
-        reply. Blank lines get none. Returns 0, or -1 if out of memory."""
-        cdef Token words[MAX_TOKENS]
-        cdef size_t count = split_words(line, length, words)
-        cdef int64_t key, value
-        cdef int64_t *found
-        cdef int inserted
-        cdef IntParse parsed
-        if count == 0:
-            return 0
-        self.counters.commands_processed += 1
-        if is_command(&words[0], b"get"):
-            if count != 2:
-                return self.invalid(connection, b"usage: get <key>")
-            parsed = parse_int64(words[1].start, words[1].length, &key)
-            if parsed != INT_OK:
-                return self.refuse_integer(connection, parsed, b"key is not an integer")
-            found = store_lookup(&self.store, key)
-            if found == NULL:
-                self.counters.keyspace_misses += 1
-                return self.reply(connection, b"Key not found\n")
-            self.counters.keyspace_hits += 1
-            return self.reply_integer(connection, found[0])
-        if is_command(&words[0], b"put"):
-            if count != 3:
-                return self.invalid(connection, b"usage: put <key> <value>")
-            parsed = parse_int64(words[1].start, words[1].length, &key)
-            if parsed != INT_OK:
-                return self.refuse_integer(connection, parsed, b"key is not an integer")
-            parsed = parse_int64(words[2].start, words[2].length, &value)
-            if parsed != INT_OK:
-                return self.refuse_integer(connection, parsed, b"value is not an integer")
-            inserted = store_insert(&self.store, key, value)
-            if inserted < 0:
-                return self.reply(connection, b"Error: out of memory\n")
-            return self.reply(connection, b"OK\n" if inserted else b"Key already exists\n")
-        if is_command(&words[0], b"del"):
-            if count != 2:
-                return self.invalid(connection, b"usage: del <key>")
-            parsed = parse_int64(words[1].start, words[1].length, &key)
-            if parsed != INT_OK:
-                return self.refuse_integer(connection, parsed, b"key is not an integer")
-            return self.reply(connection, b"OK\n" if store_delete(&self.store, key) else b"Key not found\n")
-        if is_command(&words[0], b"bye"):
-            if count != 1:
-                return self.invalid(connection, b"usage: bye")
-            connection.closing = True
-            return self.reply(connection, b"Goodbye\n")
-        return self.unknown_command(connection, &words[0])
-
-    cdef int refuse_integer(self, Connection *connection, IntParse parsed,
-                            const char *not_integer_reason) noexcept nogil:
-        """Reply why an integer argument was refused; 0 or -1 (out of memory)."""
-        if parsed == INT_OUT_OF_RANGE:
-            return self.invalid(connection, b"integer out of range")
-        return self.invalid(connection, not_integer_reason)
-
-    cdef int invalid(self, Connection *connection, const char *reason) noexcept nogil:
-        """Reply ``Invalid request: <reason>``; 0 or -1 (out of memory)."""
-        self.counters.invalid_requests += 1
-        if self.reply(connection, b"Invalid request: ") < 0 or self.reply(connection, reason) < 0:
-            return -1
-        return self.reply(connection, b"\n")
-
-    cdef int unknown_command(self, Connection *connection, const Token *word) noexcept nogil:
-        """Reply ``Invalid request: unknown command '<word>'``: at most ECHO_LIMIT
-        bytes of the word, then ``...`` if it was longer; bytes outside printable
-        ASCII are shown as ``\\xNN`` so the reply stays one clean line."""
-        cdef char echo[ECHO_LIMIT * 4 + 8]
-        cdef size_t i, length = 0
-        cdef unsigned char byte
-        for i in range(word.length if word.length < ECHO_LIMIT else ECHO_LIMIT):
-            byte = <unsigned char>word.start[i]
-            if 0x21 <= byte <= 0x7e:
-                echo[length] = <char>byte
-                length += 1
-            else:
-                echo[length] = c'\\'
-                echo[length + 1] = c'x'
-                echo[length + 2] = HEX_DIGITS[byte >> 4]
-                echo[length + 3] = HEX_DIGITS[byte & 15]
-                length += 4
-        if word.length > ECHO_LIMIT:
-            memcpy(echo + length, b"...", 3)
-            length += 3
-        echo[length] = c'\''
-        echo[length + 1] = c'\n'
-        self.counters.invalid_requests += 1
-        if self.reply(connection, b"Invalid request: unknown command '") < 0:
-            return -1
-        return self.reply_bytes(connection, echo, length + 2)
-
     # ---- output -----------------------------------------------------------------
-
-    cdef int reply(self, Connection *connection, const char *text) noexcept nogil:
-        return self.reply_bytes(connection, text, strlen(text))
-
-    cdef int reply_integer(self, Connection *connection, int64_t value) noexcept nogil:
-        """Buffer ``value`` in decimal and a newline; 0 or -1 (out of memory)."""
-        cdef char digits[24]
-        cdef size_t position = 23
-        cdef uint64_t magnitude = (0 - <uint64_t>value) if value < 0 else <uint64_t>value
-        digits[position] = c'\n'
-        while True:
-            position -= 1
-            digits[position] = <char>(c'0' + magnitude % 10)
-            magnitude //= 10
-            if magnitude == 0:
-                break
-        if value < 0:
-            position -= 1
-            digits[position] = c'-'
-        return self.reply_bytes(connection, digits + position, 24 - position)
-
-    cdef int reply_bytes(self, Connection *connection, const char *data, size_t length) noexcept nogil:
-        """Append to the connection's output buffer, moving unsent bytes to its
-        front or growing it as needed. Returns 0, or -1 (ENOMEM)."""
-        cdef size_t pending, capacity
-        cdef char *grown
-        if connection.output_end + length > connection.output_cap:
-            pending = connection.output_end - connection.output_start
-            if connection.output_start > 0:
-                memmove(connection.output, connection.output + connection.output_start, pending)
-                connection.output_start = 0
-                connection.output_end = pending
-            if pending + length > connection.output_cap:
-                capacity = connection.output_cap * 2 if connection.output_cap else 512
-                while capacity < pending + length:
-                    capacity *= 2
-                grown = <char *>realloc(connection.output, capacity)
-                if grown == NULL:
-                    errno = ENOMEM
-                    return -1
-                connection.output = grown
-                connection.output_cap = capacity
-        memcpy(connection.output + connection.output_end, data, length)
-        connection.output_end += length
-        return 0
 
     cdef void queue_write(self, Connection *connection) noexcept nogil:
         """Remember to write this connection's output after the current batch."""
@@ -750,11 +540,11 @@ cdef class EventLoop:
         reading resumes once the backlog is under half the high-water mark.
         A send error closes the connection.
         """
+        cdef Output *output = &connection.session.output
         cdef ssize_t sent
         # (On Linux EWOULDBLOCK is EAGAIN, so EAGAIN alone covers both here and in recv.)
-        while connection.output_start < connection.output_end:
-            sent = send(connection.fd, connection.output + connection.output_start,
-                        connection.output_end - connection.output_start, MSG_NOSIGNAL)
+        while output.start < output.end:
+            sent = send(connection.fd, output.data + output.start, output.end - output.start, MSG_NOSIGNAL)
             if sent < 0:
                 if errno == EINTR:
                     continue
@@ -762,21 +552,19 @@ cdef class EventLoop:
                     break
                 self.close_connection(connection)
                 return
-            connection.output_start += <size_t>sent
-        if connection.output_start == connection.output_end:
-            connection.output_start = connection.output_end = 0
-            if connection.output_cap > SPARE_OUTPUT_BYTES:
-                free(connection.output)
-                connection.output = NULL
-                connection.output_cap = 0
-            if connection.closing:
+            output.start += <size_t>sent
+        if output.start == output.end:
+            output.start = output.end = 0
+            if output.capacity > SPARE_OUTPUT_BYTES:
+                output_free(output)
+            if connection.session.closing:
                 self.close_connection(connection)
                 return
             connection.write_blocked = False
             connection.reading_paused = False
         else:
             connection.write_blocked = True
-            if (connection.output_end - connection.output_start) * 2 < self.output_high_water_bytes:
+            if output_pending(output) * 2 < self.output_high_water_bytes:
                 connection.reading_paused = False
         self.update_interest(connection)
 

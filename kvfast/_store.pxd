@@ -35,6 +35,7 @@ cdef void store_free(Store *store) noexcept nogil
 cdef int store_insert(Store *store, int64_t key, int64_t value) noexcept nogil
 cdef int store_upsert(Store *store, int64_t key, int64_t value) noexcept nogil
 cdef int64_t *store_lookup(Store *store, int64_t key) noexcept nogil
+cdef int store_increment(Store *store, int64_t key, int64_t delta, int64_t *result) noexcept nogil
 cdef bint store_delete(Store *store, int64_t key) noexcept nogil
 cdef void store_clear(Store *store) noexcept nogil
 cdef bint store_migrate_idle(Store *store) noexcept nogil

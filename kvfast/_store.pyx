@@ -313,6 +313,21 @@ cdef int store_upsert(Store *store, int64_t key, int64_t value) noexcept nogil:
     return store_insert(store, key, value)
 
 
+cdef int store_increment(Store *store, int64_t key, int64_t delta, int64_t *result) noexcept nogil:
+    """Add ``delta`` to the value of ``key`` (an absent key counts as 0) and put
+    the sum in ``result``. Returns 0; 1 if the sum would overflow int64 (nothing
+    changes); -1 with errno ENOMEM."""
+    cdef int64_t *found = store_lookup(store, key)
+    cdef int64_t current = found[0] if found != NULL else 0
+    if (delta > 0 and current > INT64_MAX - delta) or (delta < 0 and current < INT64_MIN - delta):
+        return 1
+    result[0] = current + delta
+    if found != NULL:
+        found[0] = result[0]
+        return 0
+    return -1 if store_insert(store, key, result[0]) < 0 else 0
+
+
 cdef bint store_delete(Store *store, int64_t key) noexcept nogil:
     """Remove ``key``; returns whether it was present. May start a shrink."""
     cdef Slot *found
@@ -374,6 +389,17 @@ cdef class IntStore:
     def get(self, int64_t key, default=None):
         cdef int64_t *value = store_lookup(&self.store, key)
         return default if value == NULL else value[0]
+
+    def increment(self, int64_t key, int64_t delta=1):
+        """Add ``delta`` (absent counts as 0); returns the new value. OverflowError
+        if it would not fit in int64 (the stored value is unchanged)."""
+        cdef int64_t value
+        cdef int result = store_increment(&self.store, key, delta, &value)
+        if result == 1:
+            raise OverflowError("increment would overflow")
+        if result < 0:
+            raise MemoryError()
+        return value
 
     def delete(self, int64_t key):
         """Remove the key; returns whether it was present."""

@@ -14,6 +14,11 @@ DEFAULT_LOG_LEVEL = "info"
 #: A longer line gets ``Invalid request: line too long`` and its connection is closed.
 MAX_LINE_BYTES = 64 * 1024
 
+#: Largest RESP (Redis protocol) request, in bytes. Larger ones are refused with
+#: ``-ERR Protocol error: request too large`` and the connection is closed, as soon
+#: as a header declares the size (before the body is buffered).
+MAX_REQUEST_BYTES = 1024 * 1024
+
 #: Bytes read from one connection per readable event (a bounded read, as Redis does),
 #: so one busy client cannot starve the others in a loop iteration.
 READ_CHUNK_BYTES = 16 * 1024
@@ -35,6 +40,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     log_level: str = DEFAULT_LOG_LEVEL
     max_line_bytes: int = MAX_LINE_BYTES
+    max_request_bytes: int = MAX_REQUEST_BYTES
     read_chunk_bytes: int = READ_CHUNK_BYTES
     output_high_water_bytes: int = OUTPUT_HIGH_WATER_BYTES
     backlog: int = LISTEN_BACKLOG
@@ -44,7 +50,7 @@ class ServerConfig:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
-        if self.max_line_bytes < 16:
-            raise ValueError("max_line_bytes must be at least 16")
+        if self.max_line_bytes < 16 or self.max_request_bytes < 64:
+            raise ValueError("max_line_bytes must be at least 16 and max_request_bytes at least 64")
         if self.read_chunk_bytes < 1 or self.output_high_water_bytes < 1:
             raise ValueError("read_chunk_bytes and output_high_water_bytes must be positive")

@@ -14,10 +14,17 @@ request        reply
 ``put K V``    ``OK``, or ``Key already exists`` (stored value unchanged)
 ``get K``      the value in decimal, or ``Key not found``
 ``del K``      ``OK``, or ``Key not found``
+``set K V``    ``OK`` (insert or overwrite)
+``incr K [D]`` the new value (an absent key counts as 0; D defaults to 1), or
+               ``Invalid request: increment would overflow`` (value unchanged)
+``stats``      one line of ``name=value`` counters (not modelled here)
 ``bye``        ``Goodbye``, then the server closes the connection
 blank line     no reply
 anything else  ``Invalid request: <reason>``
 =============  ==========================================================
+
+A request starting with ``*`` is a Redis protocol (RESP) request, not a native
+line; this model covers native lines only.
 
 A line longer than :data:`kvfast.config.MAX_LINE_BYTES` (not counting its ending)
 gets ``Invalid request: line too long`` and the connection is closed.
@@ -41,9 +48,11 @@ MAX_ECHOED_WORD_BYTES = 32
 
 #: Words in each well-formed request, command included, and the usage text
 #: the server answers when the count is wrong.
-ARITY = {b"put": 3, b"get": 2, b"del": 2, b"bye": 1}
+ARITY = {b"put": (3,), b"set": (3,), b"get": (2,), b"del": (2,), b"incr": (2, 3), b"bye": (1,)}
 USAGE = {
     b"put": b"usage: put <key> <value>",
+    b"set": b"usage: set <key> <value>",
+    b"incr": b"usage: incr <key> [<delta>]",
     b"get": b"usage: get <key>",
     b"del": b"usage: del <key>",
     b"bye": b"usage: bye",
@@ -100,11 +109,21 @@ def _execute(store: dict, words: list) -> tuple:
     command = words[0].lower()
     if command not in ARITY:
         raise _InvalidRequest(b"unknown command '" + _echo_word(words[0]) + b"'")
-    if len(words) != ARITY[command]:
+    if len(words) not in ARITY[command]:
         raise _InvalidRequest(USAGE[command])
     if command == b"bye":
         return GOODBYE, True
     key = _parse_int64(words[1], b"key")
+    if command == b"set":
+        store[key] = _parse_int64(words[2], b"value")
+        return OK, False
+    if command == b"incr":
+        delta = _parse_int64(words[2], b"delta") if len(words) == 3 else 1
+        total = store.get(key, 0) + delta
+        if not INT64_MIN <= total <= INT64_MAX:
+            raise _InvalidRequest(b"increment would overflow")
+        store[key] = total
+        return str(total).encode(), False
     if command == b"put":
         value = _parse_int64(words[2], b"value")
         if key in store:

@@ -32,7 +32,9 @@ class Server:
         try:
             self._loop = EventLoop(
                 self._socket.fileno(),
+                self._socket.getsockname()[1],
                 self.config.max_line_bytes,
+                self.config.max_request_bytes,
                 self.config.read_chunk_bytes,
                 self.config.output_high_water_bytes,
                 log,

@@ -21,14 +21,15 @@ number_words = st.one_of(
     numbers, numbers.map(lambda w: b"+" + w.lstrip(b"-")), numbers.map(lambda w: b"000" + w),
     st.sampled_from([b"x", b"1.0", b"-", b"+", b"", b"0x1", b"1e3", b"\x00", b"\xff"]),
 )
-commands = st.sampled_from([b"put", b"PUT", b"Get", b"get", b"del", b"DEL", b"bye", b"foo", b"g\x00t"])
+commands = st.sampled_from([b"put", b"PUT", b"Get", b"get", b"del", b"DEL", b"set", b"Incr", b"incr",
+                            b"bye", b"foo", b"g\x00t"])
 blanks = st.sampled_from([b" ", b"\t", b"  \t "])
 
 
 @st.composite
 def request_lines(draw):
     if draw(st.integers(0, 9)) == 0:                        # raw garbage, never a newline
-        return draw(st.binary(max_size=60)).replace(b"\n", b"")
+        return draw(st.binary(max_size=60)).replace(b"\n", b"").lstrip(b"*")   # "*": a RESP request
     words = [draw(commands)] + draw(st.lists(number_words, max_size=3))
     line = b""
     for word in words:

@@ -1,0 +1,33 @@
+# State shared by the loop and the protocol modules: the server's (one store and
+# its counters) and each connection's session. Declarations only.
+from libc.stdint cimport int64_t, uint64_t
+
+from kvfast._output cimport Output
+from kvfast._store cimport Store
+
+
+cdef struct Counters:
+    uint64_t connections_accepted
+    uint64_t connected_clients
+    uint64_t commands_processed
+    uint64_t invalid_requests       # native "Invalid request" and RESP error replies
+    uint64_t protocol_errors        # requests that closed their connection
+    uint64_t keyspace_hits
+    uint64_t keyspace_misses
+    uint64_t accept_pauses
+
+
+cdef struct ServerContext:
+    Store store
+    Counters counters
+    int port                        # for INFO
+    int64_t started_at              # Unix time, for INFO's uptime
+    size_t max_line_bytes           # longest native request line
+    size_t max_request_bytes        # largest RESP request
+
+
+cdef struct Session:
+    Output output
+    uint64_t id                     # CLIENT ID
+    int resp_version                # 2 or 3, set by HELLO
+    bint closing                    # reply, then close: read no further requests

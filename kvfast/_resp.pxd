@@ -1,0 +1,5 @@
+from kvfast._context cimport ServerContext, Session
+
+cdef ssize_t resp_answer(ServerContext *context, Session *session,
+                         const char *data, size_t length) noexcept nogil
+cdef int resp_refuse_too_large(ServerContext *context, Session *session) noexcept nogil

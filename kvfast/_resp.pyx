@@ -1,0 +1,855 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The Redis protocol (RESP2, and RESP3 after ``HELLO 3``) over the same store.
+
+A request that starts with ``*`` is a multibulk request: ``*<argc>\\r\\n``, then
+``argc`` bulk strings ``$<len>\\r\\n<bytes>\\r\\n``. It is first *scanned*: checked
+complete and well-formed without copying anything (sizes are checked against
+the limits from their headers, before any memory is set aside for them). Only
+a complete request is executed, reading its arguments in place.
+
+Keys and values are int64 written in decimal, as redis-benchmark's
+``__rand_int__`` keys are (leading zeros allowed). Replies follow Redis 7's
+shapes and error texts; see the README for the list of commands.
+"""
+from libc.stdint cimport int64_t, uint64_t, INT64_MIN
+from libc.string cimport memchr, memcpy
+from libc.time cimport time
+from posix.fcntl cimport open, O_RDONLY
+from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
+
+from kvfast._context cimport Counters, ServerContext, Session
+from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
+from kvfast._store cimport (
+    store_insert, store_upsert, store_lookup, store_delete, store_count, store_increment,
+    store_clear, store_memory_bytes,
+)
+from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase
+
+
+cdef enum:
+    MAX_ARGUMENTS = 1024 * 1024            # largest multibulk count accepted
+    MAX_HEADER_DIGITS = 32                 # "*<n>" / "$<n>" lines longer than this are malformed
+    ERROR_ECHO_LIMIT = 128                 # bytes of an unknown command echoed, as Redis does
+
+cdef int64_t MAX_BULK_BYTES = 512 * 1024 * 1024    # Redis's proto-max-bulk-len
+
+cdef const char *VERSION = b"7.0.0"        # the Redis version whose behaviour this follows
+cdef const char *KVFAST_VERSION = b"0.1.0"
+
+cdef const char *ERR_NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
+cdef const char *ERR_KEY_NOT_INTEGER = b"-ERR key is not an integer or out of range\r\n"
+cdef const char *ERR_OVERFLOW = b"-ERR increment or decrement would overflow\r\n"
+cdef const char *ERR_SYNTAX = b"-ERR syntax error\r\n"
+cdef const char *ERR_OUT_OF_MEMORY = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+
+
+cdef struct Request:
+    const char *data              # the request's first byte ("*")
+    size_t argc
+    size_t arguments_at           # offset of the first "$" header
+    size_t length                 # bytes of the whole request
+
+
+cdef struct Argument:
+    const char *start
+    size_t length
+
+
+cdef enum Scan:
+    SCAN_INCOMPLETE = 0
+    SCAN_COMPLETE = 1
+    SCAN_MALFORMED = 2
+
+
+# ---- scanning ---------------------------------------------------------------
+
+cdef Scan scan_header(const char *data, size_t length, size_t at, int64_t *number,
+                      size_t *next) noexcept nogil:
+    """Read the decimal after the type byte at ``at`` up to its CRLF.
+
+    Returns SCAN_COMPLETE (``number`` and ``next``, the offset after the CRLF,
+    are set), SCAN_INCOMPLETE, or SCAN_MALFORMED (not a decimal, no LF after
+    the CR, or no CR within MAX_HEADER_DIGITS bytes).
+    """
+    cdef size_t available = length - at - 1
+    cdef size_t window = available if available < MAX_HEADER_DIGITS else MAX_HEADER_DIGITS
+    cdef const char *cr = <const char *>memchr(data + at + 1, c'\r', window)
+    if cr == NULL:
+        return SCAN_INCOMPLETE if available < MAX_HEADER_DIGITS else SCAN_MALFORMED
+    cdef size_t cr_at = cr - data
+    if cr_at + 1 >= length:
+        return SCAN_INCOMPLETE
+    if data[cr_at + 1] != c'\n' or parse_int64(data + at + 1, cr_at - at - 1, number) != INT_OK:
+        return SCAN_MALFORMED
+    next[0] = cr_at + 2
+    return SCAN_COMPLETE
+
+
+cdef int scan_request(const char *data, size_t length, size_t max_request_bytes,
+                      Request *request, const char **error) noexcept nogil:
+    """Check that ``data`` (starting with ``*``) holds a whole, well-formed request.
+
+    Returns 1 with ``request`` filled in, 0 if more bytes are needed, or -1 with
+    ``error`` set to the protocol error reply. Declared sizes are checked as soon
+    as their header is read, so an oversized request is refused before its body
+    arrives or is buffered.
+    """
+    cdef int64_t count, size
+    cdef size_t position, i
+    cdef Scan scan = scan_header(data, length, 0, &count, &position)
+    if scan == SCAN_INCOMPLETE:
+        return 0
+    if scan == SCAN_MALFORMED or count > MAX_ARGUMENTS:
+        error[0] = b"-ERR Protocol error: invalid multibulk length\r\n"
+        return -1
+    request.data = data
+    request.argc = <size_t>count if count > 0 else 0      # "*0" and "*-1" are empty requests
+    request.arguments_at = position
+    for i in range(request.argc):
+        if position >= length:
+            return 0
+        if data[position] != c'$':
+            error[0] = NULL                                 # reply names the byte: see expected_dollar
+            return -2
+        scan = scan_header(data, length, position, &size, &position)
+        if scan == SCAN_INCOMPLETE:
+            return 0
+        if scan == SCAN_MALFORMED or size < 0 or size > MAX_BULK_BYTES:
+            error[0] = b"-ERR Protocol error: invalid bulk length\r\n"
+            return -1
+        if position + <size_t>size + 2 > max_request_bytes:
+            error[0] = b"-ERR Protocol error: request too large\r\n"
+            return -1
+        if position + <size_t>size + 2 > length:
+            return 0
+        if data[position + size] != c'\r' or data[position + size + 1] != c'\n':
+            error[0] = b"-ERR Protocol error: invalid bulk length\r\n"   # the length lied
+            return -1
+        position += <size_t>size + 2
+    request.length = position
+    return 1
+
+
+cdef inline void next_argument(const char *data, size_t *position, Argument *argument) noexcept nogil:
+    """Read the (already validated) bulk header at ``position``; advance past its data."""
+    cdef const char *cr = <const char *>memchr(data + position[0], c'\r', MAX_HEADER_DIGITS + 1)
+    cdef int64_t size
+    parse_int64(data + position[0] + 1, cr - (data + position[0]) - 1, &size)
+    argument.start = cr + 2
+    argument.length = <size_t>size
+    position[0] = (cr - data) + 2 + <size_t>size + 2
+
+
+cdef ssize_t resp_answer(ServerContext *context, Session *session,
+                         const char *data, size_t length) noexcept nogil:
+    """Answer the RESP request at the start of ``data`` (which starts with ``*``).
+
+    Returns the bytes it used, 0 if the request is not complete yet, or -1 if a
+    reply could not be buffered (out of memory). A malformed request gets
+    Redis's protocol error reply, the session is marked closing, and all of
+    ``data`` counts as used.
+    """
+    cdef Request request
+    cdef const char *error = NULL
+    cdef int scanned = scan_request(data, length, context.max_request_bytes, &request, &error)
+    if scanned == 0:
+        return 0
+    if scanned < 0:
+        context.counters.protocol_errors += 1
+        session.closing = True
+        if scanned == -2:
+            if expected_dollar(&session.output, data, length) < 0:
+                return -1
+        elif output_text(&session.output, error) < 0:
+            return -1
+        return <ssize_t>length
+    if request.argc > 0 and execute(context, session, &request) < 0:
+        return -1
+    return <ssize_t>request.length
+
+
+cdef int expected_dollar(Output *output, const char *data, size_t length) noexcept nogil:
+    """``-ERR Protocol error: expected '$', got 'X'`` for the first argument
+    header that does not start with ``$``."""
+    cdef Request ignored
+    cdef size_t position
+    cdef int64_t count, size
+    cdef char got[1]
+    scan_header(data, length, 0, &count, &position)
+    while position < length and data[position] == c'$':
+        scan_header(data, length, position, &size, &position)
+        position += <size_t>size + 2
+    got[0] = data[position] if data[position] not in (c'\r', c'\n') else c' '
+    if output_text(output, b"-ERR Protocol error: expected '$', got '") < 0 \
+            or output_append(output, got, 1) < 0:
+        return -1
+    return output_text(output, b"'\r\n")
+
+
+cdef int resp_refuse_too_large(ServerContext *context, Session *session) noexcept nogil:
+    """A request that outgrew the limit argument by argument: refuse, then close."""
+    context.counters.protocol_errors += 1
+    session.closing = True
+    return output_text(&session.output, b"-ERR Protocol error: request too large\r\n")
+
+
+# ---- reply shapes -------------------------------------------------------------
+
+cdef inline int reply_integer(Output *output, int64_t value) noexcept nogil:
+    return -1 if output_append(output, b":", 1) < 0 else output_int64(output, value, b"\r\n")
+
+
+cdef inline int reply_bulk(Output *output, const char *data, size_t length) noexcept nogil:
+    if output_append(output, b"$", 1) < 0 or output_int64(output, <int64_t>length, b"\r\n") < 0 \
+            or output_append(output, data, length) < 0:
+        return -1
+    return output_append(output, b"\r\n", 2)
+
+
+cdef inline int reply_bulk_text(Output *output, const char *text) noexcept nogil:
+    cdef size_t length = 0
+    while text[length] != 0:
+        length += 1
+    return reply_bulk(output, text, length)
+
+
+cdef inline int reply_bulk_integer(Output *output, int64_t value) noexcept nogil:
+    """A value as GET returns it: the decimal digits as a bulk string."""
+    cdef char digits[24]
+    cdef size_t length = format_int64(value, digits + 24)
+    return reply_bulk(output, digits + 24 - length, length)
+
+
+cdef inline int reply_null(Session *session) noexcept nogil:
+    return output_text(&session.output, b"_\r\n" if session.resp_version == 3 else b"$-1\r\n")
+
+
+cdef inline int reply_array(Output *output, size_t count) noexcept nogil:
+    return -1 if output_append(output, b"*", 1) < 0 else output_int64(output, <int64_t>count, b"\r\n")
+
+
+cdef inline int reply_map(Session *session, size_t pairs) noexcept nogil:
+    """A map header: RESP3 ``%n``, or RESP2's flat array of 2n elements."""
+    if session.resp_version == 3:
+        return -1 if output_append(&session.output, b"%", 1) < 0 \
+            else output_int64(&session.output, <int64_t>pairs, b"\r\n")
+    return reply_array(&session.output, pairs * 2)
+
+
+cdef int reply_wrong_arity(ServerContext *context, Output *output, const char *name) noexcept nogil:
+    context.counters.invalid_requests += 1
+    if output_text(output, b"-ERR wrong number of arguments for '") < 0 or output_text(output, name) < 0:
+        return -1
+    return output_text(output, b"' command\r\n")
+
+
+cdef int reply_error(ServerContext *context, Output *output, const char *error) noexcept nogil:
+    context.counters.invalid_requests += 1
+    return output_text(output, error)
+
+
+cdef int append_sanitized(Output *output, const char *data, size_t length) noexcept nogil:
+    """Append bytes with CR and LF turned into spaces (an error reply is one line)."""
+    cdef size_t i
+    cdef char byte
+    for i in range(length):
+        byte = data[i]
+        if byte == c'\r' or byte == c'\n':
+            byte = c' '
+        if output_append(output, &byte, 1) < 0:
+            return -1
+    return 0
+
+
+cdef int reply_unknown(ServerContext *context, Output *output, const Request *request,
+                       const char *prefix, const char *suffix) noexcept nogil:
+    """Redis's unknown-command reply: ``-ERR unknown command 'foo', with args
+    beginning with: 'a' 'b' `` (the name cut at 128 bytes, arguments up to
+    about 128 bytes in all)."""
+    cdef size_t position = request.arguments_at, i, shown = 0, take
+    cdef Argument argument
+    context.counters.invalid_requests += 1
+    next_argument(request.data, &position, &argument)
+    if output_text(output, prefix) < 0 or append_sanitized(
+            output, argument.start, argument.length if argument.length < ERROR_ECHO_LIMIT else ERROR_ECHO_LIMIT) < 0 \
+            or output_text(output, suffix) < 0:
+        return -1
+    for i in range(1, request.argc):
+        if shown >= ERROR_ECHO_LIMIT:
+            break
+        next_argument(request.data, &position, &argument)
+        take = argument.length if argument.length < ERROR_ECHO_LIMIT - shown else ERROR_ECHO_LIMIT - shown
+        if output_append(output, b"'", 1) < 0 or append_sanitized(output, argument.start, take) < 0 \
+                or output_append(output, b"' ", 2) < 0:
+            return -1
+        shown += take + 3
+    return output_append(output, b"\r\n", 2)
+
+
+# ---- commands -----------------------------------------------------------------
+
+cdef enum CommandId:
+    CMD_GET, CMD_SET, CMD_SETNX, CMD_PUT, CMD_DEL, CMD_EXISTS, CMD_INCR, CMD_DECR,
+    CMD_INCRBY, CMD_DECRBY, CMD_MGET, CMD_DBSIZE, CMD_FLUSHALL, CMD_FLUSHDB, CMD_PING,
+    CMD_ECHO, CMD_QUIT, CMD_BYE, CMD_SELECT, CMD_HELLO, CMD_COMMAND, CMD_CLIENT,
+    CMD_CONFIG, CMD_INFO, CMD_AUTH, COMMAND_COUNT
+
+
+cdef struct CommandInfo:
+    CommandId id
+    const char *name
+    int arity                     # Redis's convention: -N means at least N arguments
+    const char *flag              # the command's main flag, as COMMAND reports it
+    int first_key                 # key positions, as COMMAND reports them
+    int last_key
+    int key_step
+
+
+# The command table: the order is the order of the CommandId values.
+cdef CommandInfo COMMANDS[<int>COMMAND_COUNT]
+COMMANDS[<int>CMD_GET] = CommandInfo(CMD_GET, b"get", 2, b"readonly", 1, 1, 1)
+COMMANDS[<int>CMD_SET] = CommandInfo(CMD_SET, b"set", -3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_SETNX] = CommandInfo(CMD_SETNX, b"setnx", 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_PUT] = CommandInfo(CMD_PUT, b"put", 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_DEL] = CommandInfo(CMD_DEL, b"del", -2, b"write", 1, -1, 1)
+COMMANDS[<int>CMD_EXISTS] = CommandInfo(CMD_EXISTS, b"exists", -2, b"readonly", 1, -1, 1)
+COMMANDS[<int>CMD_INCR] = CommandInfo(CMD_INCR, b"incr", 2, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_DECR] = CommandInfo(CMD_DECR, b"decr", 2, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_INCRBY] = CommandInfo(CMD_INCRBY, b"incrby", 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_DECRBY] = CommandInfo(CMD_DECRBY, b"decrby", 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_MGET] = CommandInfo(CMD_MGET, b"mget", -2, b"readonly", 1, -1, 1)
+COMMANDS[<int>CMD_DBSIZE] = CommandInfo(CMD_DBSIZE, b"dbsize", 1, b"readonly", 0, 0, 0)
+COMMANDS[<int>CMD_FLUSHALL] = CommandInfo(CMD_FLUSHALL, b"flushall", -1, b"write", 0, 0, 0)
+COMMANDS[<int>CMD_FLUSHDB] = CommandInfo(CMD_FLUSHDB, b"flushdb", -1, b"write", 0, 0, 0)
+COMMANDS[<int>CMD_PING] = CommandInfo(CMD_PING, b"ping", -1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_ECHO] = CommandInfo(CMD_ECHO, b"echo", 2, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_QUIT] = CommandInfo(CMD_QUIT, b"quit", -1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_BYE] = CommandInfo(CMD_BYE, b"bye", 1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_SELECT] = CommandInfo(CMD_SELECT, b"select", 2, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_HELLO] = CommandInfo(CMD_HELLO, b"hello", -1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_COMMAND] = CommandInfo(CMD_COMMAND, b"command", -1, b"loading", 0, 0, 0)
+COMMANDS[<int>CMD_CLIENT] = CommandInfo(CMD_CLIENT, b"client", -2, b"admin", 0, 0, 0)
+COMMANDS[<int>CMD_CONFIG] = CommandInfo(CMD_CONFIG, b"config", -2, b"admin", 0, 0, 0)
+COMMANDS[<int>CMD_INFO] = CommandInfo(CMD_INFO, b"info", -1, b"loading", 0, 0, 0)
+COMMANDS[<int>CMD_AUTH] = CommandInfo(CMD_AUTH, b"auth", -2, b"fast", 0, 0, 0)
+
+
+cdef const CommandInfo *find_command(const Argument *name) noexcept nogil:
+    """The table entry of a command name (any case), or NULL."""
+    cdef int i
+    for i in range(<int>COMMAND_COUNT):
+        if equals_nocase(name.start, name.length, COMMANDS[i].name):
+            return &COMMANDS[i]
+    return NULL
+
+
+cdef inline bint arity_ok(const CommandInfo *command, size_t argc) noexcept nogil:
+    return argc == <size_t>command.arity if command.arity > 0 else argc >= <size_t>(-command.arity)
+
+
+cdef int execute(ServerContext *context, Session *session, const Request *request) noexcept nogil:
+    """Run one complete request and buffer its reply; 0, or -1 (out of memory)."""
+    cdef Output *output = &session.output
+    cdef size_t position = request.arguments_at
+    cdef Argument name, argument
+    cdef const CommandInfo *command
+    cdef int64_t number
+    next_argument(request.data, &position, &name)
+    command = find_command(&name)
+    context.counters.commands_processed += 1
+    if command == NULL:
+        return reply_unknown(context, output, request, b"-ERR unknown command '",
+                             b"', with args beginning with: ")
+    if not arity_ok(command, request.argc):
+        return reply_wrong_arity(context, output, command.name)
+
+    if command.id == CMD_GET:
+        return command_get(context, session, request, position)
+    if command.id == CMD_SET:
+        return command_set(context, session, request, position)
+    if command.id == CMD_SETNX or command.id == CMD_PUT:
+        return command_insert(context, session, request, position, command.id == CMD_PUT)
+    if command.id == CMD_DEL or command.id == CMD_EXISTS:
+        return command_count_keys(context, session, request, position, command.id == CMD_DEL)
+    if command.id == CMD_INCR or command.id == CMD_DECR:
+        return command_increment(context, session, request, position, command.id == CMD_DECR, False)
+    if command.id == CMD_INCRBY or command.id == CMD_DECRBY:
+        return command_increment(context, session, request, position, command.id == CMD_DECRBY, True)
+    if command.id == CMD_MGET:
+        return command_mget(context, session, request, position)
+    if command.id == CMD_DBSIZE:
+        return reply_integer(output, <int64_t>store_count(&context.store))
+    if command.id == CMD_FLUSHALL or command.id == CMD_FLUSHDB:
+        if request.argc > 2:
+            return reply_error(context, output, ERR_SYNTAX)
+        if request.argc == 2:
+            next_argument(request.data, &position, &argument)
+            if not (equals_nocase(argument.start, argument.length, b"sync")
+                    or equals_nocase(argument.start, argument.length, b"async")):
+                return reply_error(context, output, ERR_SYNTAX)
+        store_clear(&context.store)
+        return output_text(output, b"+OK\r\n")
+    if command.id == CMD_PING:
+        if request.argc > 2:
+            return reply_wrong_arity(context, output, command.name)
+        if request.argc == 1:
+            return output_text(output, b"+PONG\r\n")
+        next_argument(request.data, &position, &argument)
+        return reply_bulk(output, argument.start, argument.length)
+    if command.id == CMD_ECHO:
+        next_argument(request.data, &position, &argument)
+        return reply_bulk(output, argument.start, argument.length)
+    if command.id == CMD_QUIT or command.id == CMD_BYE:
+        session.closing = True
+        return output_text(output, b"+OK\r\n" if command.id == CMD_QUIT else b"+Goodbye\r\n")
+    if command.id == CMD_SELECT:
+        next_argument(request.data, &position, &argument)
+        if parse_int64(argument.start, argument.length, &number) != INT_OK:
+            return reply_error(context, output, ERR_NOT_INTEGER)
+        if number != 0:
+            return reply_error(context, output, b"-ERR DB index is out of range\r\n")
+        return output_text(output, b"+OK\r\n")
+    if command.id == CMD_HELLO:
+        return command_hello(context, session, request, position)
+    if command.id == CMD_COMMAND:
+        return command_command(context, session, request, position)
+    if command.id == CMD_CLIENT:
+        return command_client(context, session, request, position)
+    if command.id == CMD_CONFIG:
+        return command_config(context, session, request, position)
+    if command.id == CMD_INFO:
+        return command_info(context, session, request, position)
+    # CMD_AUTH: there is no password to check (as Redis without requirepass says).
+    return reply_error(context, output,
+                       b"-ERR AUTH <password> called without any password configured for the default user. "
+                       b"Are you sure your configuration is correct?\r\n")
+
+
+cdef int parse_keys(ServerContext *context, Output *output, const Request *request,
+                    size_t position) noexcept nogil:
+    """Check that every argument from ``position`` on is an int64 key, so that a
+    multi-key command either runs on all its keys or not at all. Returns 0 if so;
+    otherwise replies with the error and returns 1 (or -1 if out of memory)."""
+    cdef Argument argument
+    cdef int64_t key
+    while position < request.length:
+        next_argument(request.data, &position, &argument)
+        if parse_int64(argument.start, argument.length, &key) != INT_OK:
+            return -1 if reply_error(context, output, ERR_KEY_NOT_INTEGER) < 0 else 1
+    return 0
+
+
+cdef int command_get(ServerContext *context, Session *session, const Request *request,
+                     size_t position) noexcept nogil:
+    """GET key: the value as a bulk string, or null."""
+    cdef Argument argument
+    cdef int64_t key
+    cdef int64_t *found
+    next_argument(request.data, &position, &argument)
+    if parse_int64(argument.start, argument.length, &key) != INT_OK:
+        return reply_error(context, &session.output, ERR_KEY_NOT_INTEGER)
+    found = store_lookup(&context.store, key)
+    if found == NULL:
+        context.counters.keyspace_misses += 1
+        return reply_null(session)
+    context.counters.keyspace_hits += 1
+    return reply_bulk_integer(&session.output, found[0])
+
+
+cdef int command_set(ServerContext *context, Session *session, const Request *request,
+                     size_t position) noexcept nogil:
+    """SET key value [NX|XX]: +OK, or null when NX/XX prevents the write."""
+    cdef Output *output = &session.output
+    cdef Argument argument
+    cdef int64_t key, value
+    cdef bint only_if_absent = False, only_if_present = False
+    cdef int result
+    next_argument(request.data, &position, &argument)
+    if parse_int64(argument.start, argument.length, &key) != INT_OK:
+        return reply_error(context, output, ERR_KEY_NOT_INTEGER)
+    next_argument(request.data, &position, &argument)
+    if parse_int64(argument.start, argument.length, &value) != INT_OK:
+        return reply_error(context, output, ERR_NOT_INTEGER)
+    while position < request.length:
+        next_argument(request.data, &position, &argument)
+        if equals_nocase(argument.start, argument.length, b"nx") and not only_if_present:
+            only_if_absent = True
+        elif equals_nocase(argument.start, argument.length, b"xx") and not only_if_absent:
+            only_if_present = True
+        else:
+            return reply_error(context, output, ERR_SYNTAX)
+    if only_if_absent:
+        result = store_insert(&context.store, key, value)
+        if result == 0:
+            return reply_null(session)
+    elif only_if_present:
+        if store_lookup(&context.store, key) == NULL:
+            return reply_null(session)
+        result = store_upsert(&context.store, key, value)
+    else:
+        result = store_upsert(&context.store, key, value)
+    if result < 0:
+        return reply_error(context, output, ERR_OUT_OF_MEMORY)
+    return output_text(output, b"+OK\r\n")
+
+
+cdef int command_insert(ServerContext *context, Session *session, const Request *request,
+                        size_t position, bint is_put) noexcept nogil:
+    """SETNX key value (:1 or :0) and the seed's PUT (+OK or -ERR Key already exists)."""
+    cdef Output *output = &session.output
+    cdef Argument argument
+    cdef int64_t key, value
+    cdef int result
+    next_argument(request.data, &position, &argument)
+    if parse_int64(argument.start, argument.length, &key) != INT_OK:
+        return reply_error(context, output, ERR_KEY_NOT_INTEGER)
+    next_argument(request.data, &position, &argument)
+    if parse_int64(argument.start, argument.length, &value) != INT_OK:
+        return reply_error(context, output, ERR_NOT_INTEGER)
+    result = store_insert(&context.store, key, value)
+    if result < 0:
+        return reply_error(context, output, ERR_OUT_OF_MEMORY)
+    if is_put:
+        return output_text(output, b"+OK\r\n") if result == 1 \
+            else reply_error(context, output, b"-ERR Key already exists\r\n")
+    return reply_integer(output, result)
+
+
+cdef int command_count_keys(ServerContext *context, Session *session, const Request *request,
+                            size_t position, bint delete) noexcept nogil:
+    """DEL key... (keys removed) and EXISTS key... (keys present, repeats counted)."""
+    cdef Argument argument
+    cdef int64_t key, count = 0
+    cdef int checked = parse_keys(context, &session.output, request, position)
+    if checked != 0:
+        return -1 if checked < 0 else 0
+    while position < request.length:
+        next_argument(request.data, &position, &argument)
+        parse_int64(argument.start, argument.length, &key)
+        if delete:
+            count += store_delete(&context.store, key)
+        else:
+            count += store_lookup(&context.store, key) != NULL
+    return reply_integer(&session.output, count)
+
+
+cdef int command_increment(ServerContext *context, Session *session, const Request *request,
+                           size_t position, bint negate, bint with_amount) noexcept nogil:
+    """INCR, DECR, INCRBY, DECRBY: the new value; an overflow is an error and
+    leaves the value unchanged."""
+    cdef Output *output = &session.output
+    cdef Argument argument
+    cdef int64_t key, amount = 1, result_value
+    cdef int result
+    next_argument(request.data, &position, &argument)
+    if parse_int64(argument.start, argument.length, &key) != INT_OK:
+        return reply_error(context, output, ERR_KEY_NOT_INTEGER)
+    if with_amount:
+        next_argument(request.data, &position, &argument)
+        if parse_int64(argument.start, argument.length, &amount) != INT_OK:
+            return reply_error(context, output, ERR_NOT_INTEGER)
+    if negate:
+        if amount == INT64_MIN:
+            return reply_error(context, output, b"-ERR decrement would overflow\r\n")
+        amount = -amount
+    result = store_increment(&context.store, key, amount, &result_value)
+    if result == 1:
+        return reply_error(context, output, ERR_OVERFLOW)
+    if result < 0:
+        return reply_error(context, output, ERR_OUT_OF_MEMORY)
+    return reply_integer(output, result_value)
+
+
+cdef int command_mget(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """MGET key...: an array of values (bulk) and nulls."""
+    cdef Argument argument
+    cdef int64_t key
+    cdef int64_t *found
+    cdef int checked = parse_keys(context, &session.output, request, position)
+    if checked != 0:
+        return -1 if checked < 0 else 0
+    if reply_array(&session.output, request.argc - 1) < 0:
+        return -1
+    while position < request.length:
+        next_argument(request.data, &position, &argument)
+        parse_int64(argument.start, argument.length, &key)
+        found = store_lookup(&context.store, key)
+        if found == NULL:
+            context.counters.keyspace_misses += 1
+            if reply_null(session) < 0:
+                return -1
+        else:
+            context.counters.keyspace_hits += 1
+            if reply_bulk_integer(&session.output, found[0]) < 0:
+                return -1
+    return 0
+
+
+cdef int command_hello(ServerContext *context, Session *session, const Request *request,
+                       size_t position) noexcept nogil:
+    """HELLO [protover [AUTH user pass] [SETNAME name]]: switch RESP version and
+    reply with the server map (in the new version)."""
+    cdef Output *output = &session.output
+    cdef Argument argument
+    cdef int64_t version = session.resp_version
+    cdef size_t remaining
+    if request.argc >= 2:
+        next_argument(request.data, &position, &argument)
+        if parse_int64(argument.start, argument.length, &version) != INT_OK:
+            return reply_error(context, output, b"-ERR Protocol version is not an integer or out of range\r\n")
+        while position < request.length:
+            next_argument(request.data, &position, &argument)
+            remaining = request.argc - count_arguments_before(request, position)
+            if equals_nocase(argument.start, argument.length, b"auth") and remaining >= 2:
+                next_argument(request.data, &position, &argument)      # no password to check yet
+                next_argument(request.data, &position, &argument)
+            elif equals_nocase(argument.start, argument.length, b"setname") and remaining >= 1:
+                next_argument(request.data, &position, &argument)
+            else:
+                context.counters.invalid_requests += 1
+                if output_text(output, b"-ERR Syntax error in HELLO option '") < 0 \
+                        or append_sanitized(output, argument.start, argument.length) < 0:
+                    return -1
+                return output_text(output, b"'\r\n")
+        if version != 2 and version != 3:
+            return reply_error(context, output, b"-NOPROTO unsupported protocol version\r\n")
+    session.resp_version = <int>version
+    if (reply_map(session, 7) < 0
+            or reply_bulk_text(output, b"server") < 0 or reply_bulk_text(output, b"redis") < 0
+            or reply_bulk_text(output, b"version") < 0 or reply_bulk_text(output, VERSION) < 0
+            or reply_bulk_text(output, b"proto") < 0 or reply_integer(output, version) < 0
+            or reply_bulk_text(output, b"id") < 0 or reply_integer(output, <int64_t>session.id) < 0
+            or reply_bulk_text(output, b"mode") < 0 or reply_bulk_text(output, b"standalone") < 0
+            or reply_bulk_text(output, b"role") < 0 or reply_bulk_text(output, b"master") < 0
+            or reply_bulk_text(output, b"modules") < 0):
+        return -1
+    return reply_array(output, 0)
+
+
+cdef size_t count_arguments_before(const Request *request, size_t end) noexcept nogil:
+    """How many arguments lie before offset ``end`` of the request."""
+    cdef size_t position = request.arguments_at, count = 0
+    cdef Argument argument
+    while position < end:
+        next_argument(request.data, &position, &argument)
+        count += 1
+    return count
+
+
+cdef int command_command(ServerContext *context, Session *session, const Request *request,
+                         size_t position) noexcept nogil:
+    """COMMAND (every command's info), COMMAND COUNT, COMMAND INFO name...,
+    COMMAND DOCS (an empty map: redis-cli then uses its built-in help)."""
+    cdef Output *output = &session.output
+    cdef Argument argument
+    cdef const CommandInfo *command
+    cdef int i
+    if request.argc == 1:
+        if reply_array(output, <size_t>COMMAND_COUNT) < 0:
+            return -1
+        for i in range(<int>COMMAND_COUNT):
+            if reply_command_info(output, &COMMANDS[i]) < 0:
+                return -1
+        return 0
+    next_argument(request.data, &position, &argument)
+    if equals_nocase(argument.start, argument.length, b"count") and request.argc == 2:
+        return reply_integer(output, <int64_t>COMMAND_COUNT)
+    if equals_nocase(argument.start, argument.length, b"docs"):
+        return reply_map(session, 0)
+    if equals_nocase(argument.start, argument.length, b"info"):
+        if reply_array(output, request.argc - 2) < 0:
+            return -1
+        while position < request.length:
+            next_argument(request.data, &position, &argument)
+            command = find_command(&argument)
+            if (reply_null(session) if command == NULL else reply_command_info(output, command)) < 0:
+                return -1
+        return 0
+    return reply_unknown_subcommand(context, output, &argument, b"COMMAND")
+
+
+cdef int reply_command_info(Output *output, const CommandInfo *command) noexcept nogil:
+    """One command's entry in Redis 7's 10-element COMMAND format."""
+    return -1 if (
+        reply_array(output, 10) < 0
+        or reply_bulk_text(output, command.name) < 0
+        or reply_integer(output, command.arity) < 0
+        or reply_array(output, 1) < 0
+        or output_text(output, b"+") < 0 or output_text(output, command.flag) < 0
+        or output_text(output, b"\r\n") < 0
+        or reply_integer(output, command.first_key) < 0
+        or reply_integer(output, command.last_key) < 0
+        or reply_integer(output, command.key_step) < 0
+        or reply_array(output, 0) < 0 or reply_array(output, 0) < 0
+        or reply_array(output, 0) < 0 or reply_array(output, 0) < 0
+    ) else 0
+
+
+cdef int reply_unknown_subcommand(ServerContext *context, Output *output, const Argument *argument,
+                                  const char *command) noexcept nogil:
+    context.counters.invalid_requests += 1
+    if output_text(output, b"-ERR unknown subcommand '") < 0 \
+            or append_sanitized(output, argument.start, argument.length) < 0 \
+            or output_text(output, b"'. Try ") < 0 or output_text(output, command) < 0:
+        return -1
+    return output_text(output, b" HELP.\r\n")
+
+
+cdef int command_client(ServerContext *context, Session *session, const Request *request,
+                        size_t position) noexcept nogil:
+    """CLIENT ID, CLIENT SETNAME name, CLIENT SETINFO attr value (accepted and
+    forgotten), CLIENT GETNAME (null)."""
+    cdef Output *output = &session.output
+    cdef Argument argument
+    next_argument(request.data, &position, &argument)
+    if equals_nocase(argument.start, argument.length, b"id"):
+        return reply_integer(output, <int64_t>session.id) if request.argc == 2 \
+            else reply_wrong_arity(context, output, b"client|id")
+    if equals_nocase(argument.start, argument.length, b"setname"):
+        return output_text(output, b"+OK\r\n") if request.argc == 3 \
+            else reply_wrong_arity(context, output, b"client|setname")
+    if equals_nocase(argument.start, argument.length, b"setinfo"):
+        return output_text(output, b"+OK\r\n") if request.argc == 4 \
+            else reply_wrong_arity(context, output, b"client|setinfo")
+    if equals_nocase(argument.start, argument.length, b"getname"):
+        return reply_null(session) if request.argc == 2 \
+            else reply_wrong_arity(context, output, b"client|getname")
+    return reply_unknown_subcommand(context, output, &argument, b"CLIENT")
+
+
+cdef int command_config(ServerContext *context, Session *session, const Request *request,
+                        size_t position) noexcept nogil:
+    """CONFIG GET pattern...: answers ``save`` ("") and ``appendonly`` ("no"),
+    what redis-benchmark asks; ``*`` matches both, other names nothing."""
+    cdef Output *output = &session.output
+    cdef Argument argument
+    cdef bint want_save = False, want_appendonly = False
+    next_argument(request.data, &position, &argument)
+    if not equals_nocase(argument.start, argument.length, b"get"):
+        return reply_unknown_subcommand(context, output, &argument, b"CONFIG")
+    if request.argc < 3:
+        return reply_wrong_arity(context, output, b"config|get")
+    while position < request.length:
+        next_argument(request.data, &position, &argument)
+        if equals_nocase(argument.start, argument.length, b"*"):
+            want_save = want_appendonly = True
+        elif equals_nocase(argument.start, argument.length, b"save"):
+            want_save = True
+        elif equals_nocase(argument.start, argument.length, b"appendonly"):
+            want_appendonly = True
+    if reply_map(session, <size_t>want_save + <size_t>want_appendonly) < 0:
+        return -1
+    if want_save and (reply_bulk_text(output, b"save") < 0 or reply_bulk_text(output, b"") < 0):
+        return -1
+    if want_appendonly and (reply_bulk_text(output, b"appendonly") < 0 or reply_bulk_text(output, b"no") < 0):
+        return -1
+    return 0
+
+
+cdef enum InfoSection:
+    SECTION_SERVER = 1
+    SECTION_CLIENTS = 2
+    SECTION_MEMORY = 4
+    SECTION_STATS = 8
+    SECTION_KEYSPACE = 16
+    SECTION_ALL = 31
+
+
+cdef int command_info(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """INFO [section...]: Redis's text format (``# Section`` headers, then
+    ``field:value`` lines) as one bulk string. Sections: server, clients,
+    memory, stats, keyspace; ``all``/``everything``/``default`` or none: all;
+    unknown sections are left out, as Redis does."""
+    cdef Argument argument
+    cdef int sections = 0 if request.argc > 1 else SECTION_ALL
+    cdef Output text
+    cdef int result
+    while position < request.length:
+        next_argument(request.data, &position, &argument)
+        if equals_nocase(argument.start, argument.length, b"server"):
+            sections |= SECTION_SERVER
+        elif equals_nocase(argument.start, argument.length, b"clients"):
+            sections |= SECTION_CLIENTS
+        elif equals_nocase(argument.start, argument.length, b"memory"):
+            sections |= SECTION_MEMORY
+        elif equals_nocase(argument.start, argument.length, b"stats"):
+            sections |= SECTION_STATS
+        elif equals_nocase(argument.start, argument.length, b"keyspace"):
+            sections |= SECTION_KEYSPACE
+        elif (equals_nocase(argument.start, argument.length, b"all")
+              or equals_nocase(argument.start, argument.length, b"everything")
+              or equals_nocase(argument.start, argument.length, b"default")):
+            sections = SECTION_ALL
+    text.data = NULL
+    text.start = text.end = text.capacity = 0
+    result = write_info(context, &text, sections)
+    if result == 0:
+        result = reply_bulk(&session.output, text.data + text.start, text.end - text.start)
+    output_free(&text)
+    return result
+
+
+cdef int write_info(ServerContext *context, Output *text, int sections) noexcept nogil:
+    """The INFO text of the chosen sections; 0 or -1 (out of memory)."""
+    cdef Counters *counters = &context.counters
+    cdef size_t keys = store_count(&context.store)
+    if sections & SECTION_SERVER and (
+            output_text(text, b"# Server\r\nredis_version:") < 0 or output_text(text, VERSION) < 0
+            or output_text(text, b"\r\nkvfast_version:") < 0 or output_text(text, KVFAST_VERSION) < 0
+            or output_text(text, b"\r\nredis_mode:standalone\r\nos:Linux\r\nmultiplexing_api:epoll"
+                                 b"\r\nprocess_id:") < 0
+            or output_int64(text, getpid(), b"\r\ntcp_port:") < 0
+            or output_int64(text, context.port, b"\r\nuptime_in_seconds:") < 0
+            or output_int64(text, time(NULL) - context.started_at, b"\r\n\r\n") < 0):
+        return -1
+    if sections & SECTION_CLIENTS and (
+            output_text(text, b"# Clients\r\nconnected_clients:") < 0
+            or output_int64(text, <int64_t>counters.connected_clients, b"\r\n\r\n") < 0):
+        return -1
+    if sections & SECTION_MEMORY and (
+            output_text(text, b"# Memory\r\nused_memory:") < 0
+            or output_int64(text, <int64_t>store_memory_bytes(&context.store), b"\r\nused_memory_rss:") < 0
+            or output_int64(text, resident_bytes(), b"\r\n\r\n") < 0):
+        return -1
+    if sections & SECTION_STATS and (
+            output_text(text, b"# Stats\r\ntotal_connections_received:") < 0
+            or output_int64(text, <int64_t>counters.connections_accepted, b"\r\ntotal_commands_processed:") < 0
+            or output_int64(text, <int64_t>counters.commands_processed, b"\r\nkeyspace_hits:") < 0
+            or output_int64(text, <int64_t>counters.keyspace_hits, b"\r\nkeyspace_misses:") < 0
+            or output_int64(text, <int64_t>counters.keyspace_misses, b"\r\ntotal_error_replies:") < 0
+            or output_int64(text, <int64_t>counters.invalid_requests, b"\r\nprotocol_errors:") < 0
+            or output_int64(text, <int64_t>counters.protocol_errors, b"\r\n\r\n") < 0):
+        return -1
+    if sections & SECTION_KEYSPACE:
+        if output_text(text, b"# Keyspace\r\n") < 0:
+            return -1
+        if keys > 0 and (output_text(text, b"db0:keys=") < 0
+                         or output_int64(text, <int64_t>keys, b",expires=0,avg_ttl=0\r\n") < 0):
+            return -1
+    return 0
+
+
+cdef int64_t resident_bytes() noexcept nogil:
+    """This process's resident set size from /proc/self/statm (0 if unreadable)."""
+    cdef char buffer[128]
+    cdef int fd = open(b"/proc/self/statm", O_RDONLY)
+    cdef ssize_t length
+    cdef size_t start = 0, end = 0
+    cdef int64_t pages = 0
+    if fd < 0:
+        return 0
+    length = read(fd, buffer, sizeof(buffer) - 1)
+    close(fd)
+    if length <= 0:
+        return 0
+    while start < <size_t>length and buffer[start] != c' ':    # skip the first field (size)
+        start += 1
+    start += 1
+    end = start
+    while end < <size_t>length and c'0' <= buffer[end] <= c'9':
+        end += 1
+    if parse_int64(buffer + start, end - start, &pages) != INT_OK:
+        return 0
+    return pages * sysconf(_SC_PAGESIZE)
