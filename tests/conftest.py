@@ -120,3 +120,16 @@ def read_line(sock, timeout=10.0) -> bytes:
             raise ConnectionError(f"server closed the connection after {bytes(data)!r}")
         data += chunk
     return bytes(data[:-1])
+
+
+def require_tool(name):
+    """Path of an external program the tests need (redis-cli, nutcracker, ...).
+
+    Missing tools fail the test rather than skip it: CI installs them
+    (see .ci/run), so a missing one is a broken setup, not an optional feature.
+    """
+    import shutil
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        pytest.fail(f"{name} is not installed (apt-get install redis-tools nutcracker)", pytrace=False)
+    return path
