@@ -1,6 +1,7 @@
 """``kvfast-server PORT [--host HOST] [--log-level LEVEL]``."""
 import argparse
 import logging
+import resource
 import signal
 import sys
 
@@ -46,6 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, as Redis
+    does, so that thousands of clients can connect. Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def main(argv=None) -> int:
     """Parse arguments, bind, print ``kvfast listening on HOST:PORT``, serve until
     SIGINT/SIGTERM. Returns the exit status: 0 after a clean stop, 1 when the
@@ -53,6 +67,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    open_files = raise_open_file_limit()
+    logging.getLogger("kvfast.server").debug("open file limit: %d", open_files)
     try:
         server = Server(config=ServerConfig(host=args.host, port=args.port, log_level=args.log_level))
     except OSError as error:
