@@ -79,3 +79,46 @@ cdef extern from "fcntl.h" nogil:
 
 cdef extern from "unistd.h" nogil:
     int pipe2(int *pipefd, int flags)
+
+
+cdef extern from "sys/socket.h" nogil:
+    int connect(int sockfd, const sockaddr *addr, socklen_t addrlen)
+    int socket(int domain, int type, int protocol)
+    int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
+    enum:
+        AF_INET
+        SOCK_STREAM
+        SOL_SOCKET
+        SO_ERROR
+
+
+cdef extern from "netinet/in.h" nogil:
+    ctypedef unsigned short in_port_t
+    ctypedef unsigned int in_addr_t
+
+    struct in_addr:
+        in_addr_t s_addr
+
+    struct sockaddr_in:
+        unsigned short sin_family
+        in_port_t sin_port
+        in_addr sin_addr
+
+    in_port_t htons(in_port_t hostshort)
+
+
+cdef extern from "arpa/inet.h" nogil:
+    int inet_pton(int af, const char *src, void *dst)
+
+
+cdef extern from "time.h" nogil:
+    ctypedef long time_t
+
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+
+    enum:
+        CLOCK_MONOTONIC
+
+    int clock_gettime(int clk_id, timespec *tp)
