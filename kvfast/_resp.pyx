@@ -12,7 +12,7 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 shapes and error texts; see the README for the list of commands.
 """
 from libc.stdint cimport int64_t, uint64_t, INT64_MIN
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcpy, strlen
 from libc.time cimport time
 from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
@@ -28,7 +28,7 @@ from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase
 
 cdef enum:
     MAX_ARGUMENTS = 1024 * 1024            # largest multibulk count accepted
-    MAX_HEADER_DIGITS = 32                 # "*<n>" / "$<n>" lines longer than this are malformed
+    MAX_HEADER_DIGITS = 18                 # "*<n>" / "$<n>" with more digits are malformed
     ERROR_ECHO_LIMIT = 128                 # bytes of an unknown command echoed, as Redis does
 
 cdef int64_t MAX_BULK_BYTES = 512 * 1024 * 1024    # Redis's proto-max-bulk-len
@@ -63,25 +63,32 @@ cdef enum Scan:
 
 # ---- scanning ---------------------------------------------------------------
 
-cdef Scan scan_header(const char *data, size_t length, size_t at, int64_t *number,
-                      size_t *next) noexcept nogil:
-    """Read the decimal after the type byte at ``at`` up to its CRLF.
+cdef inline Scan scan_header(const char *data, size_t length, size_t at, int64_t *number,
+                             size_t *next) noexcept nogil:
+    """Read the decimal after the type byte at ``at`` (``*`` or ``$``) up to its CRLF.
 
     Returns SCAN_COMPLETE (``number`` and ``next``, the offset after the CRLF,
-    are set), SCAN_INCOMPLETE, or SCAN_MALFORMED (not a decimal, no LF after
-    the CR, or no CR within MAX_HEADER_DIGITS bytes).
+    are set), SCAN_INCOMPLETE, or SCAN_MALFORMED (not ``-?[0-9]{1,18}`` followed
+    by CRLF). One pass over the bytes: this runs for every argument.
     """
-    cdef size_t available = length - at - 1
-    cdef size_t window = available if available < MAX_HEADER_DIGITS else MAX_HEADER_DIGITS
-    cdef const char *cr = <const char *>memchr(data + at + 1, c'\r', window)
-    if cr == NULL:
-        return SCAN_INCOMPLETE if available < MAX_HEADER_DIGITS else SCAN_MALFORMED
-    cdef size_t cr_at = cr - data
-    if cr_at + 1 >= length:
+    cdef size_t i = at + 1, first_digit
+    cdef bint negative = False
+    cdef int64_t value = 0
+    if i < length and data[i] == c'-':
+        negative = True
+        i += 1
+    first_digit = i
+    while i < length and c'0' <= data[i] <= c'9':
+        if i - first_digit == MAX_HEADER_DIGITS:
+            return SCAN_MALFORMED
+        value = value * 10 + (data[i] - c'0')
+        i += 1
+    if i + 1 >= length:
         return SCAN_INCOMPLETE
-    if data[cr_at + 1] != c'\n' or parse_int64(data + at + 1, cr_at - at - 1, number) != INT_OK:
+    if i == first_digit or data[i] != c'\r' or data[i + 1] != c'\n':
         return SCAN_MALFORMED
-    next[0] = cr_at + 2
+    number[0] = -value if negative else value
+    next[0] = i + 2
     return SCAN_COMPLETE
 
 
@@ -131,13 +138,16 @@ cdef int scan_request(const char *data, size_t length, size_t max_request_bytes,
 
 
 cdef inline void next_argument(const char *data, size_t *position, Argument *argument) noexcept nogil:
-    """Read the (already validated) bulk header at ``position``; advance past its data."""
-    cdef const char *cr = <const char *>memchr(data + position[0], c'\r', MAX_HEADER_DIGITS + 1)
-    cdef int64_t size
-    parse_int64(data + position[0] + 1, cr - (data + position[0]) - 1, &size)
-    argument.start = cr + 2
-    argument.length = <size_t>size
-    position[0] = (cr - data) + 2 + <size_t>size + 2
+    """Read the bulk header at ``position`` (already validated by scan_request,
+    so it is ``$<digits>\r\n``) and advance past its data."""
+    cdef const char *at = data + position[0] + 1
+    cdef size_t size = 0
+    while at[0] != c'\r':
+        size = size * 10 + <size_t>(at[0] - c'0')
+        at += 1
+    argument.start = at + 2
+    argument.length = size
+    position[0] = (argument.start - data) + size + 2
 
 
 cdef ssize_t resp_answer(ServerContext *context, Session *session,
@@ -298,6 +308,7 @@ cdef enum CommandId:
 cdef struct CommandInfo:
     CommandId id
     const char *name
+    size_t name_length            # filled in at import
     int arity                     # Redis's convention: -N means at least N arguments
     const char *flag              # the command's main flag, as COMMAND reports it
     int first_key                 # key positions, as COMMAND reports them
@@ -307,38 +318,42 @@ cdef struct CommandInfo:
 
 # The command table: the order is the order of the CommandId values.
 cdef CommandInfo COMMANDS[<int>COMMAND_COUNT]
-COMMANDS[<int>CMD_GET] = CommandInfo(CMD_GET, b"get", 2, b"readonly", 1, 1, 1)
-COMMANDS[<int>CMD_SET] = CommandInfo(CMD_SET, b"set", -3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_SETNX] = CommandInfo(CMD_SETNX, b"setnx", 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_PUT] = CommandInfo(CMD_PUT, b"put", 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_DEL] = CommandInfo(CMD_DEL, b"del", -2, b"write", 1, -1, 1)
-COMMANDS[<int>CMD_EXISTS] = CommandInfo(CMD_EXISTS, b"exists", -2, b"readonly", 1, -1, 1)
-COMMANDS[<int>CMD_INCR] = CommandInfo(CMD_INCR, b"incr", 2, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_DECR] = CommandInfo(CMD_DECR, b"decr", 2, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_INCRBY] = CommandInfo(CMD_INCRBY, b"incrby", 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_DECRBY] = CommandInfo(CMD_DECRBY, b"decrby", 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_MGET] = CommandInfo(CMD_MGET, b"mget", -2, b"readonly", 1, -1, 1)
-COMMANDS[<int>CMD_DBSIZE] = CommandInfo(CMD_DBSIZE, b"dbsize", 1, b"readonly", 0, 0, 0)
-COMMANDS[<int>CMD_FLUSHALL] = CommandInfo(CMD_FLUSHALL, b"flushall", -1, b"write", 0, 0, 0)
-COMMANDS[<int>CMD_FLUSHDB] = CommandInfo(CMD_FLUSHDB, b"flushdb", -1, b"write", 0, 0, 0)
-COMMANDS[<int>CMD_PING] = CommandInfo(CMD_PING, b"ping", -1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_ECHO] = CommandInfo(CMD_ECHO, b"echo", 2, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_QUIT] = CommandInfo(CMD_QUIT, b"quit", -1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_BYE] = CommandInfo(CMD_BYE, b"bye", 1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_SELECT] = CommandInfo(CMD_SELECT, b"select", 2, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_HELLO] = CommandInfo(CMD_HELLO, b"hello", -1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_COMMAND] = CommandInfo(CMD_COMMAND, b"command", -1, b"loading", 0, 0, 0)
-COMMANDS[<int>CMD_CLIENT] = CommandInfo(CMD_CLIENT, b"client", -2, b"admin", 0, 0, 0)
-COMMANDS[<int>CMD_CONFIG] = CommandInfo(CMD_CONFIG, b"config", -2, b"admin", 0, 0, 0)
-COMMANDS[<int>CMD_INFO] = CommandInfo(CMD_INFO, b"info", -1, b"loading", 0, 0, 0)
-COMMANDS[<int>CMD_AUTH] = CommandInfo(CMD_AUTH, b"auth", -2, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_GET] = CommandInfo(CMD_GET, b"get", 0, 2, b"readonly", 1, 1, 1)
+COMMANDS[<int>CMD_SET] = CommandInfo(CMD_SET, b"set", 0, -3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_SETNX] = CommandInfo(CMD_SETNX, b"setnx", 0, 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_PUT] = CommandInfo(CMD_PUT, b"put", 0, 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_DEL] = CommandInfo(CMD_DEL, b"del", 0, -2, b"write", 1, -1, 1)
+COMMANDS[<int>CMD_EXISTS] = CommandInfo(CMD_EXISTS, b"exists", 0, -2, b"readonly", 1, -1, 1)
+COMMANDS[<int>CMD_INCR] = CommandInfo(CMD_INCR, b"incr", 0, 2, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_DECR] = CommandInfo(CMD_DECR, b"decr", 0, 2, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_INCRBY] = CommandInfo(CMD_INCRBY, b"incrby", 0, 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_DECRBY] = CommandInfo(CMD_DECRBY, b"decrby", 0, 3, b"write", 1, 1, 1)
+COMMANDS[<int>CMD_MGET] = CommandInfo(CMD_MGET, b"mget", 0, -2, b"readonly", 1, -1, 1)
+COMMANDS[<int>CMD_DBSIZE] = CommandInfo(CMD_DBSIZE, b"dbsize", 0, 1, b"readonly", 0, 0, 0)
+COMMANDS[<int>CMD_FLUSHALL] = CommandInfo(CMD_FLUSHALL, b"flushall", 0, -1, b"write", 0, 0, 0)
+COMMANDS[<int>CMD_FLUSHDB] = CommandInfo(CMD_FLUSHDB, b"flushdb", 0, -1, b"write", 0, 0, 0)
+COMMANDS[<int>CMD_PING] = CommandInfo(CMD_PING, b"ping", 0, -1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_ECHO] = CommandInfo(CMD_ECHO, b"echo", 0, 2, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_QUIT] = CommandInfo(CMD_QUIT, b"quit", 0, -1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_BYE] = CommandInfo(CMD_BYE, b"bye", 0, 1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_SELECT] = CommandInfo(CMD_SELECT, b"select", 0, 2, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_HELLO] = CommandInfo(CMD_HELLO, b"hello", 0, -1, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_COMMAND] = CommandInfo(CMD_COMMAND, b"command", 0, -1, b"loading", 0, 0, 0)
+COMMANDS[<int>CMD_CLIENT] = CommandInfo(CMD_CLIENT, b"client", 0, -2, b"admin", 0, 0, 0)
+COMMANDS[<int>CMD_CONFIG] = CommandInfo(CMD_CONFIG, b"config", 0, -2, b"admin", 0, 0, 0)
+COMMANDS[<int>CMD_INFO] = CommandInfo(CMD_INFO, b"info", 0, -1, b"loading", 0, 0, 0)
+COMMANDS[<int>CMD_AUTH] = CommandInfo(CMD_AUTH, b"auth", 0, -2, b"fast", 0, 0, 0)
+
+
+for _i in range(<int>COMMAND_COUNT):
+    COMMANDS[_i].name_length = strlen(COMMANDS[_i].name)
 
 
 cdef const CommandInfo *find_command(const Argument *name) noexcept nogil:
     """The table entry of a command name (any case), or NULL."""
     cdef int i
     for i in range(<int>COMMAND_COUNT):
-        if equals_nocase(name.start, name.length, COMMANDS[i].name):
+        if COMMANDS[i].name_length == name.length and equals_nocase(name.start, name.length, COMMANDS[i].name):
             return &COMMANDS[i]
     return NULL
 

@@ -30,6 +30,7 @@ Incremental resize (as Redis's dict does, adapted to open addressing)
 from libc.errno cimport errno, ENOMEM
 from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX
 from libc.stdlib cimport calloc, free
+from libc.string cimport memmove
 
 cdef extern from *:
     """
@@ -72,14 +73,14 @@ cdef inline size_t next_slot(const Table *table, size_t slot) noexcept nogil:
     return 0 if slot == table.capacity else slot
 
 
-cdef Slot *table_find(const Table *table, int64_t key) noexcept nogil:
-    """Slot holding ``key`` (never EMPTY_KEY), or NULL.
+cdef Slot *table_locate(const Table *table, int64_t key, size_t *insert_at) noexcept nogil:
+    """Slot holding ``key`` (never EMPTY_KEY), or NULL with ``insert_at`` set to
+    the slot where Robin Hood order would put it.
 
     Robin Hood order lets a miss stop as soon as it meets an entry closer to its
-    own home than the searched key would be, instead of running to a free slot.
+    own home than the searched key would be, instead of running to a free slot;
+    that entry's slot is exactly where the key belongs.
     """
-    if table.capacity == 0:
-        return NULL
     cdef size_t slot = home_slot(table, key)
     cdef size_t distance = 0
     cdef int64_t resident
@@ -88,36 +89,50 @@ cdef Slot *table_find(const Table *table, int64_t key) noexcept nogil:
         if resident == key:
             return &table.slots[slot]
         if resident == EMPTY_KEY or probe_distance(table, resident, slot) < distance:
+            insert_at[0] = slot
             return NULL
         slot = next_slot(table, slot)
         distance += 1
 
 
-cdef void table_insert_new(Table *table, int64_t key, int64_t value) noexcept nogil:
-    """Add a key known to be absent. The caller guarantees a free slot exists.
+cdef inline Slot *table_find(const Table *table, int64_t key) noexcept nogil:
+    """Slot holding ``key``, or NULL (also for a table not allocated yet)."""
+    cdef size_t ignored
+    if table.capacity == 0:
+        return NULL
+    return table_locate(table, key, &ignored)
 
-    Robin Hood: walking from the home slot, the entry being placed takes the
-    slot of any resident that is closer to its own home, and that resident
-    continues the walk. This keeps probe lengths even.
+
+cdef void table_insert_at(Table *table, size_t slot, int64_t key, int64_t value) noexcept nogil:
+    """Put a new entry at ``slot`` (as found by table_locate), moving the rest of
+    the probe run one slot forward, up to the first free slot.
+
+    Moving the run as a block keeps Robin Hood order (each moved entry is one
+    step further from home, and the new entry is further from home than the one
+    it displaces) and costs a memmove instead of recomputing every resident's
+    home, which is what a swap-by-swap insertion does. The caller guarantees a
+    free slot exists.
     """
-    cdef size_t slot = home_slot(table, key)
-    cdef size_t distance = 0, resident_distance
-    cdef Slot carried, displaced
-    carried.key = key
-    carried.value = value
-    while True:
-        if table.slots[slot].key == EMPTY_KEY:
-            table.slots[slot] = carried
-            table.count += 1
-            return
-        resident_distance = probe_distance(table, table.slots[slot].key, slot)
-        if resident_distance < distance:
-            displaced = table.slots[slot]
-            table.slots[slot] = carried
-            carried = displaced
-            distance = resident_distance
-        slot = next_slot(table, slot)
-        distance += 1
+    cdef Slot *slots = table.slots
+    cdef size_t free_slot = slot, last = table.capacity - 1
+    while slots[free_slot].key != EMPTY_KEY:
+        free_slot = next_slot(table, free_slot)
+    if free_slot >= slot:
+        memmove(&slots[slot + 1], &slots[slot], (free_slot - slot) * sizeof(Slot))
+    else:                                   # the run wraps around the end of the table
+        memmove(&slots[1], &slots[0], free_slot * sizeof(Slot))
+        slots[0] = slots[last]
+        memmove(&slots[slot + 1], &slots[slot], (last - slot) * sizeof(Slot))
+    slots[slot].key = key
+    slots[slot].value = value
+    table.count += 1
+
+
+cdef inline void table_insert_new(Table *table, int64_t key, int64_t value) noexcept nogil:
+    """Add a key known to be absent; the caller guarantees a free slot exists."""
+    cdef size_t slot
+    table_locate(table, key, &slot)
+    table_insert_at(table, slot, key, value)
 
 
 cdef void table_remove(Table *table, Slot *found) noexcept nogil:
@@ -291,15 +306,24 @@ cdef int64_t *store_lookup(Store *store, int64_t key) noexcept nogil:
 cdef int store_insert(Store *store, int64_t key, int64_t value) noexcept nogil:
     """Insert ``key`` only if absent: 1 if inserted, 0 if present (value kept),
     -1 with errno ENOMEM if there is no memory for it."""
-    if store_lookup(store, key) != NULL:
-        return 0
+    cdef size_t slot
     if key == EMPTY_KEY:
+        if store.has_empty_key:
+            return 0
         store.has_empty_key = True
         store.empty_key_value = value
         return 1
-    if make_room_for_one(store) != 0:
-        return -1
-    table_insert_new(&store.main, key, value)
+    migrate_if_draining(store)
+    if table_find(&store.draining, key) != NULL:
+        return 0
+    if store.main.capacity != 0 and table_locate(&store.main, key, &slot) != NULL:
+        return 0
+    if store.main.capacity == 0 or is_over_full(&store.main, store.main.count + 1):
+        if make_room_for_one(store) != 0:
+            return -1
+        table_insert_new(&store.main, key, value)      # main may be a new table now
+    else:
+        table_insert_at(&store.main, slot, key, value)
     return 1
 
 

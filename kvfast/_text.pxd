@@ -24,6 +24,14 @@ cdef inline IntParse parse_int64(const char *text, size_t length, int64_t *out) 
         i = 1
     if i == length:
         return INT_NOT_INTEGER
+    if length - i <= 18:                     # fewer than 19 digits cannot overflow int64
+        while i < length:
+            if text[i] < c'0' or text[i] > c'9':
+                return INT_NOT_INTEGER
+            magnitude = magnitude * 10 + <uint64_t>(text[i] - c'0')
+            i += 1
+        out[0] = <int64_t>(0 - magnitude) if negative else <int64_t>magnitude
+        return INT_OK
     limit = (<uint64_t>1 << 63) if negative else ((<uint64_t>1 << 63) - 1)
     while i < length:
         if text[i] < c'0' or text[i] > c'9':
