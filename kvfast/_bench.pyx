@@ -74,6 +74,8 @@ cdef struct Load:
     uint64_t completed
     uint64_t errors
     uint64_t random_state
+    bint sequential              # keys 0, 1, 2, ... instead of random ones
+    uint64_t next_key
     int64_t started
     int64_t finished
     int64_t deadline
@@ -149,8 +151,12 @@ cdef size_t put_bulk_int(char *at, int64_t value) noexcept nogil:
 cdef size_t format_request(Load *load, char *at) noexcept nogil:
     """Write one request of the load's operation with random key (and value)."""
     cdef Operation operation = load.operation
-    cdef int64_t key = <int64_t>(next_random(load) % load.keyspace)
-    cdef int64_t value = <int64_t>(next_random(load) % load.keyspace)
+    cdef int64_t key, value = <int64_t>(next_random(load) % load.keyspace)
+    if load.sequential:
+        key = <int64_t>(load.next_key % load.keyspace)
+        load.next_key += 1
+    else:
+        key = <int64_t>(next_random(load) % load.keyspace)
     cdef size_t used = 0
     cdef const char *name
     cdef size_t name_length
@@ -211,7 +217,7 @@ cdef class LoadGenerator:
 
     def __cinit__(self, str host, int port, str operation, bint resp, size_t clients,
                   size_t pipeline, uint64_t requests, uint64_t keyspace, double timeout,
-                  bint progress, uint64_t seed=0x9E3779B97F4A7C15):
+                  bint progress, bint sequential=False, uint64_t seed=0x9E3779B97F4A7C15):
         if operation not in OPERATIONS:
             raise ValueError(f"unknown test {operation!r}; choose from {', '.join(OPERATIONS)}")
         if clients < 1 or pipeline < 1 or requests < 1 or keyspace < 1:
@@ -224,6 +230,7 @@ cdef class LoadGenerator:
         self.load.keyspace = keyspace
         self.load.requests = requests
         self.load.random_state = seed or 1
+        self.load.sequential = sequential
         self.load.show_progress = progress and isatty(1)
         self.load.deadline = <int64_t>(timeout * 1e9)
         self._label = operation.encode()

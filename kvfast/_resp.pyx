@@ -826,7 +826,10 @@ cdef int write_info(ServerContext *context, Output *text, int sections) noexcept
     if sections & SECTION_MEMORY and (
             output_text(text, b"# Memory\r\nused_memory:") < 0
             or output_int64(text, <int64_t>store_memory_bytes(&context.store), b"\r\nused_memory_rss:") < 0
-            or output_int64(text, resident_bytes(), b"\r\n\r\n") < 0):
+            or output_int64(text, resident_bytes(), b"\r\nkvfast_resizes:") < 0
+            or output_int64(text, <int64_t>context.store.stats.resizes,
+                            b"\r\nkvfast_max_migrated_per_request:") < 0
+            or output_int64(text, <int64_t>context.store.stats.max_moved_per_step, b"\r\n\r\n") < 0):
         return -1
     if sections & SECTION_STATS and (
             output_text(text, b"# Stats\r\ntotal_connections_received:") < 0

@@ -195,9 +195,10 @@ cdef int start_resize(Store *store, size_t capacity) noexcept nogil:
     return 0
 
 
-cdef void migrate_step(Store *store, size_t max_moves, size_t max_visits) noexcept nogil:
+cdef size_t migrate_step(Store *store, size_t max_moves, size_t max_visits) noexcept nogil:
     """Move at most ``max_moves`` entries from ``draining`` to ``main``, visiting at
     most ``max_visits`` slots; free ``draining`` once every slot has been visited.
+    Returns the number of entries moved.
 
     Walking downward means the slot above the cursor is always free (it was the
     free starting slot or has just been emptied), so each entry taken out is the
@@ -215,18 +216,22 @@ cdef void migrate_step(Store *store, size_t max_moves, size_t max_visits) noexce
         store.drain_cursor = old.capacity - 1 if slot == 0 else slot - 1
         store.drain_remaining -= 1
         visited += 1
-    if moved > store.stats.max_moved_per_step:
-        store.stats.max_moved_per_step = moved
     if store.drain_remaining == 0:
         free(old.slots)
         old.slots = NULL
         old.capacity = 0
         old.count = 0
+    return moved
 
 
 cdef inline void migrate_if_draining(Store *store) noexcept nogil:
+    """The share of a running resize that every request pays (at most
+    MIGRATE_MOVES entries); the largest share paid is kept in the stats."""
+    cdef size_t moved
     if store.draining.capacity != 0:
-        migrate_step(store, MIGRATE_MOVES, MIGRATE_VISITS)
+        moved = migrate_step(store, MIGRATE_MOVES, MIGRATE_VISITS)
+        if moved > store.stats.max_moved_per_step:
+            store.stats.max_moved_per_step = moved
 
 
 cdef bint store_migrate_idle(Store *store) noexcept nogil:

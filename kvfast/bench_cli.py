@@ -54,6 +54,9 @@ def build_parser():
                         help="requests per batch on each connection (default 1: no pipelining)")
     parser.add_argument("-r", dest="keyspace", type=positive, default=1_000_000,
                         help="keys (and values) are random in 0..KEYSPACE-1 (default 1000000)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="keys 0, 1, 2, ... (modulo KEYSPACE) instead of random: with put, "
+                             "every request adds a new key")
     parser.add_argument("-t", dest="tests", type=tests, default=["set", "get"],
                         help=f"comma-separated tests: {','.join(OPERATIONS)} (default set,get); "
                              "mixed is 80%% get, 20%% set")
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
         try:
             generator = LoadGenerator(args.host, args.port, name, args.protocol == "resp", args.clients,
                                       args.pipeline, args.requests, args.keyspace, args.timeout,
-                                      not args.quiet and not args.json)
+                                      not args.quiet and not args.json, args.sequential)
             result = generator.run()
         except (OSError, ValueError) as error:
             print(f"{PROG}: error: {error}", file=sys.stderr)
