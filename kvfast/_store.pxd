@@ -25,6 +25,8 @@ cdef struct Store:
     Table draining               # the previous table, emptied step by step (capacity 0 when idle)
     size_t drain_cursor          # next slot of `draining` to visit, moving downward
     size_t drain_remaining       # slots of `draining` not visited yet
+    size_t drain_start           # the free slot the walk started below
+    size_t drain_released        # bytes of `draining` from here up to drain_start's chunk are returned
     bint has_empty_key           # whether the key EMPTY_KEY itself is stored...
     int64_t empty_key_value      # ...and its value, kept outside the tables
     StoreStats stats

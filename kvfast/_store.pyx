@@ -31,6 +31,9 @@ from libc.errno cimport errno, ENOMEM
 from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX
 from libc.stdlib cimport calloc, free
 from libc.string cimport memmove
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
+
+from kvfast._system cimport madvise, MADV_DONTNEED
 
 cdef extern from *:
     """
@@ -42,6 +45,8 @@ cdef int64_t EMPTY_KEY = 0
 cdef size_t MIN_CAPACITY = 16
 cdef size_t MIGRATE_MOVES = 8      # entries moved per operation while draining
 cdef size_t MIGRATE_VISITS = 128   # slots visited per operation while draining
+cdef size_t MAPPED_BYTES = 1 << 20       # tables this large are mmap'd, and released as drained
+cdef size_t RELEASE_CHUNK = 2 << 20      # ...in chunks of this many bytes
 cdef size_t IDLE_MOVES = 1024      # entries moved per idle call (about 20-50 microseconds)
 cdef size_t IDLE_VISITS = 16384
 
@@ -169,26 +174,66 @@ cdef inline bint is_under_full(const Table *table) noexcept nogil:
     return table.capacity > MIN_CAPACITY and table.count * 10 < table.capacity * 3   # under 30%
 
 
+cdef Slot *allocate_slots(size_t capacity) noexcept nogil:
+    """A zeroed array of ``capacity`` free slots, or NULL. Large tables come
+    straight from mmap: zero pages cost nothing until a slot on them is used,
+    and a drained table can hand its pages back chunk by chunk (release_drained)."""
+    cdef size_t size = capacity * sizeof(Slot)
+    cdef void *memory
+    if size < MAPPED_BYTES:
+        return <Slot *>calloc(capacity, sizeof(Slot))
+    memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    return NULL if memory == MAP_FAILED else <Slot *>memory
+
+
+cdef void free_slots(Slot *slots, size_t capacity) noexcept nogil:
+    if slots == NULL:
+        return
+    if capacity * sizeof(Slot) < MAPPED_BYTES:
+        free(slots)
+    else:
+        munmap(slots, capacity * sizeof(Slot))
+
+
+cdef void release_drained(Store *store) noexcept nogil:
+    """Return to the system the whole chunks of the draining table that the walk
+    has emptied (below the starting slot, above the cursor), so a resize does not
+    hold two full tables until its end and the final munmap is cheap. Reading a
+    released page later yields zeros, i.e. free slots, which is what it held."""
+    cdef Table *old = &store.draining
+    cdef size_t lowest_empty, boundary
+    if old.capacity * sizeof(Slot) < MAPPED_BYTES or store.drain_cursor >= store.drain_start:
+        return                       # small table, or the walk has wrapped to the top run
+    lowest_empty = (store.drain_cursor + 1) * sizeof(Slot)
+    boundary = (lowest_empty + RELEASE_CHUNK - 1) // RELEASE_CHUNK * RELEASE_CHUNK
+    if boundary < store.drain_released:
+        madvise(<char *>old.slots + boundary, store.drain_released - boundary, MADV_DONTNEED)
+        store.drain_released = boundary
+
+
 cdef int start_resize(Store *store, size_t capacity) noexcept nogil:
     """Make a new empty ``main`` of ``capacity`` slots and start draining the old one.
 
     Returns 0, or -1 with errno ENOMEM (the store is then unchanged). Called only
     when no migration is under way. An empty old table is freed at once.
     """
-    cdef Slot *slots = <Slot *>calloc(capacity, sizeof(Slot))
+    cdef Slot *slots = allocate_slots(capacity)
     if slots == NULL:
         errno = ENOMEM
         return -1
     store.stats.resizes += 1
     if store.main.count == 0:
-        free(store.main.slots)
+        free_slots(store.main.slots, store.main.capacity)
     else:
         store.draining = store.main
-        # Start just below a free slot (a table is never full), walking downward.
-        store.drain_cursor = store.draining.capacity - 1
-        while store.draining.slots[store.drain_cursor].key != EMPTY_KEY:
-            store.drain_cursor -= 1
-        store.drain_remaining = store.draining.capacity
+        # Start just below the highest free slot (a table is never full), walking
+        # downward: the part left for after the wrap is only the run at the top.
+        store.drain_start = store.draining.capacity - 1
+        while store.draining.slots[store.drain_start].key != EMPTY_KEY:
+            store.drain_start -= 1
+        store.drain_cursor = store.drain_start - 1 if store.drain_start > 0 else store.draining.capacity - 1
+        store.drain_remaining = store.draining.capacity - 1
+        store.drain_released = store.drain_start * sizeof(Slot) // RELEASE_CHUNK * RELEASE_CHUNK
     store.main.slots = slots
     store.main.capacity = capacity
     store.main.count = 0
@@ -217,10 +262,12 @@ cdef size_t migrate_step(Store *store, size_t max_moves, size_t max_visits) noex
         store.drain_remaining -= 1
         visited += 1
     if store.drain_remaining == 0:
-        free(old.slots)
+        free_slots(old.slots, old.capacity)
         old.slots = NULL
         old.capacity = 0
         old.count = 0
+    else:
+        release_drained(store)
     return moved
 
 
@@ -272,6 +319,8 @@ cdef void store_init(Store *store) noexcept nogil:
     store.draining = store.main
     store.drain_cursor = 0
     store.drain_remaining = 0
+    store.drain_start = 0
+    store.drain_released = 0
     store.has_empty_key = False
     store.empty_key_value = 0
     store.stats.resizes = 0
@@ -281,8 +330,8 @@ cdef void store_init(Store *store) noexcept nogil:
 
 cdef void store_free(Store *store) noexcept nogil:
     """Release both tables; the store is empty and usable afterwards."""
-    free(store.main.slots)
-    free(store.draining.slots)
+    free_slots(store.main.slots, store.main.capacity)
+    free_slots(store.draining.slots, store.draining.capacity)
     cdef StoreStats stats = store.stats
     store_init(store)
     store.stats = stats

@@ -122,3 +122,10 @@ cdef extern from "time.h" nogil:
         CLOCK_MONOTONIC
 
     int clock_gettime(int clk_id, timespec *tp)
+
+
+cdef extern from "sys/mman.h" nogil:
+    enum:
+        MADV_DONTNEED       # Linux's: drops the pages now (POSIX's variant is only advice)
+
+    int madvise(void *addr, size_t length, int advice)
