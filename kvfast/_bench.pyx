@@ -13,7 +13,7 @@ from libc.errno cimport errno, EAGAIN, EINTR, EINPROGRESS
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, malloc, free
-from libc.string cimport memchr, memcpy, memmove
+from libc.string cimport memchr, memcmp, memcpy, memmove
 from posix.unistd cimport close, write, isatty
 
 from kvfast._system cimport (
@@ -201,8 +201,10 @@ cdef size_t format_request(Load *load, char *at) noexcept nogil:
 
 
 cdef bint is_error_reply(Load *load, const char *reply, size_t length) noexcept nogil:
+    """Error replies, not counting PUT's "Key already exists" (an answer, as in
+    the native protocol, not a failure)."""
     if load.resp:
-        return reply[0] == c'-'
+        return reply[0] == c'-' and not (length >= 22 and memcmp(reply, b"-ERR Key already exists", 22) == 0)
     return (length >= 7 and memchr(reply, c'I', 1) != NULL and reply[1] == c'n' and reply[2] == c'v') \
         or (length >= 6 and reply[0] == c'E' and reply[1] == c'r' and reply[2] == c'r')
 
@@ -229,7 +231,7 @@ cdef class LoadGenerator:
         self.load.pipeline = pipeline
         self.load.keyspace = keyspace
         self.load.requests = requests
-        self.load.random_state = seed or 1
+        self.load.random_state = (seed ^ (<uint64_t>self.load.operation * 0x632BE59BD9B4E019ULL)) or 1
         self.load.sequential = sequential
         self.load.show_progress = progress and isatty(1)
         self.load.deadline = <int64_t>(timeout * 1e9)
