@@ -654,8 +654,10 @@ cdef size_t count_arguments_before(const Request *request, size_t end) noexcept 
 
 cdef int command_command(ServerContext *context, Session *session, const Request *request,
                          size_t position) noexcept nogil:
-    """COMMAND (every command's info), COMMAND COUNT, COMMAND INFO name...,
-    COMMAND DOCS (an empty map: redis-cli then uses its built-in help)."""
+    """COMMAND (every command's info), COMMAND COUNT, COMMAND INFO name....
+    COMMAND DOCS is refused as an unknown subcommand on purpose: on that error
+    redis-cli falls back to its built-in help, hints and completion, while an
+    empty (or partial) docs map would leave it with none."""
     cdef Output *output = &session.output
     cdef Argument argument
     cdef const CommandInfo *command
@@ -670,8 +672,6 @@ cdef int command_command(ServerContext *context, Session *session, const Request
     next_argument(request.data, &position, &argument)
     if equals_nocase(argument.start, argument.length, b"count") and request.argc == 2:
         return reply_integer(output, <int64_t>COMMAND_COUNT)
-    if equals_nocase(argument.start, argument.length, b"docs"):
-        return reply_map(session, 0)
     if equals_nocase(argument.start, argument.length, b"info"):
         if reply_array(output, request.argc - 2) < 0:
             return -1
