@@ -48,6 +48,7 @@ OPERATIONS = {"put": OP_PUT, "get": OP_GET, "del": OP_DEL, "set": OP_SET, "incr"
 cdef struct Connection:
     int fd
     bint connected
+    uint32_t interest            # epoll events registered now
     size_t awaiting              # replies still due for the batch in flight
     int64_t batch_started        # ns, when the batch was handed to the socket
     char *output
@@ -341,6 +342,7 @@ cdef class LoadGenerator:
                     and errno != EINPROGRESS:
                 return -1
             event.events = EPOLLOUT
+            connection.interest = EPOLLOUT
             event.data.u64 = i
             if epoll_ctl(self.epoll_fd, EPOLL_CTL_ADD, connection.fd, &event) < 0:
                 return -1
@@ -414,7 +416,12 @@ cdef class LoadGenerator:
         return self.set_interest(connection, index, EPOLLIN)
 
     cdef int set_interest(self, Connection *connection, uint64_t index, uint32_t events) noexcept nogil:
+        """Register ``events`` for the connection, skipping the system call when
+        they are already registered (the usual case: one batch after another)."""
         cdef epoll_event event
+        if connection.interest == events:
+            return 0
+        connection.interest = events
         event.events = events
         event.data.u64 = index
         return epoll_ctl(self.epoll_fd, EPOLL_CTL_MOD, connection.fd, &event)

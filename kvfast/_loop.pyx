@@ -47,7 +47,7 @@ from kvfast._store cimport store_init, store_free, store_count, store_memory_byt
 
 cdef enum:
     MAX_EVENTS = 256            # descriptors taken from one epoll_wait
-    ACCEPTS_PER_EVENT = 64      # new clients accepted per readable event of the listener
+    ACCEPTS_PER_EVENT = 1000    # new clients accepted per readable event of the listener (as Redis)
     SPARE_OUTPUT_BYTES = 16384  # an emptied output buffer larger than this is freed
 
 cdef enum RunResult:

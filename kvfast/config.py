@@ -28,8 +28,9 @@ READ_CHUNK_BYTES = 16 * 1024
 #: (below half of it). This bounds per-connection memory whatever the client sends.
 OUTPUT_HIGH_WATER_BYTES = 1024 * 1024
 
-#: Backlog passed to listen(2).
-LISTEN_BACKLOG = 511
+#: Backlog passed to listen(2) (the kernel caps it at net.core.somaxconn): room for
+#: thousands of clients connecting at once while the loop accepts them.
+LISTEN_BACKLOG = 4096
 
 
 @dataclass(frozen=True)
