@@ -71,16 +71,14 @@ cdef int native_answer(ServerContext *context, Session *session,
     cdef int64_t key, value
     cdef int64_t *found
     cdef int result
-    cdef IntParse parsed
     if count == 0:
         return 0
     context.counters.commands_processed += 1
     if is_command(&words[0], b"get"):
         if count != 2:
             return invalid(context, output, b"usage: get <key>")
-        parsed = parse_int64(words[1].start, words[1].length, &key)
-        if parsed != INT_OK:
-            return refuse_integer(context, output, parsed, b"key is not an integer")
+        if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
+            return result
         found = store_lookup(&context.store, key)
         if found == NULL:
             context.counters.keyspace_misses += 1
@@ -97,22 +95,19 @@ cdef int native_answer(ServerContext *context, Session *session,
     if is_command(&words[0], b"del"):
         if count != 2:
             return invalid(context, output, b"usage: del <key>")
-        parsed = parse_int64(words[1].start, words[1].length, &key)
-        if parsed != INT_OK:
-            return refuse_integer(context, output, parsed, b"key is not an integer")
+        if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
+            return result
         return output_text(output, b"OK\n" if store_delete(&context.store, key) else b"Key not found\n")
 
     if is_command(&words[0], b"incr"):
         if count != 2 and count != 3:
             return invalid(context, output, b"usage: incr <key> [<delta>]")
-        parsed = parse_int64(words[1].start, words[1].length, &key)
-        if parsed != INT_OK:
-            return refuse_integer(context, output, parsed, b"key is not an integer")
+        if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
+            return result
         value = 1
-        if count == 3:
-            parsed = parse_int64(words[2].start, words[2].length, &value)
-            if parsed != INT_OK:
-                return refuse_integer(context, output, parsed, b"delta is not an integer")
+        if count == 3 and not integer_argument(context, output, &words[2], &value, b"delta is not an integer",
+                                               &result):
+            return result
         result = store_increment(&context.store, key, value, &value)
         if result == 1:
             return invalid(context, output, b"increment would overflow")
@@ -139,17 +134,13 @@ cdef int write_value(ServerContext *context, Output *output, const Word *words, 
     """``put K V`` (insert_only: an existing key keeps its value) or ``set K V``
     (insert or overwrite). Returns 0, or -1 if out of memory for the reply."""
     cdef int64_t key, value
-    cdef IntParse parsed
     cdef int result
     if count != 3:
         return invalid(context, output, b"usage: put <key> <value>" if insert_only
                        else b"usage: set <key> <value>")
-    parsed = parse_int64(words[1].start, words[1].length, &key)
-    if parsed != INT_OK:
-        return refuse_integer(context, output, parsed, b"key is not an integer")
-    parsed = parse_int64(words[2].start, words[2].length, &value)
-    if parsed != INT_OK:
-        return refuse_integer(context, output, parsed, b"value is not an integer")
+    if not (integer_argument(context, output, &words[1], &key, b"key is not an integer", &result)
+            and integer_argument(context, output, &words[2], &value, b"value is not an integer", &result)):
+        return result
     if insert_only:
         result = store_insert(&context.store, key, value)
         if result == 0:
@@ -174,6 +165,18 @@ cdef int write_stats(ServerContext *context, Output *output) noexcept nogil:
         or output_int64(output, counters.keyspace_misses, b" used_memory=") < 0
         or output_int64(output, store_memory_bytes(&context.store), b"\n") < 0
     ) else 0
+
+
+cdef bint integer_argument(ServerContext *context, Output *output, const Word *word, int64_t *number,
+                           const char *not_integer_reason, int *status) noexcept nogil:
+    """Parse a word as an int64. True with ``number`` set; otherwise replies why
+    and returns False, with the reply's status (0, or -1 if out of memory) in
+    ``status`` for the command to return."""
+    cdef IntParse parsed = parse_int64(word.start, word.length, number)
+    if parsed == INT_OK:
+        return True
+    status[0] = refuse_integer(context, output, parsed, not_integer_reason)
+    return False
 
 
 cdef int refuse_integer(ServerContext *context, Output *output, IntParse parsed,

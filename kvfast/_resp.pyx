@@ -454,15 +454,27 @@ cdef int parse_keys(ServerContext *context, Output *output, const Request *reque
     return 0
 
 
+cdef bint read_integer(ServerContext *context, Output *output, const Request *request, size_t *position,
+                       int64_t *number, const char *error, int *status) noexcept nogil:
+    """Read the next argument as an int64. True with ``number`` set; otherwise
+    replies ``error`` and returns False, with the reply's status (0, or -1 if out
+    of memory) in ``status`` for the command to return."""
+    cdef Argument argument
+    next_argument(request.data, position, &argument)
+    if parse_int64(argument.start, argument.length, number) == INT_OK:
+        return True
+    status[0] = reply_error(context, output, error)
+    return False
+
+
 cdef int command_get(ServerContext *context, Session *session, const Request *request,
                      size_t position) noexcept nogil:
     """GET key: the value as a bulk string, or null."""
-    cdef Argument argument
     cdef int64_t key
     cdef int64_t *found
-    next_argument(request.data, &position, &argument)
-    if parse_int64(argument.start, argument.length, &key) != INT_OK:
-        return reply_error(context, &session.output, ERR_KEY_NOT_INTEGER)
+    cdef int status
+    if not read_integer(context, &session.output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status):
+        return status
     found = store_lookup(&context.store, key)
     if found == NULL:
         context.counters.keyspace_misses += 1
@@ -478,13 +490,10 @@ cdef int command_set(ServerContext *context, Session *session, const Request *re
     cdef Argument argument
     cdef int64_t key, value
     cdef bint only_if_absent = False, only_if_present = False
-    cdef int result
-    next_argument(request.data, &position, &argument)
-    if parse_int64(argument.start, argument.length, &key) != INT_OK:
-        return reply_error(context, output, ERR_KEY_NOT_INTEGER)
-    next_argument(request.data, &position, &argument)
-    if parse_int64(argument.start, argument.length, &value) != INT_OK:
-        return reply_error(context, output, ERR_NOT_INTEGER)
+    cdef int result, status
+    if not (read_integer(context, output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status)
+            and read_integer(context, output, request, &position, &value, ERR_NOT_INTEGER, &status)):
+        return status
     while position < request.length:
         next_argument(request.data, &position, &argument)
         if equals_nocase(argument.start, argument.length, b"nx") and not only_if_present:
@@ -512,15 +521,11 @@ cdef int command_insert(ServerContext *context, Session *session, const Request 
                         size_t position, bint is_put) noexcept nogil:
     """SETNX key value (:1 or :0) and the seed's PUT (+OK or -ERR Key already exists)."""
     cdef Output *output = &session.output
-    cdef Argument argument
     cdef int64_t key, value
-    cdef int result
-    next_argument(request.data, &position, &argument)
-    if parse_int64(argument.start, argument.length, &key) != INT_OK:
-        return reply_error(context, output, ERR_KEY_NOT_INTEGER)
-    next_argument(request.data, &position, &argument)
-    if parse_int64(argument.start, argument.length, &value) != INT_OK:
-        return reply_error(context, output, ERR_NOT_INTEGER)
+    cdef int result, status
+    if not (read_integer(context, output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status)
+            and read_integer(context, output, request, &position, &value, ERR_NOT_INTEGER, &status)):
+        return status
     result = store_insert(&context.store, key, value)
     if result < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
@@ -553,16 +558,12 @@ cdef int command_increment(ServerContext *context, Session *session, const Reque
     """INCR, DECR, INCRBY, DECRBY: the new value; an overflow is an error and
     leaves the value unchanged."""
     cdef Output *output = &session.output
-    cdef Argument argument
     cdef int64_t key, amount = 1, result_value
-    cdef int result
-    next_argument(request.data, &position, &argument)
-    if parse_int64(argument.start, argument.length, &key) != INT_OK:
-        return reply_error(context, output, ERR_KEY_NOT_INTEGER)
-    if with_amount:
-        next_argument(request.data, &position, &argument)
-        if parse_int64(argument.start, argument.length, &amount) != INT_OK:
-            return reply_error(context, output, ERR_NOT_INTEGER)
+    cdef int result, status
+    if not read_integer(context, output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status):
+        return status
+    if with_amount and not read_integer(context, output, request, &position, &amount, ERR_NOT_INTEGER, &status):
+        return status
     if negate:
         if amount == INT64_MIN:
             return reply_error(context, output, b"-ERR decrement would overflow\r\n")

@@ -28,6 +28,19 @@ def script_path(name):
     raise RuntimeError(f"{name} is not installed: run `make test` (pip install -e .[test])")
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=5.0):
+    """Send ``sig`` to a child process if it still runs, wait up to ``timeout``
+    seconds, kill it if it has not exited; returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
 class ServerProcess:
     """A running ``kvfast-server``; ``host``/``port`` are where it listens."""
 
@@ -63,13 +76,7 @@ class ServerProcess:
 
     def stop(self, sig=signal.SIGTERM, timeout=5.0):
         """Send ``sig``, wait for exit, and return the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
     def kill(self):
         if self.proc.poll() is None:

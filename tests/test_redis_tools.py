@@ -10,7 +10,6 @@ import os
 import random
 import re
 import select
-import signal
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import time
 import pytest
 import redis
 
-from conftest import require_tool
+from conftest import require_tool, stop_process
 
 TOOL_TIMEOUT = 120.0              # generous: each benchmark run takes ~1 s
 KEYSPACE = 1_000_000              # redis-benchmark -r 1000000: keys 000000000000 .. 000000999999
@@ -205,13 +204,7 @@ class Terminal:
         return self.proc.wait(max(0.0, deadline - time.monotonic()))
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         os.close(self.master)
 
 

@@ -7,7 +7,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from conftest import read_line, request
+from conftest import request
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 

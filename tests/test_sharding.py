@@ -13,7 +13,6 @@ defaults are fine.
 """
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import require_tool
+from conftest import require_tool, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "sharding"
@@ -98,14 +97,7 @@ class Nutcracker:
                        for path in (self.output, self.log) if path.exists())
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 class Shards:
