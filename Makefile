@@ -1,7 +1,7 @@
 # The commands people type. `make test` is the one CI runs (see .ci/run).
 PYTHON ?= python3
 
-.PHONY: install serve develop test clean
+.PHONY: install serve develop test compare bench growth clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -14,6 +14,16 @@ develop:            ## editable install with the test dependencies
 
 test: develop       ## install, then run the whole test suite
 	$(PYTHON) -m pytest tests
+
+compare: develop    ## kvfast vs redis-server vs asyncio -> docs/benchmarks.md, docs/benchmarks.png
+	$(PYTHON) -m bench.compare --publish
+
+bench: develop      ## pytest-benchmark load and store runs (KVFAST_BENCH_QUICK=1 for a smoke run)
+	$(PYTHON) -m pip install -e '.[bench]'
+	$(PYTHON) -m pytest bench/test_load.py
+
+growth: develop     ## grow from 0 to 50M keys under load: latency and per-request migration
+	$(PYTHON) bench/growth.py --keys 50000000
 
 clean:
 	rm -rf build dist *.egg-info kvfast/*.c kvfast/*.so kvfast/*.html

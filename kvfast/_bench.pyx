@@ -21,7 +21,7 @@ from kvfast._system cimport (
     EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CLOEXEC, recv, send, MSG_NOSIGNAL, setsockopt,
     IPPROTO_TCP, TCP_NODELAY, SOCK_NONBLOCK, SOCK_CLOEXEC, socket, connect, getsockopt,
     AF_INET, SOCK_STREAM, SOL_SOCKET, SO_ERROR, sockaddr, sockaddr_in, htons, inet_pton,
-    socklen_t, timespec, clock_gettime, CLOCK_MONOTONIC,
+    socklen_t, timespec, clock_gettime, CLOCK_MONOTONIC, set_errno,
 )
 from kvfast._text cimport format_int64
 
@@ -82,10 +82,6 @@ cdef struct Load:
     int64_t deadline
     bint show_progress
     const char *label
-
-
-cdef inline void set_errno(int value) noexcept nogil:
-    errno = value
 
 
 cdef inline int64_t now_ns() noexcept nogil:

@@ -1,10 +1,11 @@
 # A connection's output buffer: replies waiting to be sent. Inlined helpers,
 # shared by the loop and both protocol modules.
-from libc.errno cimport errno, ENOMEM
+from libc.errno cimport ENOMEM
 from libc.stdint cimport int64_t
 from libc.stdlib cimport realloc, free
 from libc.string cimport memcpy, memmove, strlen
 
+from kvfast._system cimport set_errno
 from kvfast._text cimport format_int64
 
 
@@ -36,7 +37,7 @@ cdef inline int output_append(Output *output, const char *data, size_t length) n
                 capacity *= 2
             grown = <char *>realloc(output.data, capacity)
             if grown == NULL:
-                errno = ENOMEM
+                set_errno(ENOMEM)
                 return -1
             output.data = grown
             output.capacity = capacity

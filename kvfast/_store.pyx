@@ -33,7 +33,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memmove
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 
-from kvfast._system cimport madvise, MADV_DONTNEED
+from kvfast._system cimport madvise, set_errno, MADV_DONTNEED, MADV_HUGEPAGE
 
 cdef extern from *:
     """
@@ -183,7 +183,12 @@ cdef Slot *allocate_slots(size_t capacity) noexcept nogil:
     if size < MAPPED_BYTES:
         return <Slot *>calloc(capacity, sizeof(Slot))
     memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    return NULL if memory == MAP_FAILED else <Slot *>memory
+    if memory == MAP_FAILED:
+        return NULL
+    # Huge pages: one fault per 2 MiB instead of per 4 KiB as the table fills, and
+    # fewer TLB misses for lookups spread over the whole table.
+    madvise(memory, size, MADV_HUGEPAGE)
+    return <Slot *>memory
 
 
 cdef void free_slots(Slot *slots, size_t capacity) noexcept nogil:
@@ -219,7 +224,7 @@ cdef int start_resize(Store *store, size_t capacity) noexcept nogil:
     """
     cdef Slot *slots = allocate_slots(capacity)
     if slots == NULL:
-        errno = ENOMEM
+        set_errno(ENOMEM)
         return -1
     store.stats.resizes += 1
     if store.main.count == 0:

@@ -127,5 +127,15 @@ cdef extern from "time.h" nogil:
 cdef extern from "sys/mman.h" nogil:
     enum:
         MADV_DONTNEED       # Linux's: drops the pages now (POSIX's variant is only advice)
+        MADV_HUGEPAGE       # back the range with transparent huge pages where possible
 
     int madvise(void *addr, size_t length, int advice)
+
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static inline void kvfast_set_errno(int value) { errno = value; }
+    """
+    # Cython makes ``errno = x`` inside a function a local variable: set the C one here.
+    void set_errno "kvfast_set_errno" (int value) nogil

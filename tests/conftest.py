@@ -138,5 +138,5 @@ def require_tool(name):
     import shutil
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
-        pytest.fail(f"{name} is not installed (apt-get install redis-tools nutcracker)", pytrace=False)
+        pytest.fail(f"{name} is not installed (apt-get install redis-tools redis-server nutcracker)", pytrace=False)
     return path

@@ -1,0 +1,75 @@
+"""Smoke tests of the benchmark tools: kvfast-bench against a real server, and
+``python -m bench.compare --quick`` end to end (kvfast, redis-server, asyncio)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import require_tool, script_path
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = ["set", "get", "incr", "put", "del", "mixed"]
+REQUESTS = 2000
+
+
+def kvfast_bench(*args, timeout=60):
+    return subprocess.run([script_path("kvfast-bench"), *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("protocol", ["native", "resp"])
+def test_kvfast_bench_json_is_sane(server, protocol):
+    result = kvfast_bench("-h", server.host, "-p", str(server.port), "--json", "-q", "-n", str(REQUESTS),
+                          "-c", "5", "-P", "4", "-t", ",".join(TESTS), "--protocol", protocol)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [report["test"] for report in reports] == TESTS
+    for report in reports:
+        assert (report["protocol"], report["clients"], report["pipeline"]) == (protocol, 5, 4), report
+        assert report["requests"] == REQUESTS, report
+        assert report["errors"] == 0, report
+        assert report["seconds"] > 0 and report["requests_per_second"] > 0, report
+        latency = report["latency_ms"]
+        assert 0 <= latency["p50"] <= latency["p99"] <= latency["p99.9"] <= latency["max"], report
+
+
+def test_kvfast_bench_closed_port_is_a_one_line_error():
+    # A bound but not listening socket: connections to its port are refused,
+    # and no other process can take the port while the test runs.
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+        result = kvfast_bench("-h", "127.0.0.1", "-p", str(port), "-n", "100", "-c", "2", "--json", "-q")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kvfast-bench: error: "), result.stderr
+
+
+def test_compare_quick_writes_report(tmp_path):
+    for tool in ("redis-server", "redis-benchmark"):
+        require_tool(tool)
+    out = tmp_path / "results"
+    result = subprocess.run([sys.executable, "-m", "bench.compare", "--quick", "--out", str(out)],
+                            cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    markdown = (out / "compare.md").read_text()
+    assert markdown in result.stdout
+    for name in ("kvfast", "redis", "asyncio"):
+        assert name in markdown
+    assert "| load | server | requests/s | server CPU µs/request | p99 ms |" in markdown
+    assert "RSS bytes/key" in markdown and "≤ 0.85×" in markdown
+    report = json.loads((out / "compare.json").read_text())
+    assert set(report["summary"]) == {f"{protocol}-{operation}-P{pipeline}" for pipeline in (1, 16)
+                                      for protocol, operations in (("resp", ("setnx", "get")),
+                                                                   ("native", ("set", "get")))
+                                      for operation in operations}
+    for servers in report["summary"].values():
+        for figures in servers.values():
+            assert figures["requests_per_second"] > 0 and figures["server_cpu_us_per_request"] >= 0
+    assert {entry["server"] for entry in report["memory"]} == {"kvfast", "redis", "asyncio"}
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
