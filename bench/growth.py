@@ -65,6 +65,7 @@ def measure(keys, clients, pipeline):
             "latency_ms": result["latency_ms"],
             "max_migrated_per_request": int(fields["kvfast_max_migrated_per_request"]),
             "resizes": int(fields["kvfast_resizes"]),
+            "forced_drains": int(fields["kvfast_forced_drains"]),
             "rss_bytes_per_key": (rss_bytes(server.pid) - before) / stored,
         }
     finally:
@@ -88,7 +89,8 @@ def main(argv=None):
           f"{result['requests_per_second']:,.0f} puts/s ({args.clients} clients, pipeline {args.pipeline})")
     print(f"latency during growth: p50={latency['p50']:.3f} p99={latency['p99']:.3f} "
           f"p99.9={latency['p99.9']:.3f} max={latency['max']:.3f} ms")
-    print(f"most entries one request migrated: {result['max_migrated_per_request']}; "
+    print(f"most entries one request migrated: {result['max_migrated_per_request']} "
+          f"(resizes finished in one go: {result['forced_drains']}); "
           f"RSS {result['rss_bytes_per_key']:.1f} bytes/key at the end")
     return 0
 

@@ -844,7 +844,8 @@ cdef int write_info(ServerContext *context, Output *text, int sections) noexcept
             or output_int64(text, resident_bytes(), b"\r\nkvfast_resizes:") < 0
             or output_int64(text, <int64_t>context.store.stats.resizes,
                             b"\r\nkvfast_max_migrated_per_request:") < 0
-            or output_int64(text, <int64_t>context.store.stats.max_moved_per_step, b"\r\nkvfast_resizing:") < 0
+            or output_int64(text, <int64_t>context.store.stats.max_moved_per_step, b"\r\nkvfast_forced_drains:") < 0
+            or output_int64(text, <int64_t>context.store.stats.forced_drains, b"\r\nkvfast_resizing:") < 0
             or output_int64(text, context.store.draining.capacity != 0, b"\r\n\r\n") < 0):
         return -1
     if sections & SECTION_STATS and (

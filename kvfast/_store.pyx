@@ -33,7 +33,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memmove
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 
-from kvfast._system cimport madvise, set_errno, MADV_DONTNEED, MADV_HUGEPAGE
+from kvfast._system cimport madvise, set_errno, MADV_DONTNEED
 
 cdef extern from *:
     """
@@ -183,12 +183,9 @@ cdef Slot *allocate_slots(size_t capacity) noexcept nogil:
     if size < MAPPED_BYTES:
         return <Slot *>calloc(capacity, sizeof(Slot))
     memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    if memory == MAP_FAILED:
-        return NULL
-    # Huge pages: one fault per 2 MiB instead of per 4 KiB as the table fills, and
-    # fewer TLB misses for lookups spread over the whole table.
-    madvise(memory, size, MADV_HUGEPAGE)
-    return <Slot *>memory
+    # No MADV_HUGEPAGE: with the kernel's "madvise" defrag setting, faults in such
+    # a range may compact memory synchronously, the latency spikes Redis warns of.
+    return NULL if memory == MAP_FAILED else <Slot *>memory
 
 
 cdef void free_slots(Slot *slots, size_t capacity) noexcept nogil:

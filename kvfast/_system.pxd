@@ -127,7 +127,6 @@ cdef extern from "time.h" nogil:
 cdef extern from "sys/mman.h" nogil:
     enum:
         MADV_DONTNEED       # Linux's: drops the pages now (POSIX's variant is only advice)
-        MADV_HUGEPAGE       # back the range with transparent huge pages where possible
 
     int madvise(void *addr, size_t length, int advice)
 
