@@ -3,7 +3,7 @@
 Every limit the server enforces is named here once, so the CLI help, the README
 and the compiled loop all speak of the same numbers.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -33,6 +33,22 @@ OUTPUT_HIGH_WATER_BYTES = 1024 * 1024
 LISTEN_BACKLOG = 4096
 
 
+#: Most clients connected at once; one more gets ``max number of clients reached``
+#: (native: ``Error: max number of clients reached``; RESP: ``-ERR max number of
+#: clients reached``) and is closed, as Redis's maxclients.
+MAX_CLIENTS = 10000
+
+#: Seconds a client may stay idle (nothing received) before the server closes it;
+#: 0 means never, the default, as in Redis.
+IDLE_TIMEOUT = 0
+
+#: Before a client has authenticated (when a password is set), requests are held
+#: to these sizes: a native line, a RESP argument count, a RESP argument.
+UNAUTHENTICATED_MAX_LINE_BYTES = 1024
+UNAUTHENTICATED_MAX_ARGUMENTS = 10
+UNAUTHENTICATED_MAX_BULK_BYTES = 16 * 1024
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything a server needs to start; the CLI builds one from its arguments."""
@@ -45,6 +61,10 @@ class ServerConfig:
     read_chunk_bytes: int = READ_CHUNK_BYTES
     output_high_water_bytes: int = OUTPUT_HIGH_WATER_BYTES
     backlog: int = LISTEN_BACKLOG
+    max_clients: int = MAX_CLIENTS
+    timeout: int = IDLE_TIMEOUT
+    requirepass: str | None = field(default=None, repr=False)   # never shown in logs or reprs
+    protected_mode: bool = True
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -55,3 +75,9 @@ class ServerConfig:
             raise ValueError("max_line_bytes must be at least 16 and max_request_bytes at least 64")
         if self.read_chunk_bytes < 1 or self.output_high_water_bytes < 1:
             raise ValueError("read_chunk_bytes and output_high_water_bytes must be positive")
+        if self.max_clients < 1:
+            raise ValueError(f"max_clients must be at least 1, not {self.max_clients}")
+        if self.timeout < 0:
+            raise ValueError(f"timeout must be 0 (never) or a number of seconds, not {self.timeout}")
+        if self.requirepass is not None and not 1 <= len(self.requirepass.encode()) <= 512:
+            raise ValueError("requirepass must be 1 to 512 bytes")
