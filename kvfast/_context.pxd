@@ -15,6 +15,10 @@ cdef struct Counters:
     uint64_t keyspace_hits
     uint64_t keyspace_misses
     uint64_t accept_pauses
+    uint64_t rejected_connections   # refused: max clients reached
+    uint64_t protected_refusals     # refused: protected mode, not a loopback peer
+    uint64_t timed_out_clients      # closed after the idle timeout
+    uint64_t auth_failures          # wrong passwords
 
 
 cdef struct ServerContext:
@@ -24,6 +28,8 @@ cdef struct ServerContext:
     int64_t started_at              # Unix time, for INFO's uptime
     size_t max_line_bytes           # longest native request line
     size_t max_request_bytes        # largest RESP request
+    const char *password            # requirepass, or NULL: no authentication
+    size_t password_length
 
 
 cdef struct Session:
@@ -31,3 +37,4 @@ cdef struct Session:
     uint64_t id                     # CLIENT ID
     int resp_version                # 2 or 3, set by HELLO
     bint closing                    # reply, then close: read no further requests
+    bint authenticated              # always true when no password is set

@@ -26,7 +26,7 @@ import os
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.time cimport time
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memchr, memcpy, memmove
@@ -36,11 +36,13 @@ from kvfast._system cimport (
     epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP,
     EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL, EPOLL_CLOEXEC,
     accept4, setsockopt, recv, send, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL,
-    IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
+    IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, sockaddr, sockaddr_storage,
+    sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, INADDR_LOOPBACK, htonl,
+    timespec, clock_gettime, CLOCK_MONOTONIC, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
 )
 from kvfast._context cimport ServerContext, Session
 from kvfast._native cimport native_answer, native_refuse_long_line
-from kvfast._output cimport Output, output_pending, output_free
+from kvfast._output cimport Output, output_pending, output_free, output_text
 from kvfast._resp cimport resp_answer, resp_refuse_too_large
 from kvfast._store cimport store_init, store_free, store_count, store_memory_bytes, store_migrate_idle
 
@@ -49,6 +51,15 @@ cdef enum:
     MAX_EVENTS = 256            # descriptors taken from one epoll_wait
     ACCEPTS_PER_EVENT = 1000    # new clients accepted per readable event of the listener (as Redis)
     SPARE_OUTPUT_BYTES = 16384  # an emptied output buffer larger than this is freed
+    MAX_REFUSING = 1024         # connections being refused at once; beyond, closed without a word
+    REFUSAL_GRACE_MS = 1000     # a refused client that sends nothing is closed after this
+    SWEEP_INTERVAL_MS = 250     # how often idle and refused connections are looked for
+    UNAUTHENTICATED_MAX_LINE = 1024   # native line limit until ``auth`` succeeds
+
+cdef enum Refusal:
+    REFUSE_NONE = 0
+    REFUSE_MAX_CLIENTS = 1      # max_clients already connected
+    REFUSE_PROTECTED = 2        # protected mode and the peer is not 127.0.0.1 or ::1
 
 cdef enum RunResult:
     RUN_FAILED = -1             # a system call failed; errno says why
@@ -65,6 +76,8 @@ cdef struct Connection:
     char *input                 # an incomplete request, or NULL
     size_t input_len
     size_t input_cap
+    int64_t last_active_ms      # last read or write, for the idle timeout
+    Refusal refusal             # why the connection is being turned away, if it is
     Session session             # protocol state and the output buffer
 
 
@@ -90,11 +103,19 @@ cdef class EventLoop:
     cdef size_t write_queue_len
     cdef size_t write_queue_cap
     cdef uint64_t next_client_id
+    cdef size_t max_clients
+    cdef int64_t idle_timeout_ms        # 0: never
+    cdef bint protected_mode            # only 127.0.0.1 and ::1 may connect
+    cdef size_t refusing                # connections being turned away (not clients)
+    cdef int64_t now_ms                 # monotonic clock, read after each epoll_wait
+    cdef int64_t next_sweep_ms
+    cdef bytes password                 # kept alive: context.password points into it
     cdef ServerContext context          # the store and the counters, shared with the protocols
     cdef object logger
 
     def __cinit__(self, int listen_fd, int port, size_t max_line_bytes, size_t max_request_bytes,
-                  size_t read_chunk_bytes, size_t output_high_water_bytes, logger=None):
+                  size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients=10000,
+                  double timeout=0, bytes password=None, bint protected_mode=False, logger=None):
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
@@ -107,6 +128,13 @@ cdef class EventLoop:
         self.context.started_at = time(NULL)
         self.context.max_line_bytes = max_line_bytes
         self.context.max_request_bytes = max_request_bytes
+        self.max_clients = max_clients
+        self.idle_timeout_ms = <int64_t>(timeout * 1000)
+        self.protected_mode = protected_mode
+        self.password = password
+        if password is not None:
+            self.context.password = self.password
+            self.context.password_length = len(self.password)
         self.shared_input = <char *>malloc(read_chunk_bytes)
         if self.shared_input == NULL:
             raise MemoryError()
@@ -173,6 +201,10 @@ cdef class EventLoop:
             "keyspace_hits": self.context.counters.keyspace_hits,
             "keyspace_misses": self.context.counters.keyspace_misses,
             "accept_pauses": self.context.counters.accept_pauses,
+            "rejected_connections": self.context.counters.rejected_connections,
+            "protected_mode_refusals": self.context.counters.protected_refusals,
+            "timed_out_clients": self.context.counters.timed_out_clients,
+            "auth_failures": self.context.counters.auth_failures,
             "keys": store_count(&self.context.store),
             "store_bytes": store_memory_bytes(&self.context.store),
             "max_moved_per_step": self.context.store.stats.max_moved_per_step,
@@ -225,8 +257,12 @@ cdef class EventLoop:
             ready = epoll_wait(self.epoll_fd, events, MAX_EVENTS, timeout)
             if ready < 0:
                 return RUN_INTERRUPTED if errno == EINTR else RUN_FAILED
+            self.now_ms = monotonic_ms()
+            if self.now_ms >= self.next_sweep_ms:
+                self.sweep()
             if ready == 0:
-                timeout = 0 if store_migrate_idle(&self.context.store) else -1
+                store_migrate_idle(&self.context.store)
+                timeout = self.next_timeout()
                 continue
             for i in range(ready):
                 fd = events[i].data.fd
@@ -249,11 +285,42 @@ cdef class EventLoop:
                     if events[i].events & EPOLLOUT:
                         self.queue_write(connection)
             self.write_queued()
-            timeout = 0 if self.context.store.draining.capacity != 0 else -1
+            timeout = self.next_timeout()
             if stop_requested:
                 return RUN_STOPPED
             if signalled:
                 return RUN_INTERRUPTED
+
+    cdef int next_timeout(self) noexcept nogil:
+        """epoll_wait's timeout: 0 while a resize can use idle time; until the next
+        sweep while idle clients may time out or refused ones wait; else forever."""
+        if self.context.store.draining.capacity != 0:
+            return 0
+        if self.idle_timeout_ms > 0 or self.refusing > 0:
+            return <int>(self.next_sweep_ms - self.now_ms) if self.next_sweep_ms > self.now_ms else 0
+        return -1
+
+    cdef void sweep(self) noexcept nogil:
+        """Close connections idle longer than the timeout, and refused ones that
+        never sent anything within the grace period. Runs every
+        SWEEP_INTERVAL_MS at most, and only while either can exist."""
+        cdef size_t fd
+        cdef Connection *connection
+        cdef int64_t idle
+        self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
+        if self.idle_timeout_ms == 0 and self.refusing == 0:
+            return
+        for fd in range(self.connections_cap):
+            connection = self.connections[fd]
+            if connection == NULL:
+                continue
+            idle = self.now_ms - connection.last_active_ms
+            if connection.refusal != REFUSE_NONE:
+                if idle > REFUSAL_GRACE_MS:
+                    self.close_connection(connection)
+            elif self.idle_timeout_ms > 0 and idle > self.idle_timeout_ms:
+                self.context.counters.timed_out_clients += 1
+                self.close_connection(connection)
 
     cdef int watch(self, int fd, int operation, uint32_t events) noexcept nogil:
         """epoll_ctl with the descriptor itself as the event's data; 0 or -1 (errno)."""
@@ -273,15 +340,27 @@ cdef class EventLoop:
         spin) until a connection closes; waiting clients stay in the backlog.
         """
         cdef int fd, attempt
+        cdef sockaddr_storage peer
+        cdef socklen_t peer_length
+        cdef Refusal refusal
         for attempt in range(ACCEPTS_PER_EVENT):
-            fd = accept4(self.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            peer_length = sizeof(peer)
+            fd = accept4(self.listen_fd, <sockaddr *>&peer, &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
                 if errno == EINTR:
                     continue
                 if errno == EMFILE or errno == ENFILE or errno == ENOBUFS or errno == ENOMEM:
                     self.pause_accepting()
                 return      # EAGAIN: backlog empty; ECONNABORTED and the like: try later
-            if self.add_connection(fd) < 0:
+            refusal = REFUSE_NONE
+            if self.protected_mode and not is_loopback(&peer):
+                refusal = REFUSE_PROTECTED
+                self.context.counters.protected_refusals += 1
+            elif self.context.counters.connected_clients >= self.max_clients:
+                refusal = REFUSE_MAX_CLIENTS
+                self.context.counters.rejected_connections += 1
+            if (refusal != REFUSE_NONE and self.refusing >= MAX_REFUSING) \
+                    or self.add_connection(fd, refusal) < 0:
                 close(fd)
 
     cdef void pause_accepting(self) noexcept nogil:
@@ -296,8 +375,10 @@ cdef class EventLoop:
         if self.accept_paused and self.watch(self.listen_fd, EPOLL_CTL_ADD, EPOLLIN) == 0:
             self.accept_paused = False
 
-    cdef int add_connection(self, int fd) noexcept nogil:
-        """Register a freshly accepted socket; 0, or -1 if out of memory."""
+    cdef int add_connection(self, int fd, Refusal refusal) noexcept nogil:
+        """Register a freshly accepted socket; 0, or -1 if out of memory. A refused
+        one is kept only until its first bytes say which protocol to refuse it in
+        (see refuse), and is not counted as a client."""
         cdef int one = 1
         cdef Connection *connection
         if <size_t>fd >= self.connections_cap and self.grow_connection_table(fd) < 0:
@@ -307,7 +388,10 @@ cdef class EventLoop:
             return -1
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         connection.fd = fd
+        connection.refusal = refusal
+        connection.last_active_ms = self.now_ms
         connection.session.resp_version = 2
+        connection.session.authenticated = self.context.password == NULL
         self.next_client_id += 1
         connection.session.id = self.next_client_id
         if self.watch(fd, EPOLL_CTL_ADD, EPOLLIN) < 0:
@@ -315,6 +399,10 @@ cdef class EventLoop:
             return -1
         connection.interest = EPOLLIN
         self.connections[fd] = connection
+        if refusal != REFUSE_NONE:
+            self.refusing += 1
+            self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
+            return 0
         self.context.counters.connections_accepted += 1
         self.context.counters.connected_clients += 1
         return 0
@@ -347,10 +435,13 @@ cdef class EventLoop:
         the connection held."""
         self.connections[connection.fd] = NULL
         close(connection.fd)
+        if connection.refusal != REFUSE_NONE:
+            self.refusing -= 1
+        else:
+            self.context.counters.connected_clients -= 1
         free(connection.input)
         output_free(&connection.session.output)
         free(connection)
-        self.context.counters.connected_clients -= 1
         self.resume_accepting()
 
     cdef void update_interest(self, Connection *connection) noexcept nogil:
@@ -382,6 +473,9 @@ cdef class EventLoop:
         if connection.session.closing or connection.reading_paused:
             self.queue_write(connection)         # woken by ERR/HUP: let the write decide
             return 0
+        connection.last_active_ms = self.now_ms
+        if connection.refusal != REFUSE_NONE:
+            return self.refuse(connection)
         if connection.input_len == 0:
             data = self.shared_input
             received = recv(connection.fd, data, self.read_chunk_bytes, 0)
@@ -406,7 +500,7 @@ cdef class EventLoop:
             if data[consumed] == c'*':
                 if leftover > self.context.max_request_bytes:
                     refused = resp_refuse_too_large(&self.context, &connection.session)
-            elif leftover > self.context.max_line_bytes + 1:
+            elif leftover > self.line_limit(&connection.session) + 1:
                 # No newline can make this line short enough ("+ 1": a "\r" may still end it).
                 refused = native_refuse_long_line(&self.context, &connection.session)
         if refused < 0:
@@ -422,6 +516,41 @@ cdef class EventLoop:
             if output_pending(&connection.session.output) >= self.output_high_water_bytes:
                 connection.reading_paused = True
         self.update_interest(connection)
+        return 0
+
+    cdef inline size_t line_limit(self, const Session *session) noexcept nogil:
+        """Longest native line: tight until a password-protected session has
+        authenticated, as Redis keeps unauthenticated requests small."""
+        return self.context.max_line_bytes if session.authenticated else UNAUTHENTICATED_MAX_LINE
+
+    cdef int refuse(self, Connection *connection) noexcept nogil:
+        """Turn a refused connection away in the protocol its first bytes speak
+        (``*``: RESP, anything else: native), then close it. Returns -1 if it was
+        closed at once (nothing to read: the peer left)."""
+        cdef ssize_t received = recv(connection.fd, self.shared_input, self.read_chunk_bytes, 0)
+        cdef bint resp
+        cdef int result
+        if received <= 0:
+            if received < 0 and (errno == EAGAIN or errno == EINTR):
+                return 0
+            self.close_connection(connection)
+            return -1
+        resp = self.shared_input[0] == c'*'
+        if connection.refusal == REFUSE_MAX_CLIENTS:
+            result = output_text(&connection.session.output, b"-ERR max number of clients reached\r\n" if resp
+                                 else b"Error: max number of clients reached\n")
+        else:
+            result = output_text(&connection.session.output, b"-DENIED " if resp else b"Error: ")
+            if result == 0:
+                result = output_text(&connection.session.output, PROTECTED_MODE_MESSAGE)
+            if result == 0:
+                result = output_text(&connection.session.output, b"\r\n" if resp else b"\n")
+        if result < 0:
+            self.close_connection(connection)
+            return -1
+        connection.session.closing = True
+        self.update_interest(connection)
+        self.queue_write(connection)
         return 0
 
     cdef int end_of_input(self, Connection *connection) noexcept nogil:
@@ -500,7 +629,7 @@ cdef class EventLoop:
             line_length = end - start
             if line_length > 0 and data[end - 1] == c'\r':
                 line_length -= 1
-            if line_length > self.context.max_line_bytes:
+            if line_length > self.line_limit(session):
                 result = native_refuse_long_line(&self.context, session)
             else:
                 result = native_answer(&self.context, session, data + start, line_length)
@@ -553,6 +682,7 @@ cdef class EventLoop:
                 self.close_connection(connection)
                 return
             output.start += <size_t>sent
+            connection.last_active_ms = self.now_ms
         if output.start == output.end:
             output.start = output.end = 0
             if output.capacity > SPARE_OUTPUT_BYTES:
@@ -575,6 +705,40 @@ cdef class EventLoop:
         with gil:
             if self.logger is not None:
                 self.logger.warning(message.decode())
+
+
+cdef const char *PROTECTED_MODE_MESSAGE = (
+    b"kvfast is running in protected mode: it listens on a non-loopback address with no password, "
+    b"so only clients on 127.0.0.1 and ::1 are served. Set a password (requirepass in the config file, "
+    b"or KVFAST_PASSWORD), or start the server with --protected-mode no.")
+
+
+cdef inline int64_t monotonic_ms() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000 + now.tv_nsec // 1000000
+
+
+cdef bint is_loopback(const sockaddr_storage *peer) noexcept nogil:
+    """Whether a peer is 127.0.0.1 or ::1 (or ::ffff:127.0.0.1): the clients
+    protected mode still serves, as Redis does."""
+    cdef const unsigned char *address
+    cdef int i
+    if peer.ss_family == AF_INET:
+        return (<const sockaddr_in *>peer).sin_addr.s_addr == htonl(INADDR_LOOPBACK)
+    if peer.ss_family != AF_INET6:
+        return False
+    address = (<const sockaddr_in6 *>peer).sin6_addr.s6_addr
+    for i in range(10):
+        if address[i] != 0:
+            return False
+    if address[10] == 0 and address[11] == 0:
+        for i in range(12, 15):
+            if address[i] != 0:
+                return False
+        return address[15] == 1
+    return (address[10] == 0xff and address[11] == 0xff and address[12] == 127 and address[13] == 0
+            and address[14] == 0 and address[15] == 1)
 
 
 cdef int raise_os_error() except -1:

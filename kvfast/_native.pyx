@@ -7,7 +7,11 @@
     set K V        OK                          (insert or overwrite)
     incr K [D]     the new value               (absent counts as 0; D defaults to 1)
     stats          name=value pairs on one line
+    auth P         OK | Invalid password         (when the server has a password)
     bye            Goodbye, then the connection closes
+
+With a password set, a session that has not authenticated gets
+``Authentication required`` for everything but ``auth`` and ``bye``.
 
 Anything else: ``Invalid request: <reason>``. The exact behaviour is defined by
 ``kvfast/protocol_model.py``, which the tests hold this module to.
@@ -18,7 +22,7 @@ from kvfast._context cimport Counters, ServerContext, Session
 from kvfast._output cimport Output, output_append, output_text, output_int64
 from kvfast._store cimport store_insert, store_upsert, store_lookup, store_delete, store_count, \
     store_increment, store_memory_bytes
-from kvfast._text cimport IntParse, INT_OK, INT_OUT_OF_RANGE, parse_int64, equals_nocase
+from kvfast._text cimport IntParse, INT_OK, INT_OUT_OF_RANGE, parse_int64, equals_nocase, secrets_equal
 
 
 cdef enum:
@@ -74,6 +78,11 @@ cdef int native_answer(ServerContext *context, Session *session,
     if count == 0:
         return 0
     context.counters.commands_processed += 1
+    if is_command(&words[0], b"auth"):
+        return authenticate(context, session, words, count)
+    if not session.authenticated and not is_command(&words[0], b"bye"):
+        context.counters.invalid_requests += 1
+        return output_text(output, b"Authentication required\n")
     if is_command(&words[0], b"get"):
         if count != 2:
             return invalid(context, output, b"usage: get <key>")
@@ -127,6 +136,20 @@ cdef int native_answer(ServerContext *context, Session *session,
         return write_stats(context, output)
 
     return unknown_command(context, output, &words[0])
+
+
+cdef int authenticate(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``auth PASSWORD``: ``OK`` (the session may now send anything) or
+    ``Invalid password``; without a configured password it is an invalid request."""
+    if count != 2:
+        return invalid(context, &session.output, b"usage: auth <password>")
+    if context.password == NULL:
+        return invalid(context, &session.output, b"no password is set")
+    if secrets_equal(words[1].start, words[1].length, context.password, context.password_length):
+        session.authenticated = True
+        return output_text(&session.output, b"OK\n")
+    context.counters.auth_failures += 1
+    return output_text(&session.output, b"Invalid password\n")
 
 
 cdef int write_value(ServerContext *context, Output *output, const Word *words, size_t count,

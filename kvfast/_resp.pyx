@@ -12,7 +12,7 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 shapes and error texts; see the README for the list of commands.
 """
 from libc.stdint cimport int64_t, uint64_t, INT64_MIN
-from libc.string cimport memchr, memcpy, strlen
+from libc.string cimport memchr, memcmp, memcpy, strlen
 from libc.time cimport time
 from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
@@ -23,7 +23,7 @@ from kvfast._store cimport (
     store_insert, store_upsert, store_lookup, store_delete, store_count, store_increment,
     store_clear, store_memory_bytes,
 )
-from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase
+from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, secrets_equal
 
 
 cdef enum:
@@ -32,6 +32,8 @@ cdef enum:
     ERROR_ECHO_LIMIT = 128                 # bytes of an unknown command echoed, as Redis does
 
 cdef int64_t MAX_BULK_BYTES = 512 * 1024 * 1024    # Redis's proto-max-bulk-len
+cdef int64_t UNAUTHENTICATED_MAX_ARGUMENTS = 10       # until AUTH, when a password is set
+cdef int64_t UNAUTHENTICATED_MAX_BULK_BYTES = 16384
 
 cdef const char *VERSION = b"7.0.0"        # the Redis version whose behaviour this follows
 cdef const char *KVFAST_VERSION = b"0.1.0"
@@ -41,6 +43,8 @@ cdef const char *ERR_KEY_NOT_INTEGER = b"-ERR key is not an integer or out of ra
 cdef const char *ERR_OVERFLOW = b"-ERR increment or decrement would overflow\r\n"
 cdef const char *ERR_SYNTAX = b"-ERR syntax error\r\n"
 cdef const char *ERR_OUT_OF_MEMORY = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+cdef const char *ERR_NOAUTH = b"-NOAUTH Authentication required.\r\n"
+cdef const char *ERR_WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 
 
 cdef struct Request:
@@ -92,8 +96,8 @@ cdef inline Scan scan_header(const char *data, size_t length, size_t at, int64_t
     return SCAN_COMPLETE
 
 
-cdef int scan_request(const char *data, size_t length, size_t max_request_bytes,
-                      Request *request, const char **error) noexcept nogil:
+cdef int scan_request(const char *data, size_t length, size_t max_request_bytes, int64_t max_arguments,
+                      int64_t max_bulk_bytes, Request *request, const char **error) noexcept nogil:
     """Check that ``data`` (starting with ``*``) holds a whole, well-formed request.
 
     Returns 1 with ``request`` filled in, 0 if more bytes are needed, or -1 with
@@ -106,7 +110,7 @@ cdef int scan_request(const char *data, size_t length, size_t max_request_bytes,
     cdef Scan scan = scan_header(data, length, 0, &count, &position)
     if scan == SCAN_INCOMPLETE:
         return 0
-    if scan == SCAN_MALFORMED or count > MAX_ARGUMENTS:
+    if scan == SCAN_MALFORMED or count > max_arguments:
         error[0] = b"-ERR Protocol error: invalid multibulk length\r\n"
         return -1
     request.data = data
@@ -121,7 +125,7 @@ cdef int scan_request(const char *data, size_t length, size_t max_request_bytes,
         scan = scan_header(data, length, position, &size, &position)
         if scan == SCAN_INCOMPLETE:
             return 0
-        if scan == SCAN_MALFORMED or size < 0 or size > MAX_BULK_BYTES:
+        if scan == SCAN_MALFORMED or size < 0 or size > max_bulk_bytes:
             error[0] = b"-ERR Protocol error: invalid bulk length\r\n"
             return -1
         if position + <size_t>size + 2 > max_request_bytes:
@@ -161,7 +165,13 @@ cdef ssize_t resp_answer(ServerContext *context, Session *session,
     """
     cdef Request request
     cdef const char *error = NULL
-    cdef int scanned = scan_request(data, length, context.max_request_bytes, &request, &error)
+    cdef int scanned
+    if session.authenticated:
+        scanned = scan_request(data, length, context.max_request_bytes, MAX_ARGUMENTS, MAX_BULK_BYTES,
+                               &request, &error)
+    else:       # as Redis does before AUTH: a few small arguments only
+        scanned = scan_request(data, length, context.max_request_bytes, UNAUTHENTICATED_MAX_ARGUMENTS,
+                               UNAUTHENTICATED_MAX_BULK_BYTES, &request, &error)
     if scanned == 0:
         return 0
     if scanned < 0:
@@ -389,6 +399,9 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     if command == NULL:
         return reply_unknown(context, output, request, b"-ERR unknown command '",
                              b"', with args beginning with: ")
+    if not session.authenticated and not (command.id == CMD_AUTH or command.id == CMD_HELLO
+                                          or command.id == CMD_QUIT or command.id == CMD_BYE):
+        return reply_error(context, output, ERR_NOAUTH)
     if not arity_ok(command, request.argc):
         return reply_wrong_arity(context, output, command.name)
 
@@ -448,10 +461,38 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
         return command_config(context, session, request, position)
     if command.id == CMD_INFO:
         return command_info(context, session, request, position)
-    # CMD_AUTH: there is no password to check (as Redis without requirepass says).
-    return reply_error(context, output,
-                       b"-ERR AUTH <password> called without any password configured for the default user. "
-                       b"Are you sure your configuration is correct?\r\n")
+    return command_auth(context, session, request, position)      # CMD_AUTH
+
+
+cdef bint credentials_match(ServerContext *context, const Argument *user, const Argument *password) noexcept nogil:
+    """Whether ``user`` (NULL: not given, i.e. "default") and ``password`` are
+    right. Without a configured password the default user needs none, as in Redis."""
+    if user != NULL and not (user.length == 7 and memcmp(user.start, b"default", 7) == 0):
+        return False
+    if context.password == NULL:
+        return True
+    return secrets_equal(password.start, password.length, context.password, context.password_length)
+
+
+cdef int command_auth(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """AUTH [user] password: +OK, or -WRONGPASS (the only user is "default")."""
+    cdef Argument user, password
+    if request.argc > 3:
+        return reply_error(context, &session.output, ERR_SYNTAX)
+    if context.password == NULL:
+        return reply_error(context, &session.output,
+                           b"-ERR AUTH <password> called without any password configured for the default user. "
+                           b"Are you sure your configuration is correct?\r\n")
+    next_argument(request.data, &position, &password)
+    if request.argc == 3:
+        user = password
+        next_argument(request.data, &position, &password)
+    if not credentials_match(context, &user if request.argc == 3 else NULL, &password):
+        context.counters.auth_failures += 1
+        return reply_error(context, &session.output, ERR_WRONGPASS)
+    session.authenticated = True
+    return output_text(&session.output, b"+OK\r\n")
 
 
 cdef int parse_keys(ServerContext *context, Output *output, const Request *request,
@@ -621,9 +662,10 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
     """HELLO [protover [AUTH user pass] [SETNAME name]]: switch RESP version and
     reply with the server map (in the new version)."""
     cdef Output *output = &session.output
-    cdef Argument argument
+    cdef Argument argument, user, password
     cdef int64_t version = session.resp_version
     cdef size_t remaining
+    cdef bint authenticating = False
     if request.argc >= 2:
         next_argument(request.data, &position, &argument)
         if parse_int64(argument.start, argument.length, &version) != INT_OK:
@@ -632,8 +674,9 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
             next_argument(request.data, &position, &argument)
             remaining = request.argc - count_arguments_before(request, position)
             if equals_nocase(argument.start, argument.length, b"auth") and remaining >= 2:
-                next_argument(request.data, &position, &argument)      # no password to check yet
-                next_argument(request.data, &position, &argument)
+                next_argument(request.data, &position, &user)
+                next_argument(request.data, &position, &password)
+                authenticating = True
             elif equals_nocase(argument.start, argument.length, b"setname") and remaining >= 1:
                 next_argument(request.data, &position, &argument)
             else:
@@ -644,6 +687,16 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
                 return output_text(output, b"'\r\n")
         if version != 2 and version != 3:
             return reply_error(context, output, b"-NOPROTO unsupported protocol version\r\n")
+    if authenticating:
+        if not credentials_match(context, &user, &password):
+            context.counters.auth_failures += 1
+            return reply_error(context, output, ERR_WRONGPASS)
+        session.authenticated = True
+    elif not session.authenticated:
+        return reply_error(context, output,
+                           b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                           b"HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                           b"select the RESP protocol version at the same time\r\n")
     session.resp_version = <int>version
     if (reply_map(session, 7) < 0
             or reply_bulk_text(output, b"server") < 0 or reply_bulk_text(output, b"redis") < 0
@@ -855,7 +908,11 @@ cdef int write_info(ServerContext *context, Output *text, int sections) noexcept
             or output_int64(text, <int64_t>counters.keyspace_hits, b"\r\nkeyspace_misses:") < 0
             or output_int64(text, <int64_t>counters.keyspace_misses, b"\r\ntotal_error_replies:") < 0
             or output_int64(text, <int64_t>counters.invalid_requests, b"\r\nprotocol_errors:") < 0
-            or output_int64(text, <int64_t>counters.protocol_errors, b"\r\n\r\n") < 0):
+            or output_int64(text, <int64_t>counters.protocol_errors, b"\r\nrejected_connections:") < 0
+            or output_int64(text, <int64_t>counters.rejected_connections, b"\r\nprotected_mode_refusals:") < 0
+            or output_int64(text, <int64_t>counters.protected_refusals, b"\r\ntimed_out_clients:") < 0
+            or output_int64(text, <int64_t>counters.timed_out_clients, b"\r\nauth_failures:") < 0
+            or output_int64(text, <int64_t>counters.auth_failures, b"\r\n\r\n") < 0):
         return -1
     if sections & SECTION_KEYSPACE:
         if output_text(text, b"# Keyspace\r\n") < 0:

@@ -138,3 +138,23 @@ cdef extern from *:
     """
     # Cython makes ``errno = x`` inside a function a local variable: set the C one here.
     void set_errno "kvfast_set_errno" (int value) nogil
+
+
+cdef extern from "sys/socket.h" nogil:
+    struct sockaddr_storage:
+        unsigned short ss_family
+
+
+cdef extern from "netinet/in.h" nogil:
+    enum:
+        AF_INET6
+        INADDR_LOOPBACK
+
+    struct in6_addr:
+        unsigned char s6_addr[16]
+
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        in6_addr sin6_addr
+
+    unsigned int htonl(unsigned int hostlong)

@@ -75,3 +75,14 @@ cdef inline bint equals_nocase(const char *word, size_t length, const char *lowe
         if (word[i] | 0x20) != lowercase[i]:
             return False
     return True
+
+
+cdef inline bint secrets_equal(const char *attempt, size_t attempt_length,
+                               const char *secret, size_t secret_length) noexcept nogil:
+    """Compare a password attempt with the secret in time that depends only on
+    the secret's length, never on where the first difference is."""
+    cdef unsigned char difference = 0 if attempt_length == secret_length else 1
+    cdef size_t i
+    for i in range(secret_length):
+        difference |= <unsigned char>(secret[i] ^ (attempt[i] if i < attempt_length else 0))
+    return difference == 0

@@ -28,16 +28,25 @@ class Server:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  config: ServerConfig | None = None):
         self.config = config if config is not None else ServerConfig(host=host, port=port)
+        self.protected_mode = _protected_mode_applies(self.config)
         self._socket = _listen(self.config)
+        if self.protected_mode:
+            log.warning("protected mode: listening on %s with no password, so only clients on 127.0.0.1 "
+                        "and ::1 will be served; set requirepass (or KVFAST_PASSWORD), or use "
+                        "--protected-mode no", self.config.host)
         try:
             self._loop = EventLoop(
                 self._socket.fileno(),
                 self._socket.getsockname()[1],
-                self.config.max_line_bytes,
-                self.config.max_request_bytes,
-                self.config.read_chunk_bytes,
-                self.config.output_high_water_bytes,
-                log,
+                max_line_bytes=self.config.max_line_bytes,
+                max_request_bytes=self.config.max_request_bytes,
+                read_chunk_bytes=self.config.read_chunk_bytes,
+                output_high_water_bytes=self.config.output_high_water_bytes,
+                max_clients=self.config.max_clients,
+                timeout=self.config.timeout,
+                password=None if self.config.requirepass is None else self.config.requirepass.encode(),
+                protected_mode=self.protected_mode,
+                logger=log,
             )
         except BaseException:
             self._socket.close()
@@ -99,6 +108,15 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _protected_mode_applies(config: ServerConfig) -> bool:
+    """Protected mode (as in Redis) refuses every peer but 127.0.0.1 and ::1 when
+    the server listens beyond loopback with no password and it was not turned off."""
+    return config.protected_mode and config.requirepass is None and config.host not in LOOPBACK_HOSTS
 
 
 def _listen(config: ServerConfig) -> socket.socket:
