@@ -1,6 +1,7 @@
 """kvfast: a small, fast int64 key-value server (compiled epoll loop) and its client."""
 from kvfast.client import Client
 from kvfast.errors import (
+    AuthenticationError,
     ConnectionLostError,
     InvalidRequestError,
     KeyExistsError,
@@ -10,6 +11,7 @@ from kvfast.errors import (
 from kvfast.server import Server
 
 __all__ = [
+    "AuthenticationError",
     "Client",
     "ConnectionLostError",
     "InvalidRequestError",

@@ -108,7 +108,7 @@ cdef inline double bucket_value(size_t bucket) noexcept nogil:
     k = bucket - LINEAR_BUCKETS
     msb = 9 + k // SUB_BUCKETS
     sub = k % SUB_BUCKETS
-    return (<double>((SUB_BUCKETS + sub) << (msb - 8))) + (<double>(1 << (msb - 8))) / 2
+    return (<double>((<unsigned long long>(SUB_BUCKETS + sub)) << (msb - 8))) + (<double>(1ULL << (msb - 8))) / 2
 
 
 cdef inline uint64_t next_random(Load *load) noexcept nogil:
@@ -244,6 +244,7 @@ cdef class LoadGenerator:
             raise MemoryError()
         for i in range(clients):
             self.connections[i].fd = -1
+        for i in range(clients):
             self.connections[i].output = <char *>malloc(pipeline * REQUEST_BYTES)
             self.connections[i].input = <char *>malloc(INPUT_BYTES)
             if self.connections[i].output == NULL or self.connections[i].input == NULL:

@@ -38,3 +38,7 @@ cdef struct Session:
     int resp_version                # 2 or 3, set by HELLO
     bint closing                    # reply, then close: read no further requests
     bint authenticated              # always true when no password is set
+    size_t scan_position            # where scanning of an incomplete RESP request resumes (0: none)
+    size_t scan_arguments           # ...its arguments already checked
+    size_t scan_argc                # ...and its argument count
+    size_t scan_arguments_at        # ...and where its first argument starts

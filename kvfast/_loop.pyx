@@ -73,9 +73,10 @@ cdef struct Connection:
     bint reading_paused         # too much unsent output: stop reading (backpressure)
     bint write_blocked          # the socket refused part of the output: EPOLLOUT armed
     bint queued                 # in the loop's write queue for this iteration
-    char *input                 # an incomplete request, or NULL
+    char *input                 # unanswered requests (usually one incomplete one), or NULL
     size_t input_len
     size_t input_cap
+    size_t input_scanned        # leading bytes of an incomplete native line known to hold no newline
     int64_t last_active_ms      # last read or write, for the idle timeout
     Refusal refusal             # why the connection is being turned away, if it is
     Session session             # protocol state and the output buffer
@@ -415,6 +416,11 @@ cdef class EventLoop:
         cdef size_t i
         while capacity <= <size_t>fd:
             capacity *= 2
+        cdef int *queue = <int *>realloc(self.write_queue, 2 * capacity * sizeof(int))
+        if queue == NULL:
+            return -1
+        self.write_queue = queue
+        self.write_queue_cap = 2 * capacity
         cdef Connection **connections = <Connection **>realloc(
             self.connections, capacity * sizeof(Connection *))
         if connections == NULL:
@@ -423,11 +429,6 @@ cdef class EventLoop:
             connections[i] = NULL
         self.connections = connections
         self.connections_cap = capacity
-        cdef int *queue = <int *>realloc(self.write_queue, 2 * capacity * sizeof(int))
-        if queue == NULL:
-            return -1
-        self.write_queue = queue
-        self.write_queue_cap = 2 * capacity
         return 0
 
     cdef void close_connection(self, Connection *connection) noexcept nogil:
@@ -489,14 +490,36 @@ cdef class EventLoop:
             if received < 0 and (errno == EAGAIN or errno == EINTR):
                 return 0
             return self.end_of_input(connection)
-        length = connection.input_len + <size_t>received
+        if self.consume(connection, data, connection.input_len + <size_t>received) < 0:
+            return -1
+        if output_pending(&connection.session.output) > 0:
+            self.queue_write(connection)
+        self.update_interest(connection)
+        return 0
 
+    cdef int consume(self, Connection *connection, char *data, size_t length) noexcept nogil:
+        """Answer the complete requests in ``data[:length]`` (the shared buffer or
+        the connection's own) and keep what is left in the connection's buffer.
+
+        Stops early when the connection starts closing, or when its unsent output
+        reaches the high-water mark: the requests not answered yet then wait in
+        its buffer and reading pauses (backpressure) until write_output has sent
+        enough. An incomplete request that can no longer fit its limit (a native
+        line over the line limit, a RESP request over ``max_request_bytes``) is
+        refused and the connection closes after the reply. Returns 0, or -1 if
+        the connection was closed (out of memory).
+        """
+        cdef size_t consumed, leftover
+        cdef int refused = 0
+        cdef bint stalled
         consumed = self.answer_requests(connection, data, length)
         if consumed == <size_t>-1:
             self.close_connection(connection)
             return -1
         leftover = length - consumed
-        if not connection.session.closing and leftover > 0:
+        stalled = (leftover > 0 and not connection.session.closing
+                   and output_pending(&connection.session.output) >= self.output_high_water_bytes)
+        if not stalled and not connection.session.closing and leftover > 0:
             if data[consumed] == c'*':
                 if leftover > self.context.max_request_bytes:
                     refused = resp_refuse_too_large(&self.context, &connection.session)
@@ -511,11 +534,12 @@ cdef class EventLoop:
         if self.keep_leftover(connection, data, consumed, leftover) < 0:
             self.close_connection(connection)
             return -1
-        if output_pending(&connection.session.output) > 0:
-            self.queue_write(connection)
-            if output_pending(&connection.session.output) >= self.output_high_water_bytes:
-                connection.reading_paused = True
-        self.update_interest(connection)
+        # An incomplete native line was searched to its end; requests left by
+        # backpressure (or a RESP request, tracked by its own scan state) were not.
+        connection.input_scanned = leftover if (leftover > 0 and not stalled and data[consumed] != c'*') \
+            else 0
+        if output_pending(&connection.session.output) >= self.output_high_water_bytes:
+            connection.reading_paused = True
         return 0
 
     cdef inline size_t line_limit(self, const Session *session) noexcept nogil:
@@ -600,20 +624,23 @@ cdef class EventLoop:
     cdef void discard_input(self, Connection *connection) noexcept nogil:
         free(connection.input)
         connection.input = NULL
-        connection.input_len = connection.input_cap = 0
+        connection.input_len = connection.input_cap = connection.input_scanned = 0
+        connection.session.scan_position = 0
 
     cdef size_t answer_requests(self, Connection *connection, const char *data,
                                 size_t length) noexcept nogil:
         """Answer each complete request in ``data`` in order, stopping early once
-        the connection starts closing. A request starting with ``*`` is RESP;
-        anything else is a native line. Returns the bytes consumed, or
-        (size_t)-1 when a reply could not be buffered (out of memory)."""
-        cdef size_t start = 0, end, line_length
+        the connection starts closing or its unsent output reaches the
+        high-water mark. A request starting with ``*`` is RESP; anything else is
+        a native line. Returns the bytes consumed, or (size_t)-1 when a reply
+        could not be buffered (out of memory)."""
+        cdef size_t start = 0, end, line_length, skip
         cdef const char *newline
         cdef ssize_t used
         cdef int result
         cdef Session *session = &connection.session
-        while start < length and not session.closing:
+        while (start < length and not session.closing
+               and output_pending(&session.output) < self.output_high_water_bytes):
             if data[start] == c'*':
                 used = resp_answer(&self.context, session, data + start, length - start)
                 if used < 0:
@@ -622,7 +649,8 @@ cdef class EventLoop:
                     break                   # incomplete: wait for more bytes
                 start += <size_t>used
                 continue
-            newline = <const char *>memchr(data + start, c'\n', length - start)
+            skip = connection.input_scanned if start == 0 and data == connection.input else 0
+            newline = <const char *>memchr(data + start + skip, c'\n', length - start - skip)
             if newline == NULL:
                 break
             end = newline - data
@@ -645,8 +673,7 @@ cdef class EventLoop:
         if connection.queued:
             return
         if self.write_queue_len == self.write_queue_cap:
-            self.write_output(connection)      # cannot happen with a queue twice the table
-            return
+            return      # cannot happen (twice the table); EPOLLOUT or the next read retries
         connection.queued = True
         self.write_queue[self.write_queue_len] = connection.fd
         self.write_queue_len += 1
@@ -664,38 +691,45 @@ cdef class EventLoop:
     cdef void write_output(self, Connection *connection) noexcept nogil:
         """Write as much pending output as the socket takes.
 
-        All sent: the buffer is reset (freed if large), a closing connection is
-        closed, and paused reading resumes. Otherwise EPOLLOUT stays armed, and
-        reading resumes once the backlog is under half the high-water mark.
-        A send error closes the connection.
+        All sent: the buffer is reset (freed if large) and a closing connection
+        is closed. Otherwise EPOLLOUT stays armed. Once the backlog is under half
+        the high-water mark, paused reading resumes, and requests that
+        backpressure left unanswered in the connection's buffer are answered
+        first (their replies are then sent in the same pass). A send error
+        closes the connection.
         """
         cdef Output *output = &connection.session.output
         cdef ssize_t sent
-        # (On Linux EWOULDBLOCK is EAGAIN, so EAGAIN alone covers both here and in recv.)
-        while output.start < output.end:
-            sent = send(connection.fd, output.data + output.start, output.end - output.start, MSG_NOSIGNAL)
-            if sent < 0:
-                if errno == EINTR:
-                    continue
-                if errno == EAGAIN:
-                    break
-                self.close_connection(connection)
-                return
-            output.start += <size_t>sent
-            connection.last_active_ms = self.now_ms
-        if output.start == output.end:
-            output.start = output.end = 0
-            if output.capacity > SPARE_OUTPUT_BYTES:
-                output_free(output)
-            if connection.session.closing:
-                self.close_connection(connection)
-                return
-            connection.write_blocked = False
+        while True:
+            # (On Linux EWOULDBLOCK is EAGAIN, so EAGAIN alone covers both here and in recv.)
+            while output.start < output.end:
+                sent = send(connection.fd, output.data + output.start, output.end - output.start, MSG_NOSIGNAL)
+                if sent < 0:
+                    if errno == EINTR:
+                        continue
+                    if errno == EAGAIN:
+                        break
+                    self.close_connection(connection)
+                    return
+                output.start += <size_t>sent
+                connection.last_active_ms = self.now_ms
+            connection.write_blocked = output.start < output.end
+            if not connection.write_blocked:
+                output.start = output.end = 0
+                if output.capacity > SPARE_OUTPUT_BYTES:
+                    output_free(output)
+                if connection.session.closing:
+                    self.close_connection(connection)
+                    return
+            if not connection.reading_paused or output_pending(output) * 2 >= self.output_high_water_bytes:
+                break
             connection.reading_paused = False
-        else:
-            connection.write_blocked = True
-            if output_pending(output) * 2 < self.output_high_water_bytes:
-                connection.reading_paused = False
+            if connection.input_len == 0 or connection.input_scanned == connection.input_len:
+                break                           # nothing complete waits: reading resumes
+            if self.consume(connection, connection.input, connection.input_len) < 0:
+                return
+            if connection.write_blocked or output_pending(output) == 0:
+                break
         self.update_interest(connection)
 
     # ---- logging ----------------------------------------------------------------

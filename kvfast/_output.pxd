@@ -25,6 +25,9 @@ cdef inline int output_append(Output *output, const char *data, size_t length) n
     doubling the buffer if still needed. Returns 0, or -1 with errno ENOMEM."""
     cdef size_t pending, capacity
     cdef char *grown
+    if length > (<size_t>1 << 40):          # no reply is this large: refuse rather than overflow
+        set_errno(ENOMEM)
+        return -1
     if output.end + length > output.capacity:
         pending = output.end - output.start
         if output.start > 0:

@@ -67,18 +67,20 @@ cdef enum Scan:
 
 # ---- scanning ---------------------------------------------------------------
 
-cdef inline Scan scan_header(const char *data, size_t length, size_t at, int64_t *number,
-                             size_t *next) noexcept nogil:
+cdef inline Scan scan_header(const char *data, size_t length, size_t at, bint signed_number,
+                             int64_t *number, size_t *next) noexcept nogil:
     """Read the decimal after the type byte at ``at`` (``*`` or ``$``) up to its CRLF.
 
     Returns SCAN_COMPLETE (``number`` and ``next``, the offset after the CRLF,
-    are set), SCAN_INCOMPLETE, or SCAN_MALFORMED (not ``-?[0-9]{1,18}`` followed
-    by CRLF). One pass over the bytes: this runs for every argument.
+    are set), SCAN_INCOMPLETE, or SCAN_MALFORMED: not ``[0-9]{1,18}`` (with an
+    optional ``-`` when ``signed_number``: only ``*-1`` is a valid negative
+    header; a bulk length never has a sign) followed by CRLF. One pass over the
+    bytes: this runs for every argument.
     """
     cdef size_t i = at + 1, first_digit
     cdef bint negative = False
     cdef int64_t value = 0
-    if i < length and data[i] == c'-':
+    if signed_number and i < length and data[i] == c'-':
         negative = True
         i += 1
     first_digit = i
@@ -87,9 +89,13 @@ cdef inline Scan scan_header(const char *data, size_t length, size_t at, int64_t
             return SCAN_MALFORMED
         value = value * 10 + (data[i] - c'0')
         i += 1
-    if i + 1 >= length:
+    if i == length:
         return SCAN_INCOMPLETE
-    if i == first_digit or data[i] != c'\r' or data[i + 1] != c'\n':
+    if i == first_digit or data[i] != c'\r':
+        return SCAN_MALFORMED
+    if i + 1 == length:
+        return SCAN_INCOMPLETE
+    if data[i + 1] != c'\n':
         return SCAN_MALFORMED
     number[0] = -value if negative else value
     next[0] = i + 2
@@ -97,48 +103,76 @@ cdef inline Scan scan_header(const char *data, size_t length, size_t at, int64_t
 
 
 cdef int scan_request(const char *data, size_t length, size_t max_request_bytes, int64_t max_arguments,
-                      int64_t max_bulk_bytes, Request *request, const char **error) noexcept nogil:
+                      int64_t max_bulk_bytes, Session *session, Request *request,
+                      const char **error) noexcept nogil:
     """Check that ``data`` (starting with ``*``) holds a whole, well-formed request.
 
     Returns 1 with ``request`` filled in, 0 if more bytes are needed, or -1 with
-    ``error`` set to the protocol error reply. Declared sizes are checked as soon
-    as their header is read, so an oversized request is refused before its body
-    arrives or is buffered.
+    ``error`` set to the protocol error reply (-2: the reply must name a byte,
+    see expected_dollar). Declared sizes are checked as soon as their header is
+    read, so an oversized request is refused before its body arrives. An
+    incomplete request's progress is kept in the session, so each byte is
+    scanned once however finely the request is split across reads.
     """
     cdef int64_t count, size
-    cdef size_t position, i
-    cdef Scan scan = scan_header(data, length, 0, &count, &position)
-    if scan == SCAN_INCOMPLETE:
-        return 0
-    if scan == SCAN_MALFORMED or count > max_arguments:
-        error[0] = b"-ERR Protocol error: invalid multibulk length\r\n"
-        return -1
-    request.data = data
-    request.argc = <size_t>count if count > 0 else 0      # "*0" and "*-1" are empty requests
-    request.arguments_at = position
-    for i in range(request.argc):
-        if position >= length:
-            return 0
-        if data[position] != c'$':
-            error[0] = NULL                                 # reply names the byte: see expected_dollar
-            return -2
-        scan = scan_header(data, length, position, &size, &position)
+    cdef size_t position, i, first = 0
+    cdef Scan scan
+    if session.scan_position == 0:
+        scan = scan_header(data, length, 0, True, &count, &position)
         if scan == SCAN_INCOMPLETE:
             return 0
-        if scan == SCAN_MALFORMED or size < 0 or size > max_bulk_bytes:
+        if scan == SCAN_MALFORMED or count > max_arguments:
+            error[0] = b"-ERR Protocol error: invalid multibulk length\r\n"
+            return -1
+        request.argc = <size_t>count if count > 0 else 0      # "*0" and "*-1" are empty requests
+        request.arguments_at = position
+    else:                                                     # resume where the last read ended
+        request.argc = session.scan_argc
+        request.arguments_at = session.scan_arguments_at
+        position = session.scan_position
+        first = session.scan_arguments
+    session.scan_position = 0
+    request.data = data
+    for i in range(first, request.argc):
+        if position >= length:
+            return remember_scan(session, request, i, position)
+        if data[position] != c'$':
+            return -2
+        scan = scan_header(data, length, position, False, &size, &position)
+        if scan == SCAN_INCOMPLETE:
+            return remember_scan(session, request, i, position)
+        if scan == SCAN_MALFORMED or size > max_bulk_bytes:
             error[0] = b"-ERR Protocol error: invalid bulk length\r\n"
             return -1
         if position + <size_t>size + 2 > max_request_bytes:
             error[0] = b"-ERR Protocol error: request too large\r\n"
             return -1
         if position + <size_t>size + 2 > length:
-            return 0
+            return remember_scan(session, request, i, data_header_start(data, position))
         if data[position + size] != c'\r' or data[position + size + 1] != c'\n':
             error[0] = b"-ERR Protocol error: invalid bulk length\r\n"   # the length lied
             return -1
         position += <size_t>size + 2
     request.length = position
     return 1
+
+
+cdef inline size_t data_header_start(const char *data, size_t data_at) noexcept nogil:
+    """Offset of the ``$`` header whose data starts at ``data_at``."""
+    cdef size_t at = data_at - 2            # the header's "\r"
+    while data[at] != c'$':
+        at -= 1
+    return at
+
+
+cdef inline int remember_scan(Session *session, const Request *request, size_t arguments,
+                              size_t position) noexcept nogil:
+    """Keep an incomplete request's scan progress in the session; returns 0."""
+    session.scan_position = position
+    session.scan_arguments = arguments
+    session.scan_argc = request.argc
+    session.scan_arguments_at = request.arguments_at
+    return 0
 
 
 cdef inline void next_argument(const char *data, size_t *position, Argument *argument) noexcept nogil:
@@ -168,10 +202,10 @@ cdef ssize_t resp_answer(ServerContext *context, Session *session,
     cdef int scanned
     if session.authenticated:
         scanned = scan_request(data, length, context.max_request_bytes, MAX_ARGUMENTS, MAX_BULK_BYTES,
-                               &request, &error)
+                               session, &request, &error)
     else:       # as Redis does before AUTH: a few small arguments only
         scanned = scan_request(data, length, context.max_request_bytes, UNAUTHENTICATED_MAX_ARGUMENTS,
-                               UNAUTHENTICATED_MAX_BULK_BYTES, &request, &error)
+                               UNAUTHENTICATED_MAX_BULK_BYTES, session, &request, &error)
     if scanned == 0:
         return 0
     if scanned < 0:
@@ -191,13 +225,12 @@ cdef ssize_t resp_answer(ServerContext *context, Session *session,
 cdef int expected_dollar(Output *output, const char *data, size_t length) noexcept nogil:
     """``-ERR Protocol error: expected '$', got 'X'`` for the first argument
     header that does not start with ``$``."""
-    cdef Request ignored
     cdef size_t position
     cdef int64_t count, size
     cdef char got[1]
-    scan_header(data, length, 0, &count, &position)
+    scan_header(data, length, 0, True, &count, &position)
     while position < length and data[position] == c'$':
-        scan_header(data, length, position, &size, &position)
+        scan_header(data, length, position, False, &size, &position)
         position += <size_t>size + 2
     got[0] = data[position] if data[position] not in (c'\r', c'\n') else c' '
     if output_text(output, b"-ERR Protocol error: expected '$', got '") < 0 \
@@ -664,7 +697,7 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
     cdef Output *output = &session.output
     cdef Argument argument, user, password
     cdef int64_t version = session.resp_version
-    cdef size_t remaining
+    cdef size_t remaining, index = 2         # arguments read so far: HELLO and the version
     cdef bint authenticating = False
     if request.argc >= 2:
         next_argument(request.data, &position, &argument)
@@ -672,13 +705,16 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
             return reply_error(context, output, b"-ERR Protocol version is not an integer or out of range\r\n")
         while position < request.length:
             next_argument(request.data, &position, &argument)
-            remaining = request.argc - count_arguments_before(request, position)
+            index += 1
+            remaining = request.argc - index
             if equals_nocase(argument.start, argument.length, b"auth") and remaining >= 2:
                 next_argument(request.data, &position, &user)
                 next_argument(request.data, &position, &password)
+                index += 2
                 authenticating = True
             elif equals_nocase(argument.start, argument.length, b"setname") and remaining >= 1:
                 next_argument(request.data, &position, &argument)
+                index += 1
             else:
                 context.counters.invalid_requests += 1
                 if output_text(output, b"-ERR Syntax error in HELLO option '") < 0 \
@@ -708,16 +744,6 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
             or reply_bulk_text(output, b"modules") < 0):
         return -1
     return reply_array(output, 0)
-
-
-cdef size_t count_arguments_before(const Request *request, size_t end) noexcept nogil:
-    """How many arguments lie before offset ``end`` of the request."""
-    cdef size_t position = request.arguments_at, count = 0
-    cdef Argument argument
-    while position < end:
-        next_argument(request.data, &position, &argument)
-        count += 1
-    return count
 
 
 cdef int command_command(ServerContext *context, Session *session, const Request *request,

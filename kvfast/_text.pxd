@@ -65,9 +65,10 @@ cdef inline size_t format_int64(int64_t value, char *end) noexcept nogil:
 
 
 cdef inline bint equals_nocase(const char *word, size_t length, const char *lowercase) noexcept nogil:
-    """Case-insensitive comparison of a word with an ASCII lower-case name
-    (``x | 0x20`` maps an upper-case letter to its lower case and never turns
-    any other byte into a lower-case letter)."""
+    """Case-insensitive comparison of a word with an ASCII lower-case name made
+    of letters (``x | 0x20`` maps an upper-case letter to its lower case and
+    never turns any other byte into a lower-case letter; names with other bytes,
+    such as ``*``, may match a few more spellings)."""
     cdef size_t i
     if length != strlen(lowercase):
         return False

@@ -12,7 +12,7 @@ import socket
 
 from kvfast.config import DEFAULT_HOST, DEFAULT_PORT
 from kvfast.errors import (
-    ConnectionLostError, InvalidRequestError, KeyExistsError, KeyNotFoundError, KvfastError,
+    AuthenticationError, ConnectionLostError, InvalidRequestError, KeyExistsError, KeyNotFoundError, KvfastError,
 )
 from kvfast.protocol_model import (
     GOODBYE, INT64_MAX, INT64_MIN, INVALID_PREFIX, KEY_EXISTS, KEY_NOT_FOUND, OK,
@@ -32,15 +32,42 @@ class Client:
     socket operation; when it expires the call raises TimeoutError and the
     connection should be closed, since a late reply would be read as the answer
     to the next request.
+
+    With a ``password``, ``auth PASSWORD`` is sent as soon as the connection is
+    made; unless the server answers ``OK`` the connection is closed and
+    AuthenticationError raised (``Invalid password``: a wrong password). The
+    password is not kept.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 10.0):
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 10.0,
+                 password: str | None = None):
+        if password is not None:
+            _check_password(password)
         self._sock = socket.create_connection((host, port), timeout=timeout)
         # Each request is one small write followed by waiting for the reply:
         # Nagle's algorithm would only add delay.
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._replies = self._sock.makefile("rb")
         self._server_said_goodbye = False
+        if password is not None:
+            self._authenticate(password)
+
+    def _authenticate(self, password: str) -> None:
+        try:
+            reply = self._exchange(b"auth " + password.encode(_ENCODING, _ENCODING_ERRORS))
+        except BaseException:
+            self._abandon()
+            raise
+        if reply != OK:
+            self._abandon()
+            raise AuthenticationError(reply.decode(_ENCODING, _ENCODING_ERRORS))
+
+    def _abandon(self) -> None:
+        """Close the connection without saying goodbye (it never got going)."""
+        sock, replies = self._sock, self._replies
+        self._sock = self._replies = None
+        replies.close()
+        sock.close()
 
     def __enter__(self):
         return self
@@ -140,6 +167,16 @@ class Client:
         if not reply.endswith(b"\n"):
             raise ConnectionLostError("server closed the connection before it replied")
         return reply[:-1]
+
+
+def _check_password(password) -> None:
+    """Refuse, before connecting, a password that ``auth PASSWORD`` cannot carry."""
+    if not isinstance(password, str):
+        raise TypeError(f"password must be a str, not {type(password).__name__}")
+    if not password:
+        raise ValueError("password must not be empty")
+    if "\n" in password or "\r" in password:
+        raise ValueError("password must not contain a line break")
 
 
 def _check_int64(name: str, number) -> None:

@@ -10,11 +10,12 @@ import os
 import sys
 
 from kvfast.client import Client
-from kvfast.errors import ConnectionLostError
+from kvfast.errors import AuthenticationError, ConnectionLostError
 
 PROG = "kvfast-client"
 PROMPT = "Enter request: "
 DEFAULT_TIMEOUT = 10.0
+PASSWORD_ENV = "KVFAST_PASSWORD"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -33,7 +34,12 @@ requests (keys and values are signed 64-bit integers; commands are case-insensit
   get K     read the value of K    -> V  | Key not found
   del K     remove K               -> OK | Key not found
   Bye       end the session        -> Goodbye
+  auth P    log in with password P -> OK | Invalid password
   a malformed request gets "Invalid request: <reason>"
+
+password: with --password P, or else the KVFAST_PASSWORD environment variable,
+"auth P" is sent as soon as the connection is made; a refused password is an
+error (exit status 1). Prefer the variable: command lines are visible in ps.
 
 exit status: 0 once the server has answered (whatever the answer), 1 on a usage
 or connection error, 130 on Ctrl-C.
@@ -92,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", metavar="SECONDS", type=_positive_seconds,
                         default=DEFAULT_TIMEOUT,
                         help=f"how long to wait to connect and for each reply (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--password", metavar="PASSWORD", default=None,
+                        help=f"authenticate with this password (default: ${PASSWORD_ENV}, if set)")
     return parser
 
 
@@ -106,9 +114,15 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as error:
         return _fail(str(error))
+    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+    if password is not None and (not password or "\n" in password or "\r" in password):
+        source = "--password" if args.password is not None else PASSWORD_ENV
+        return _fail(f"{source}: the password must be one non-empty line")
     try:
         try:
-            client = Client(args.host, args.port, timeout=args.timeout)
+            client = Client(args.host, args.port, timeout=args.timeout, password=password)
+        except AuthenticationError as error:
+            return _fail(f"authentication failed: {error}")
         except OSError as error:
             return _fail(f"cannot connect to {args.host}:{args.port}: {_describe(error)}")
         with client:

@@ -2,7 +2,16 @@
 
 Every limit the server enforces is named here once, so the CLI help, the README
 and the compiled loop all speak of the same numbers.
+
+:func:`load_config` builds a :class:`ServerConfig` from command-line flags, the
+environment (``KVFAST_*``) and a TOML file, in that order of precedence, over the
+defaults of :class:`ServerConfig`; :data:`SETTINGS` describes each setting.
 """
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_HOST = "127.0.0.1"
@@ -81,3 +90,270 @@ class ServerConfig:
             raise ValueError(f"timeout must be 0 (never) or a number of seconds, not {self.timeout}")
         if self.requirepass is not None and not 1 <= len(self.requirepass.encode()) <= 512:
             raise ValueError("requirepass must be 1 to 512 bytes")
+        if self.requirepass is not None and any(c in self.requirepass for c in " \t\r\n"):
+            raise ValueError("requirepass must not contain spaces, tabs or line breaks "
+                             "(the native protocol's auth command could not carry it)")
+
+
+# --- loading settings: flags > environment > TOML file > defaults -------------------
+
+#: Largest value of any whole-number setting (C int: listen(2)'s backlog, seconds, ...).
+_INT_MAX = 2**31 - 1
+#: requirepass length bounds, in UTF-8 bytes (as ServerConfig checks).
+_PASSWORD_BYTES = (1, 512)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable :class:`ServerConfig` field and the names it goes by.
+
+    ``name`` is the field, ``key`` its TOML file key, ``env`` its environment
+    variable, ``flag`` its kvfast-server option (``"PORT"`` for the positional
+    port, None when there is no flag). ``kind`` is int, str or bool.
+    """
+
+    name: str
+    key: str
+    env: str
+    flag: str | None
+    kind: type
+    help: str
+    minimum: int | None = None
+    maximum: int | None = None
+    secret: bool = False        # never echoed in error messages
+
+    @property
+    def default(self):
+        """The default, from ServerConfig (the one place defaults live)."""
+        return _FIELD_DEFAULTS[self.name]
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+
+
+def _setting(name, kind, help, *, env=None, flag="", **limits) -> Setting:
+    key = name.replace("_", "-")
+    return Setting(name=name, key=key, env=env or f"KVFAST_{name.upper()}",
+                   flag=f"--{key}" if flag == "" else flag, kind=kind, help=help, **limits)
+
+
+#: Every setting load_config knows, in the order --help lists them.
+SETTINGS: tuple[Setting, ...] = (
+    _setting("host", str, "address to bind (0.0.0.0: every IPv4 interface)"),
+    _setting("port", int, "TCP port to listen on (0: any free port)", flag="PORT",
+             minimum=0, maximum=65535),
+    _setting("log_level", str, f"logging threshold: {', '.join(LOG_LEVELS)}"),
+    _setting("max_clients", int, "most clients connected at once", minimum=1, maximum=_INT_MAX),
+    _setting("timeout", int, "close a client idle this many seconds (0: never)",
+             minimum=0, maximum=_INT_MAX),
+    _setting("requirepass", str, "password clients must send (auth PASSWORD) before any request",
+             env="KVFAST_PASSWORD", flag=None, secret=True),
+    _setting("protected_mode", bool, "with no password set, accept clients from loopback only"),
+    _setting("max_line_bytes", int, "longest native request line", minimum=16, maximum=_INT_MAX),
+    _setting("max_request_bytes", int, "largest RESP request", minimum=64, maximum=_INT_MAX),
+    _setting("output_high_water_bytes", int, "unsent reply bytes at which a client stops being read",
+             minimum=1, maximum=_INT_MAX),
+    _setting("backlog", int, "listen(2) backlog (the kernel caps it at net.core.somaxconn)",
+             minimum=1, maximum=_INT_MAX),
+)
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+_TRUE_WORDS = ("yes", "true", "1")
+_FALSE_WORDS = ("no", "false", "0")
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used. ``str(error)`` is one line naming where it
+    came from: ``kvfast.toml: unknown setting 'max-client'``,
+    ``KVFAST_TIMEOUT: not a whole number: 'soon'``, ``--port: ...``.
+
+    ``source`` is the file path, environment variable or flag; ``key`` the file
+    key of the setting when the source is a file (else None).
+    """
+
+    def __init__(self, source: str, message: str, key: str | None = None):
+        self.source, self.key, self.message = source, key, message
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {message}")
+
+
+class MissingSettingError(ConfigError):
+    """A setting ``load_config(required=...)`` needs was given by no source."""
+
+
+def format_default(setting: Setting) -> str:
+    """The default as --help shows it: ``yes``, ``none``, ``4096``."""
+    value = setting.default
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def load_config(flags=None, environ: Mapping[str, str] | None = None, config_path=None, *,
+                required=()) -> ServerConfig:
+    """Merge settings into a ServerConfig: ``flags`` > ``environ`` > the TOML file
+    at ``config_path`` > ServerConfig's defaults.
+
+    ``flags``: a mapping (or argparse.Namespace) of ServerConfig field names to
+    values; None values count as not given. Strings are parsed as on a command
+    line ("8", "yes"); ints and bools are checked as they are. A Namespace may
+    carry other attributes (ignored); a mapping may not.
+    ``environ``: defaults to os.environ; only ``KVFAST_*`` names of SETTINGS are read.
+    ``config_path``: a TOML file, or None for none.
+    ``required``: field names that some source must give (kvfast-server needs
+    ``port``), else MissingSettingError.
+
+    Raises ConfigError (one line, naming the source and key) for anything wrong.
+    """
+    values = {}
+    if config_path is not None:
+        values.update(read_config_file(config_path))
+    values.update(settings_from_environ(os.environ if environ is None else environ))
+    values.update(settings_from_flags(flags))
+    for name in required:
+        if name not in values:
+            setting = _BY_NAME[name]
+            raise MissingSettingError(setting.flag or setting.env,
+                                      f"not given (pass {setting.flag}, set {setting.env} "
+                                      f"or {setting.key} in the config file)")
+    try:
+        return ServerConfig(**values)
+    except ValueError as error:     # a combination the per-setting checks let through
+        raise ConfigError("configuration", str(error)) from None
+
+
+def read_config_file(path) -> dict:
+    """Settings of a TOML file, as ServerConfig field names to checked values.
+
+    Raises ConfigError when the file cannot be read, is not valid TOML, has a
+    key that is not a setting, or a value of the wrong type or out of range.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:     # Python 3.10: the same parser, as a package
+        import tomli as tomllib
+    source = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(source, f"cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, "invalid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, f"invalid TOML: {error}") from None
+    values = {}
+    for key, value in document.items():
+        setting = _BY_KEY.get(key)
+        if setting is None:
+            raise ConfigError(source, f"unknown setting {key!r}")
+        values[setting.name] = _check_value(setting, value, source, key)
+    return values
+
+
+def settings_from_environ(environ: Mapping[str, str]) -> dict:
+    """Settings given by ``KVFAST_*`` variables of ``environ``, checked.
+
+    A variable that is set but empty is an error like any other bad value.
+    """
+    return {setting.name: _parse_text(setting, environ[setting.env], setting.env)
+            for setting in SETTINGS if setting.env in environ}
+
+
+def settings_from_flags(flags) -> dict:
+    """Settings given as flags (see :func:`load_config`), checked."""
+    if flags is None:
+        return {}
+    if isinstance(flags, argparse.Namespace):
+        flags = {name: value for name, value in vars(flags).items() if name in _BY_NAME}
+    values = {}
+    for name, value in flags.items():
+        setting = _BY_NAME.get(name)
+        if setting is None:
+            raise TypeError(f"{name!r} is not a setting (one of {', '.join(_BY_NAME)})")
+        if value is None:
+            continue
+        source = setting.flag or name
+        if isinstance(value, str) and setting.kind is not str:
+            values[name] = _parse_text(setting, value, source)
+        else:
+            values[name] = _check_value(setting, value, source)
+    return values
+
+
+def _parse_text(setting: Setting, text: str, source: str):
+    """A setting written as text (environment variable, command-line flag)."""
+    if setting.kind is bool:
+        word = text.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise ConfigError(source, f"not yes or no: {text!r} (use yes/no, true/false or 1/0)")
+    if setting.kind is int:
+        if not _WHOLE_NUMBER.fullmatch(text.strip()):
+            raise ConfigError(source, f"not a whole number: {text!r}")
+        return _check_value(setting, int(text), source)
+    return _check_value(setting, text, source)
+
+
+def _check_value(setting: Setting, value, source: str, key: str | None = None):
+    """Check a typed value (from a TOML file or a Python caller); return it, normalised."""
+    def fail(message):
+        raise ConfigError(source, message, key)
+
+    if setting.kind is bool:
+        if not isinstance(value, bool):
+            fail(f"expected true or false, not {_describe(value, setting)}")
+        return value
+    if setting.kind is int:
+        if isinstance(value, float):
+            fail(f"not a whole number: {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"expected a whole number, not {_describe(value, setting)}")
+        if not setting.minimum <= value <= setting.maximum:
+            bounds = (f"at least {setting.minimum}" if setting.maximum == _INT_MAX
+                      else f"{setting.minimum} to {setting.maximum}")
+            fail(f"out of range: {value} (must be {bounds})")
+        return value
+    if not isinstance(value, str):
+        fail(f"expected a string, not {_describe(value, setting)}")
+    if setting.name == "log_level":
+        if value.strip().lower() not in LOG_LEVELS:
+            fail(f"not a log level: {value!r} (use {', '.join(LOG_LEVELS)})")
+        return value.strip().lower()
+    if setting.name == "host" and not value.strip():
+        fail("must not be empty")
+    if setting.secret:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            fail("not valid UTF-8")
+        low, high = _PASSWORD_BYTES
+        if not low <= size <= high:
+            fail(f"must be {low} to {high} bytes, not {size}")
+    return value
+
+
+def _describe(value, setting: Setting) -> str:
+    """How an error message names a value of the wrong type (secrets: type only)."""
+    if isinstance(value, bool):
+        kind = "a boolean"
+    elif isinstance(value, (int, float)):
+        kind = "a number"
+    elif isinstance(value, str):
+        kind = "a string"
+    elif isinstance(value, list):
+        return "an array"
+    elif isinstance(value, dict):
+        return "a table"
+    else:
+        return f"a {type(value).__name__}"
+    if setting.secret:
+        return kind
+    shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    return f"{kind}: {shown}"

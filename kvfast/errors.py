@@ -23,3 +23,12 @@ class InvalidRequestError(KvfastError, ValueError):
 
 class ConnectionLostError(KvfastError, ConnectionError):
     """The server closed the connection before it answered."""
+
+
+class AuthenticationError(KvfastError):
+    """The server refused the password (it answered ``Invalid password``, or
+    anything but ``OK``, to ``auth PASSWORD``); ``reply`` holds its answer."""
+
+    def __init__(self, reply: str):
+        super().__init__(reply)
+        self.reply = reply

@@ -1,11 +1,18 @@
-"""``kvfast-server PORT [--host HOST] [--log-level LEVEL]``."""
+"""``kvfast-server [PORT] [--config FILE] [--host HOST] [--log-level LEVEL] [...]``.
+
+Settings come from flags, ``KVFAST_*`` environment variables and a TOML file
+(see :func:`kvfast.config.load_config`); ``--help`` lists them all.
+"""
 import argparse
 import logging
+import os
 import resource
 import signal
 import sys
 
-from kvfast.config import DEFAULT_HOST, DEFAULT_LOG_LEVEL, LOG_LEVELS, MAX_LINE_BYTES, ServerConfig
+from kvfast.config import (
+    MAX_LINE_BYTES, SETTINGS, ConfigError, MissingSettingError, format_default, load_config,
+)
 from kvfast.server import Server
 
 PROG = "kvfast-server"
@@ -15,8 +22,35 @@ Serve a shared int64 -> int64 key-value store over TCP.
 
 Requests are text lines: "put K V" (only if K is absent), "get K", "del K", "bye".
 Replies: the value, "OK", "Key already exists", "Key not found", "Goodbye", or
-"Invalid request: <reason>". Lines over {MAX_LINE_BYTES} bytes are refused and the
+"Invalid request: <reason>". When a password is set, clients first send
+"auth PASSWORD". Lines over {MAX_LINE_BYTES} bytes (by default) are refused and the
 connection is closed. SIGINT or SIGTERM stops the server cleanly."""
+
+_METAVARS = {"host": "HOST", "log_level": "LEVEL", "timeout": "SECONDS", "protected_mode": "yes|no"}
+
+
+def _settings_table() -> str:
+    rows = [("file key", "flag", "environment variable", "default")]
+    for setting in SETTINGS:
+        default = "required" if setting.name == "port" else format_default(setting)
+        rows.append((setting.key, setting.flag or "(none)", setting.env, default))
+    return "\n".join(f"  {key:<25}{flag:<26}{env:<32}{default}".rstrip()
+                     for key, flag, env, default in rows)
+
+
+EPILOG = f"""\
+settings and their precedence: each can be given by a flag, an environment
+variable or a key of the TOML file named by --config. A flag wins over the
+environment, which wins over the file, which wins over the default. PORT may be
+left out when KVFAST_PORT or the file gives it.
+
+{_settings_table()}
+
+There is no password flag, since command lines are visible to every user (ps):
+set requirepass in the config file (readable only by the server's user) or
+KVFAST_PASSWORD. Booleans are yes/no, true/false or 1/0 (true/false in the file).
+A bad setting is a one-line error naming it, and exit status 1.
+"""
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -37,13 +71,22 @@ def port_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog=PROG, description=DESCRIPTION,
+    parser = OneLineErrorParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                                usage="%(prog)s [-h] [PORT] [--config FILE] [OPTION ...]",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("port", type=port_number, help="TCP port to listen on (0: any free port)")
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
-    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=LOG_LEVELS,
-                        help=f"logging threshold (default {DEFAULT_LOG_LEVEL})")
+    parser.add_argument("port", metavar="PORT", type=port_number, nargs="?", default=None,
+                        help="TCP port to listen on (0: any free port); "
+                             "may be omitted when KVFAST_PORT or the config file gives it")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="read settings from this TOML file (see examples/kvfast.toml)")
+    for setting in SETTINGS:
+        if setting.flag is None or not setting.flag.startswith("--"):
+            continue        # PORT is positional; requirepass has no flag
+        metavar = _METAVARS.get(setting.name, "N" if setting.kind is int else setting.name.upper())
+        # Flags stay strings here: load_config parses them, so that a bad value
+        # reads the same whether it came from a flag, the environment or the file.
+        parser.add_argument(setting.flag, dest=setting.name, metavar=metavar, default=None,
+                            help=f"{setting.help} (default {format_default(setting)})")
     return parser
 
 
@@ -64,16 +107,26 @@ def main(argv=None) -> int:
     """Parse arguments, bind, print ``kvfast listening on HOST:PORT``, serve until
     SIGINT/SIGTERM. Returns the exit status: 0 after a clean stop, 1 when the
     arguments are bad or the address cannot be bound."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    open_files = raise_open_file_limit()
-    logging.getLogger("kvfast.server").debug("open file limit: %d", open_files)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = {setting.name: getattr(args, setting.name) for setting in SETTINGS if setting.flag}
     try:
-        server = Server(config=ServerConfig(host=args.host, port=args.port, log_level=args.log_level))
+        config = load_config(flags, os.environ, args.config, required=("port",))
+    except MissingSettingError:
+        parser.error("the following arguments are required: port")    # as before config files
+    except ConfigError as error:
+        parser.error(str(error))
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("kvfast.server")
+    log.debug("%r", config)         # the repr leaves the password out
+    open_files = raise_open_file_limit()
+    log.debug("open file limit: %d", open_files)
+    try:
+        server = Server(config=config)
     except OSError as error:
         reason = error.strerror or str(error)
-        print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
+        print(f"{PROG}: error: cannot listen on {config.host}:{config.port}: {reason}", file=sys.stderr)
         return 1
 
     def request_stop(signum, frame):

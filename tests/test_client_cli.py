@@ -20,7 +20,7 @@ import kvfast
 from conftest import script_path
 from kvfast.client import Client
 from kvfast.errors import (
-    ConnectionLostError, InvalidRequestError, KeyExistsError, KeyNotFoundError, KvfastError,
+    AuthenticationError, ConnectionLostError, InvalidRequestError, KeyExistsError, KeyNotFoundError, KvfastError,
 )
 from kvfast.protocol_model import INT64_MAX, INT64_MIN
 
@@ -55,10 +55,15 @@ def client_command(*args):
     return [script_path("kvfast-client"), *map(str, args)]
 
 
-def run_client(*args, stdin=b""):
-    """Run kvfast-client to completion with ``stdin`` piped in; return the CompletedProcess."""
+def run_client(*args, stdin=b"", env=None):
+    """Run kvfast-client to completion with ``stdin`` piped in; return the CompletedProcess.
+
+    ``env``: variables to set, over the current environment less KVFAST_PASSWORD.
+    """
+    environ = {name: value for name, value in os.environ.items() if name != "KVFAST_PASSWORD"}
+    environ.update(env or {})
     return subprocess.run(client_command(*args), input=stdin, capture_output=True,
-                          timeout=WAIT_SECONDS)
+                          timeout=WAIT_SECONDS, env=environ)
 
 
 def assert_one_error_line(result, message=None):
@@ -488,3 +493,116 @@ def test_client_does_not_say_bye_twice(scripted_server):
         assert client.request("Bye") == "Goodbye"
     fake.thread.join(WAIT_SECONDS)
     assert bytes(fake.received) == b"Bye\n"
+
+
+# --- passwords (against a scripted server: see the end-to-end tests for the real one)
+
+
+def test_authentication_error_is_exported():
+    assert kvfast.AuthenticationError is AuthenticationError
+    assert issubclass(AuthenticationError, KvfastError)
+
+
+def test_client_sends_auth_first(scripted_server):
+    fake = scripted_server([b"OK\n", b"OK\n", b"Goodbye\n"])
+    with Client("127.0.0.1", fake.port, password="s3cret pass") as client:
+        client.put(1, 2)
+    fake.thread.join(WAIT_SECONDS)
+    assert bytes(fake.received) == b"auth s3cret pass\nput 1 2\nbye\n"
+
+
+def test_client_without_password_sends_no_auth(scripted_server):
+    fake = scripted_server([b"OK\n", b"Goodbye\n"])
+    with Client("127.0.0.1", fake.port) as client:
+        client.put(1, 2)
+    fake.thread.join(WAIT_SECONDS)
+    assert bytes(fake.received) == b"put 1 2\nbye\n"
+
+
+@pytest.mark.parametrize("reply", [b"Invalid password", b"Invalid request: unknown command 'auth'"])
+def test_client_wrong_password(scripted_server, reply):
+    fake = scripted_server([reply + b"\n"])
+    with pytest.raises(AuthenticationError) as raised:
+        Client("127.0.0.1", fake.port, password="wrong")
+    assert raised.value.reply == str(raised.value) == reply.decode()
+    fake.thread.join(WAIT_SECONDS)
+    assert bytes(fake.received) == b"auth wrong\n"      # closed without a bye
+
+
+def test_client_connection_lost_during_auth(scripted_server):
+    fake = scripted_server([b""])
+    with pytest.raises(ConnectionLostError):
+        Client("127.0.0.1", fake.port, password="pw")
+
+
+@pytest.mark.parametrize("password, error", [("", ValueError), ("a\nb", ValueError),
+                                             ("a\rb", ValueError), (b"pw", TypeError)])
+def test_client_checks_the_password_before_connecting(password, error):
+    with pytest.raises(error):
+        Client("127.0.0.1", 1, password=password)     # nothing listens on port 1
+
+
+def test_cli_password_flag(scripted_server):
+    fake = scripted_server([b"OK\n", b"2\n", b"Goodbye\n"])
+    result = run_client("--password", "pw", "127.0.0.1", fake.port, "get", "1",
+                        env={"KVFAST_PASSWORD": "from env"})
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"2\n", b"")
+    fake.thread.join(WAIT_SECONDS)
+    assert bytes(fake.received) == b"auth pw\nget 1\nbye\n"
+
+
+def test_cli_password_from_environment(scripted_server):
+    fake = scripted_server([b"OK\n", b"2\n", b"Goodbye\n"])
+    result = run_client("127.0.0.1", fake.port, "get", "1", env={"KVFAST_PASSWORD": "from env"})
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"2\n", b"")
+    fake.thread.join(WAIT_SECONDS)
+    assert bytes(fake.received) == b"auth from env\nget 1\nbye\n"
+
+
+def test_cli_wrong_password(scripted_server):
+    for args, env in ((["--password", "wrong"], None), ([], {"KVFAST_PASSWORD": "wrong"})):
+        fake = scripted_server([b"Invalid password\n"])
+        result = run_client("127.0.0.1", fake.port, *args, env=env)
+        assert_one_error_line(result, "authentication failed: Invalid password")
+        assert result.stdout == b""
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--password", ""], None, "--password: the password must be one non-empty line"),
+    ([], {"KVFAST_PASSWORD": ""}, "KVFAST_PASSWORD: the password must be one non-empty line"),
+    ([], {"KVFAST_PASSWORD": "a\nb"}, "KVFAST_PASSWORD: the password must be one non-empty line"),
+])
+def test_cli_unusable_password(args, env, message):
+    result = run_client("127.0.0.1", "5000", *args, env=env)
+    assert_one_error_line(result, message)
+
+
+def test_cli_session_with_password_looks_the_same(scripted_server):
+    fake = scripted_server([b"OK\n", b"OK\n", b"Goodbye\n"])
+    result = run_client("127.0.0.1", fake.port, stdin=b"put 1 2\nbye\n", env={"KVFAST_PASSWORD": "pw"})
+    assert result.returncode == 0 and result.stderr == b""
+    assert result.stdout == (b"Connected to server\n"
+                             b"Enter request: Server replied: OK\n"
+                             b"Enter request: Server replied: Goodbye\n")
+    fake.thread.join(WAIT_SECONDS)
+    assert bytes(fake.received) == b"auth pw\nput 1 2\nbye\n"
+
+
+def test_cli_typed_auth_is_sent_as_a_request(scripted_server):
+    fake = scripted_server([b"Invalid password\n", b"OK\n", b"Authentication required\n",
+                            b"Goodbye\n"])
+    result = run_client("127.0.0.1", fake.port, stdin=b"auth nope\nauth pw\nget 1\n")
+    assert result.returncode == 0 and result.stderr == b""
+    assert result.stdout == (b"Connected to server\n"
+                             b"Enter request: Server replied: Invalid password\n"
+                             b"Enter request: Server replied: OK\n"
+                             b"Enter request: Server replied: Authentication required\n"
+                             b"Enter request: Server replied: Goodbye\n")
+    fake.thread.join(WAIT_SECONDS)
+    assert bytes(fake.received) == b"auth nope\nauth pw\nget 1\nBye\n"
+
+
+def test_cli_help_documents_passwords():
+    text = run_client("--help").stdout.decode()
+    for phrase in ("--password", "KVFAST_PASSWORD", "auth P", "Invalid password"):
+        assert phrase in text
