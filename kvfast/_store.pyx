@@ -8,6 +8,10 @@ Layout
     table can grow by 25% at a time and stays between 72% and 90% full, about
     18 to 22 bytes per key.
 
+Hash flooding
+    Keys are hashed with a secret drawn at start-up (see HASH_SECRET), so a
+    client cannot choose keys that pile into one probe run.
+
 Every int64 is a key
     A free slot holds the key EMPTY_KEY (0). The key 0 itself is therefore
     stored outside the arrays, in ``Store.has_empty_key``/``empty_key_value``,
@@ -27,6 +31,8 @@ Incremental resize (as Redis's dict does, adapted to open addressing)
     (growth: at most 0.128*C operations for an old table of C slots, leaving
     ``main`` at most 82% full; shrink: at most 0.045*C, at most 84% full).
 """
+import os
+
 from libc.errno cimport errno, ENOMEM
 from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX
 from libc.stdlib cimport calloc, free
@@ -51,9 +57,15 @@ cdef size_t IDLE_MOVES = 1024      # entries moved per idle call (about 20-50 mi
 cdef size_t IDLE_VISITS = 16384
 
 
+# A secret drawn once per process, so nobody can pick keys that all hash to one
+# probe run (hash flooding): splitmix64 alone is public and invertible.
+cdef uint64_t HASH_SECRET = int.from_bytes(os.urandom(8), "little") | 1
+
+
 cdef inline uint64_t mix64(int64_t key) noexcept nogil:
-    """splitmix64's finaliser: spreads every input bit over the whole word."""
-    cdef uint64_t x = <uint64_t>key
+    """Keyed splitmix64 finaliser: spreads every input bit over the whole word;
+    without the process's secret, which key lands where cannot be predicted."""
+    cdef uint64_t x = <uint64_t>key ^ HASH_SECRET
     x ^= x >> 30
     x *= 0xbf58476d1ce4e5b9ULL
     x ^= x >> 27

@@ -294,6 +294,39 @@ def test_client_that_does_not_read_is_bounded(server):
             assert received == count and pending == b""
 
 
+def test_replies_much_larger_than_requests_stay_bounded(server):
+    """COMMAND turns 17 bytes of request into about 1.5 KB of reply. Clients that
+    pipeline thousands and read nothing must still be held near the high-water
+    mark each (backpressure is checked request by request, not per read)."""
+    clients = 20
+    command_request = b"*1\r\n$7\r\nCOMMAND\r\n" * 5000        # ~7.5 MB of replies each
+    baseline = resident_kib(server.proc.pid)
+    sockets = []
+    try:
+        for _ in range(clients):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(server.address)
+            sock.sendall(command_request)
+            sockets.append(sock)
+        time.sleep(1.0)
+        growth = resident_kib(server.proc.pid) - baseline
+        assert growth < 60_000, f"server RSS grew by {growth} KiB for {clients} non-reading clients"
+        with server.connect() as other:
+            assert request(other, b"put 1 1") == b"OK"
+        # Every reply still arrives, in order, once a client reads.
+        sockets[0].settimeout(20)
+        received = b""
+        while received.count(b"*") < 1 or len(received) < 100_000:
+            chunk = sockets[0].recv(1 << 20)
+            assert chunk
+            received += chunk
+        assert received.startswith(b"*")
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def resident_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         for line in status:

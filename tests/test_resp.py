@@ -290,6 +290,12 @@ PROTOCOL_ERRORS = [
     (b"*" + b"1" * 40 + b"\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
     (b"*1\r\n$" + b"9" * 40, b"-ERR Protocol error: invalid bulk length\r\n"),
     (b"*1\r\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1x", b"-ERR Protocol error: invalid multibulk length\r\n"),       # refused before more bytes
+    (b"*1\r\n$-0\r\n\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),   # a sign is never valid
+    (b"*2\r\n$4\r\nECHO\r\n$-0\r\n\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$-1\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (command("PING") * 5 + b"*2\r\n$4\r\nECHO\r\n$-0\r\n\r\n",
+     b"+PONG\r\n" * 5 + b"-ERR Protocol error: invalid bulk length\r\n"),
 ]
 
 
@@ -301,6 +307,13 @@ def test_protocol_errors_reply_then_close_and_others_are_served(server, data, re
         assert raw(hostile, data, None) == reply              # the reply, then the close
         exchange(bystander, command("GET", 1), b"$1\r\n2\r\n")
     assert server.proc.poll() is None
+
+
+def test_hello_with_many_options(server):
+    with server.connect() as sock:
+        request_bytes = command("HELLO", 3, *[word for _ in range(5000) for word in ("SETNAME", "x")])
+        reply = send_until(sock, request_bytes, b"$7\r\nmodules\r\n*0\r\n")
+        assert reply.startswith(b"%7\r\n") and b"$5\r\nproto\r\n:3\r\n" in reply
 
 
 def test_empty_multibulk_is_ignored(server):
