@@ -55,6 +55,8 @@ cdef enum:
     REFUSAL_GRACE_MS = 1000     # a refused client that sends nothing is closed after this
     SWEEP_INTERVAL_MS = 250     # how often idle and refused connections are looked for
     UNAUTHENTICATED_MAX_LINE = 1024   # native line limit until ``auth`` succeeds
+    EVENT_LOG_INTERVAL_MS = 10000     # each kind of client trouble is logged at most this often
+    EVENT_KINDS = 4
 
 cdef enum Refusal:
     REFUSE_NONE = 0
@@ -111,6 +113,8 @@ cdef class EventLoop:
     cdef int64_t now_ms                 # monotonic clock, read after each epoll_wait
     cdef int64_t next_sweep_ms
     cdef bytes password                 # kept alive: context.password points into it
+    cdef uint64_t events_logged[EVENT_KINDS]    # counter values already reported in the log
+    cdef int64_t events_logged_at[EVENT_KINDS]
     cdef ServerContext context          # the store and the counters, shared with the protocols
     cdef object logger
 
@@ -261,6 +265,7 @@ cdef class EventLoop:
             self.now_ms = monotonic_ms()
             if self.now_ms >= self.next_sweep_ms:
                 self.sweep()
+                self.log_client_trouble()
             if ready == 0:
                 store_migrate_idle(&self.context.store)
                 timeout = self.next_timeout()
@@ -322,6 +327,28 @@ cdef class EventLoop:
             elif self.idle_timeout_ms > 0 and idle > self.idle_timeout_ms:
                 self.context.counters.timed_out_clients += 1
                 self.close_connection(connection)
+
+    cdef void log_client_trouble(self) noexcept nogil:
+        """Log refused clients, protocol errors and wrong passwords: one line per
+        kind at most every EVENT_LOG_INTERVAL_MS, with how many happened since
+        the last line; never a line per event, so a flood cannot flood the log."""
+        cdef uint64_t counts[EVENT_KINDS]
+        cdef const char *what[EVENT_KINDS]
+        cdef int kind
+        counts[0] = self.context.counters.rejected_connections
+        what[0] = b"clients refused: max number of clients reached"
+        counts[1] = self.context.counters.protected_refusals
+        what[1] = b"clients refused by protected mode (not from 127.0.0.1 or ::1)"
+        counts[2] = self.context.counters.protocol_errors
+        what[2] = b"connections closed for a protocol error or an oversized request"
+        counts[3] = self.context.counters.auth_failures
+        what[3] = b"wrong passwords"
+        for kind in range(EVENT_KINDS):
+            if counts[kind] != self.events_logged[kind] \
+                    and self.now_ms - self.events_logged_at[kind] >= EVENT_LOG_INTERVAL_MS:
+                self.log_count(counts[kind] - self.events_logged[kind], what[kind])
+                self.events_logged[kind] = counts[kind]
+                self.events_logged_at[kind] = self.now_ms
 
     cdef int watch(self, int fd, int operation, uint32_t events) noexcept nogil:
         """epoll_ctl with the descriptor itself as the event's data; 0 or -1 (errno)."""
@@ -739,6 +766,11 @@ cdef class EventLoop:
         with gil:
             if self.logger is not None:
                 self.logger.warning(message.decode())
+
+    cdef void log_count(self, uint64_t count, const char *what) noexcept nogil:
+        with gil:
+            if self.logger is not None:
+                self.logger.warning("%d %s", count, what.decode())
 
 
 cdef const char *PROTECTED_MODE_MESSAGE = (

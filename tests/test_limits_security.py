@@ -252,3 +252,20 @@ def test_protected_mode_off_or_with_password(start_server):
         assert request(peer, b"get 1") == b"Authentication required"
         assert request(peer, b"auth " + PASSWORD.encode()) == b"OK"
         assert request(peer, b"get 1") == b"Key not found"
+
+
+def test_refusals_are_logged_once_per_interval_not_per_client(start_server):
+    server = start_server("--max-clients", "1")
+    with server.connect() as first:
+        assert request(first, b"get 1") == b"Key not found"
+        for _ in range(20):
+            with server.connect() as extra:
+                extra.sendall(b"get 1\n")
+                assert read_until_closed(extra) == b"Error: max number of clients reached\n"
+        time.sleep(0.6)                        # a sweep (every 250 ms) writes the log line
+        assert request(first, b"get 1") == b"Key not found"
+    assert server.stop() == 0
+    log = server.proc.stderr.read().decode()
+    lines = [line for line in log.splitlines() if "max number of clients reached" in line]
+    assert len(lines) == 1, log
+    assert "clients refused" in lines[0]
