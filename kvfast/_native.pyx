@@ -185,7 +185,12 @@ cdef int write_stats(ServerContext *context, Output *output) noexcept nogil:
         or output_int64(output, counters.connections_accepted, b" total_commands_processed=") < 0
         or output_int64(output, counters.commands_processed, b" keyspace_hits=") < 0
         or output_int64(output, counters.keyspace_hits, b" keyspace_misses=") < 0
-        or output_int64(output, counters.keyspace_misses, b" used_memory=") < 0
+        or output_int64(output, counters.keyspace_misses, b" rejected_connections=") < 0
+        or output_int64(output, counters.rejected_connections, b" protected_mode_refusals=") < 0
+        or output_int64(output, counters.protected_refusals, b" timed_out_clients=") < 0
+        or output_int64(output, counters.timed_out_clients, b" protocol_errors=") < 0
+        or output_int64(output, counters.protocol_errors, b" auth_failures=") < 0
+        or output_int64(output, counters.auth_failures, b" used_memory=") < 0
         or output_int64(output, store_memory_bytes(&context.store), b"\n") < 0
     ) else 0
 

@@ -108,6 +108,9 @@ def test_idle_clients_are_closed_after_the_timeout(start_server):
         assert read_until_closed(idle, timeout=5) == b""
         assert request(busy, b"get 1") == b"Key not found"
     assert info(server.address)["timed_out_clients"] >= 1
+    with server.connect() as sock:
+        stats = dict(pair.split(b"=") for pair in request(sock, b"stats").split(b" "))
+        assert int(stats[b"timed_out_clients"]) >= 1
 
 
 def test_no_timeout_by_default(server):
