@@ -1,7 +1,7 @@
 # The commands people type. `make test` is the one CI runs (see .ci/run).
 PYTHON ?= python3
 
-.PHONY: install serve develop test compare bench growth clean
+.PHONY: install serve develop test sanitize soak compare bench growth clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -14,6 +14,12 @@ develop:            ## editable install with the test dependencies
 
 test: develop       ## install, then run the whole test suite
 	$(PYTHON) -m pytest tests
+
+sanitize:           ## the test suite against an ASan+UBSan build (in a scratch copy of the tree)
+	scripts/sanitize.sh
+
+soak: develop       ## 5,000 connections churning for 60 s, then fds, RSS and every value checked
+	$(PYTHON) -m bench.soak --seconds 60 --connections 5000
 
 compare: develop    ## kvfast vs redis-server vs asyncio -> docs/benchmarks.md, docs/benchmarks.png
 	$(PYTHON) -m bench.compare --publish
