@@ -15,8 +15,8 @@ develop:            ## editable install with the test dependencies
 test: develop       ## install, then run the whole test suite
 	$(PYTHON) -m pytest tests
 
-sanitize:           ## the test suite against an ASan+UBSan build (in a scratch copy of the tree)
-	scripts/sanitize.sh
+sanitize: develop   ## the test suite against an ASan+UBSan build (in a scratch copy of the tree)
+	PYTHON=$(PYTHON) scripts/sanitize.sh
 
 soak: develop       ## 5,000 connections churning for 60 s, then fds, RSS and every value checked
 	$(PYTHON) -m bench.soak --seconds 60 --connections 5000
