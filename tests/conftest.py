@@ -140,3 +140,12 @@ def require_tool(name):
     if path is None:
         pytest.fail(f"{name} is not installed (apt-get install redis-tools redis-server nutcracker)", pytrace=False)
     return path
+
+
+def command(*words) -> bytes:
+    """One RESP multibulk request of ``words`` (bytes, or anything str() spells)."""
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        word = word if isinstance(word, bytes) else str(word).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(word), word))
+    return b"".join(parts)

@@ -8,17 +8,9 @@ import pytest
 import redis
 
 import kvfast
-from conftest import request
+from conftest import command, request
 
 PASSWORD = "s3cret-pass"
-
-
-def command(*words) -> bytes:
-    parts = [b"*%d\r\n" % len(words)]
-    for word in words:
-        word = word if isinstance(word, bytes) else str(word).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(word), word))
-    return b"".join(parts)
 
 
 def exchange(sock, data: bytes, expected: bytes, timeout=5.0):

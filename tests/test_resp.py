@@ -7,7 +7,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from conftest import request
+from conftest import command, request
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
@@ -52,14 +52,6 @@ def send_until(sock, data: bytes, suffix: bytes, timeout=5.0) -> bytes:
         assert chunk, f"closed after {received!r}"
         received += chunk
     return received
-
-
-def command(*words) -> bytes:
-    parts = [b"*%d\r\n" % len(words)]
-    for word in words:
-        word = word if isinstance(word, bytes) else str(word).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(word), word))
-    return b"".join(parts)
 
 
 # ---- redis-py, both protocol versions ------------------------------------------------
