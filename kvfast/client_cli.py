@@ -33,6 +33,9 @@ requests (keys and values are signed 64-bit integers; commands are case-insensit
   put K V   store V under K        -> OK | Key already exists
   get K     read the value of K    -> V  | Key not found
   del K     remove K               -> OK | Key not found
+  set K V   store V, overwriting   -> OK
+  incr K [D] add D (default 1)     -> the new value (an absent key counts as 0)
+  stats     server counters        -> name=value pairs on one line
   Bye       end the session        -> Goodbye
   auth P    log in with password P -> OK | Invalid password
   a malformed request gets "Invalid request: <reason>"
