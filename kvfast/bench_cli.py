@@ -9,17 +9,12 @@ second and latency percentiles (p50, p99, p99.9, max, from a histogram with
 """
 import argparse
 import json
-import resource
 import sys
 
+from kvfast.cli import OneLineErrorParser, raise_open_file_limit
 from kvfast._bench import OPERATIONS, LoadGenerator
 
 PROG = "kvfast-bench"
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(1, f"{self.prog}: error: {message}\n")
 
 
 def positive(text):
@@ -66,12 +61,6 @@ def build_parser():
     parser.add_argument("-q", dest="quiet", action="store_true", help="no progress line")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per test (default 300)")
     return parser
-
-
-def raise_open_file_limit():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def summary(result):

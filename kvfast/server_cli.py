@@ -6,10 +6,10 @@ Settings come from flags, ``KVFAST_*`` environment variables and a TOML file
 import argparse
 import logging
 import os
-import resource
 import signal
 import sys
 
+from kvfast.cli import OneLineErrorParser, raise_open_file_limit
 from kvfast.config import (
     MAX_LINE_BYTES, SETTINGS, ConfigError, MissingSettingError, format_default, load_config,
 )
@@ -53,13 +53,6 @@ A bad setting is a one-line error naming it, and exit status 1.
 """
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and exit status 1."""
-
-    def error(self, message):
-        self.exit(1, f"{self.prog}: error: {message}\n")
-
-
 def port_number(text: str) -> int:
     try:
         port = int(text)
@@ -88,19 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(setting.flag, dest=setting.name, metavar=metavar, default=None,
                             help=f"{setting.help} (default {format_default(setting)})")
     return parser
-
-
-def raise_open_file_limit() -> int:
-    """Raise this process's soft limit on open files to its hard limit, as Redis
-    does, so that thousands of clients can connect. Returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 def main(argv=None) -> int:
