@@ -225,13 +225,18 @@ cdef ssize_t resp_answer(ServerContext *context, Session *session,
 cdef int expected_dollar(Output *output, const char *data, size_t length) noexcept nogil:
     """``-ERR Protocol error: expected '$', got 'X'`` for the first argument
     header that does not start with ``$``."""
-    cdef size_t position
-    cdef int64_t count, size
+    cdef size_t position = 0
+    cdef int64_t count = 0, size = 0
     cdef char got[1]
-    scan_header(data, length, 0, True, &count, &position)
+    if scan_header(data, length, 0, True, &count, &position) != SCAN_COMPLETE:
+        position = 0
+    # Every header before the offending byte was complete and valid (scan_request got past it).
     while position < length and data[position] == c'$':
-        scan_header(data, length, position, False, &size, &position)
+        if scan_header(data, length, position, False, &size, &position) != SCAN_COMPLETE:
+            break
         position += <size_t>size + 2
+    if position >= length:
+        position = length - 1
     got[0] = data[position] if data[position] not in (c'\r', c'\n') else c' '
     if output_text(output, b"-ERR Protocol error: expected '$', got '") < 0 \
             or output_append(output, got, 1) < 0:
@@ -627,7 +632,7 @@ cdef int command_count_keys(ServerContext *context, Session *session, const Requ
                             size_t position, bint delete) noexcept nogil:
     """DEL key... (keys removed) and EXISTS key... (keys present, repeats counted)."""
     cdef Argument argument
-    cdef int64_t key, count = 0
+    cdef int64_t key = 0, count = 0
     cdef int checked = parse_keys(context, &session.output, request, position)
     if checked != 0:
         return -1 if checked < 0 else 0
@@ -668,7 +673,7 @@ cdef int command_mget(ServerContext *context, Session *session, const Request *r
                       size_t position) noexcept nogil:
     """MGET key...: an array of values (bulk) and nulls."""
     cdef Argument argument
-    cdef int64_t key
+    cdef int64_t key = 0
     cdef int64_t *found
     cdef int checked = parse_keys(context, &session.output, request, position)
     if checked != 0:
