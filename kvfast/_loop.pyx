@@ -9,13 +9,19 @@ rare warning log line.
 
 One iteration, as in Redis's ae/networking:
   1. ``epoll_wait`` returns ready descriptors.
-  2. The listening socket accepts a bounded number of clients; each client with
-     input gets one bounded read (``read_chunk_bytes``); every complete line of
-     it is answered in order, replies appended to that connection's output
-     buffer, and the connection queued for writing.
+  2. The listening socket accepts a bounded number of clients (over
+     ``max_clients``, or not from loopback in protected mode, they are refused
+     in the protocol of their first bytes); each client with input gets one
+     bounded read (``read_chunk_bytes``); its complete requests are answered in
+     order into its output buffer, until that buffer reaches the high-water
+     mark (backpressure: the rest waits, reading pauses), and the connection
+     is queued for writing.
   3. After the batch, queued output is written directly. Only a connection
      whose output did not all fit in the socket gets EPOLLOUT armed, and it is
      disarmed once the output has drained.
+  4. Every 250 ms at most, idle clients past the timeout are closed and client
+     trouble (refusals, protocol errors, wrong passwords) is logged, once per
+     kind per 10 s.
 Each request is routed by its first byte: ``*`` starts a RESP (Redis protocol)
 request, answered by ``_resp``; anything else is a native text line, answered
 by ``_native``. One connection may mix both. Requests that arrive in one piece
