@@ -11,8 +11,8 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 ``__rand_int__`` keys are (leading zeros allowed). Replies follow Redis 7's
 shapes and error texts; see the README for the list of commands.
 """
-from libc.stdint cimport int64_t, uint64_t, INT64_MIN
-from libc.string cimport memchr, memcmp, memcpy, strlen
+from libc.stdint cimport int64_t, INT64_MIN
+from libc.string cimport memcmp, strlen
 from libc.time cimport time
 from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
@@ -265,10 +265,7 @@ cdef inline int reply_bulk(Output *output, const char *data, size_t length) noex
 
 
 cdef inline int reply_bulk_text(Output *output, const char *text) noexcept nogil:
-    cdef size_t length = 0
-    while text[length] != 0:
-        length += 1
-    return reply_bulk(output, text, length)
+    return reply_bulk(output, text, strlen(text))
 
 
 cdef inline int reply_bulk_integer(Output *output, int64_t value) noexcept nogil:

@@ -33,7 +33,7 @@ Incremental resize (as Redis's dict does, adapted to open addressing)
 """
 import os
 
-from libc.errno cimport errno, ENOMEM
+from libc.errno cimport ENOMEM
 from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX
 from libc.stdlib cimport calloc, free
 from libc.string cimport memmove

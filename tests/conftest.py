@@ -149,3 +149,31 @@ def command(*words) -> bytes:
         word = word if isinstance(word, bytes) else str(word).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(word), word))
     return b"".join(parts)
+
+
+def read_until_closed(sock, timeout=10.0, limit=10_000_000) -> bytes:
+    """Everything the server sends until it closes the connection (a reset
+    after unread input counts as the close)."""
+    sock.settimeout(timeout)
+    data = bytearray()
+    while len(data) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    raise AssertionError("server sent too much")
+
+
+def exchange(sock, data: bytes, expected: bytes, timeout=5.0):
+    """Send ``data`` and assert that exactly ``expected`` comes back."""
+    sock.sendall(data)
+    sock.settimeout(timeout)
+    received = b""
+    while len(received) < len(expected):
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {received!r}, expected {expected!r}"
+        received += chunk
+    assert received == expected

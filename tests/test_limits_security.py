@@ -8,34 +8,9 @@ import pytest
 import redis
 
 import kvfast
-from conftest import command, request
+from conftest import command, exchange, read_until_closed, request
 
 PASSWORD = "s3cret-pass"
-
-
-def exchange(sock, data: bytes, expected: bytes, timeout=5.0):
-    """Send ``data``; assert exactly ``expected`` comes back."""
-    sock.sendall(data)
-    sock.settimeout(timeout)
-    received = b""
-    while len(received) < len(expected):
-        chunk = sock.recv(65536)
-        assert chunk, f"closed after {received!r}, expected {expected!r}"
-        received += chunk
-    assert received == expected
-
-
-def read_until_closed(sock, timeout=5.0):
-    sock.settimeout(timeout)
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
 
 
 def info(address, password=None):

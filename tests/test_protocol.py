@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import read_line, request
+from conftest import read_until_closed, read_line, request
 
 MAX_LINE = 64 * 1024
 NEWLINE = b"\n"
@@ -20,18 +20,6 @@ SESSION = [
     (b"get 1", b"Key not found"),
     (b"del 5", b"Key not found"),
 ]
-
-
-def recv_until_closed(sock, timeout=10.0, limit=10_000_000):
-    """Everything the server sends until it closes the connection."""
-    sock.settimeout(timeout)
-    data = bytearray()
-    while len(data) < limit:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-    raise AssertionError("server sent too much")
 
 
 def recv_exactly_lines(sock, count, timeout=20.0):
@@ -54,7 +42,7 @@ def test_specification_session(server):
         for line, reply in SESSION:
             assert request(sock, line) == reply
         assert request(sock, b"Bye") == b"Goodbye"
-        assert recv_until_closed(sock) == b""
+        assert read_until_closed(sock) == b""
 
 
 def test_store_is_shared_between_connections(server):
@@ -108,7 +96,7 @@ def test_every_split_point_of_a_request_stream(server):
             sock.sendall(stream[:split])
             time.sleep(0.005)
             sock.sendall(stream[split:])
-            assert recv_until_closed(sock) == expected, f"split at {split}"
+            assert read_until_closed(sock) == expected, f"split at {split}"
 
 
 def test_one_byte_at_a_time(server):
@@ -117,7 +105,7 @@ def test_one_byte_at_a_time(server):
         for index in range(len(stream)):
             sock.sendall(stream[index:index + 1])
             time.sleep(0.001)
-        assert recv_until_closed(sock) == b"OK\n9223372036854775807\nGoodbye\n"
+        assert read_until_closed(sock) == b"OK\n9223372036854775807\nGoodbye\n"
 
 
 def test_pipelined_requests_in_one_write(server):
@@ -134,7 +122,7 @@ def test_pipelined_requests_in_one_write(server):
 def test_requests_after_bye_are_ignored(server):
     with server.connect() as sock:
         sock.sendall(b"put 1 1\nbye\nput 2 2\n")
-        assert recv_until_closed(sock) == b"OK\nGoodbye\n"
+        assert read_until_closed(sock) == b"OK\nGoodbye\n"
     with server.connect() as sock:
         assert request(sock, b"get 2") == b"Key not found"
 
@@ -237,7 +225,7 @@ def test_peer_that_half_closes_still_gets_its_replies(server):
     with server.connect() as sock:
         sock.sendall(b"put 8 80\nget 8\n")
         sock.shutdown(socket.SHUT_WR)
-        assert recv_until_closed(sock) == b"OK\n80\n"
+        assert read_until_closed(sock) == b"OK\n80\n"
 
 
 def test_client_that_does_not_read_is_bounded(server):

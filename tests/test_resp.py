@@ -7,7 +7,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from conftest import command, request
+from conftest import command, exchange, request
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
@@ -33,11 +33,6 @@ def raw(sock, data: bytes, expect_bytes: int = None, timeout=5.0) -> bytes:
             break
         received += chunk
     return received
-
-
-def exchange(sock, data: bytes, expected: bytes):
-    """Send ``data`` and assert that exactly ``expected`` comes back."""
-    assert raw(sock, data, len(expected)) == expected
 
 
 def send_until(sock, data: bytes, suffix: bytes, timeout=5.0) -> bytes:
