@@ -2,6 +2,7 @@
 # its counters) and each connection's session. Declarations only.
 from libc.stdint cimport int64_t, uint64_t
 
+from kvfast._aof cimport AppendLog
 from kvfast._output cimport Output
 from kvfast._store cimport Store
 
@@ -30,6 +31,7 @@ cdef struct ServerContext:
     size_t max_request_bytes        # largest RESP request
     const char *password            # requirepass, or NULL: no authentication
     size_t password_length
+    AppendLog *aof                  # the append-only log, or NULL: no persistence
 
 
 cdef struct Session:
@@ -42,3 +44,5 @@ cdef struct Session:
     size_t scan_arguments           # ...its arguments already checked
     size_t scan_argc                # ...and its argument count
     size_t scan_arguments_at        # ...and where its first argument starts
+    bint unpersisted                # replies acknowledging writes not yet in the log are buffered...
+    size_t unpersisted_from         # ...from this many pending output bytes on (see EventLoop.persist)

@@ -46,6 +46,10 @@ from kvfast._system cimport (
     sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, INADDR_LOOPBACK, htonl,
     timespec, clock_gettime, CLOCK_MONOTONIC, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
 )
+from kvfast._aof cimport (
+    AppendOnlyFile, AppendLog, aof_flush, aof_poll_sync_thread, aof_retry, aof_rewrite_due, aof_start_rewrite,
+    aof_finish_rewrite,
+)
 from kvfast._context cimport ServerContext, Session
 from kvfast._native cimport native_answer, native_refuse_long_line
 from kvfast._output cimport Output, output_pending, output_free, output_text
@@ -122,11 +126,14 @@ cdef class EventLoop:
     cdef uint64_t events_logged[EVENT_KINDS]    # counter values already reported in the log
     cdef int64_t events_logged_at[EVENT_KINDS]
     cdef ServerContext context          # the store and the counters, shared with the protocols
+    cdef AppendOnlyFile append_only_file    # kept alive: context.aof points into it (None: no log)
+    cdef bint rewrite_watched           # the rewrite child's pipe is registered with epoll
     cdef object logger
 
     def __cinit__(self, int listen_fd, int port, size_t max_line_bytes, size_t max_request_bytes,
                   size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients=10000,
-                  double timeout=0, bytes password=None, bint protected_mode=False, logger=None):
+                  double timeout=0, bytes password=None, bint protected_mode=False, logger=None,
+                  AppendOnlyFile append_only_file=None):
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
@@ -143,6 +150,9 @@ cdef class EventLoop:
         self.idle_timeout_ms = <int64_t>(timeout * 1000)
         self.protected_mode = protected_mode
         self.password = password
+        self.append_only_file = append_only_file
+        if append_only_file is not None:
+            self.context.aof = &append_only_file.log
         if password is not None:
             self.context.password = self.password
             self.context.password_length = len(self.password)
@@ -191,6 +201,13 @@ cdef class EventLoop:
                 continue
             raise OSError(error, os.strerror(error))
 
+    def replay(self, progress=None):
+        """Load the append-only file into the (empty) store before serving; see
+        AppendOnlyFile.replay_into. Returns the number of records applied."""
+        if self.append_only_file is None:
+            return 0
+        return self.append_only_file.replay_into(&self.context.store, progress)
+
     def wake(self):
         """Ask ``run()`` to return. Safe from any thread and from signal handlers."""
         if self.wake_fd >= 0:
@@ -219,6 +236,7 @@ cdef class EventLoop:
             "keys": store_count(&self.context.store),
             "store_bytes": store_memory_bytes(&self.context.store),
             "max_moved_per_step": self.context.store.stats.max_moved_per_step,
+            **(self.append_only_file.stats() if self.append_only_file is not None else {}),
         }
 
     cdef void release(self) noexcept:
@@ -272,6 +290,8 @@ cdef class EventLoop:
             if self.now_ms >= self.next_sweep_ms:
                 self.sweep()
                 self.log_client_trouble()
+            if self.context.aof != NULL and self.context.aof.failure != 0:
+                self.retry_log()
             if ready == 0:
                 store_migrate_idle(&self.context.store)
                 timeout = self.next_timeout()
@@ -287,6 +307,10 @@ cdef class EventLoop:
                     while read(fd, drained, sizeof(drained)) > 0:
                         pass
                     signalled = True
+                elif self.context.aof != NULL and fd == self.context.aof.rewrite_pipe:
+                    self.watch(fd, EPOLL_CTL_DEL, 0)
+                    self.rewrite_watched = False
+                    self.context.aof.rewrite_exited = True     # finished after the next flush
                 else:
                     connection = self.connections[fd]
                     if connection == NULL:
@@ -308,6 +332,9 @@ cdef class EventLoop:
         sweep while idle clients may time out or refused ones wait; else forever."""
         if self.context.store.draining.capacity != 0:
             return 0
+        if self.context.aof != NULL and self.context.aof.failure != 0:
+            return <int>(self.context.aof.retry_at_ms - self.now_ms) if self.context.aof.retry_at_ms > self.now_ms \
+                else 0
         if self.idle_timeout_ms > 0 or self.refusing > 0:
             return <int>(self.next_sweep_ms - self.now_ms) if self.next_sweep_ms > self.now_ms else 0
         return -1
@@ -712,14 +739,85 @@ cdef class EventLoop:
         self.write_queue_len += 1
 
     cdef void write_queued(self) noexcept nogil:
-        cdef size_t i
+        """Write the output of every queued connection, after making the
+        iteration's log records durable (persist). Writing may answer requests
+        that backpressure held back (write_output); a connection whose new
+        replies depend on new records is queued again, and the next round
+        persists those before sending them. The queue is compacted each round,
+        so it never holds a connection twice."""
+        cdef size_t i, end
         cdef Connection *connection
+        while True:
+            self.persist()
+            end = self.write_queue_len
+            if end == 0:
+                break
+            for i in range(end):
+                connection = self.connections[self.write_queue[i]]
+                if connection != NULL and connection.queued:
+                    connection.queued = False
+                    self.write_output(connection)
+            # Keep only what was queued again during this round.
+            memmove(self.write_queue, self.write_queue + end, (self.write_queue_len - end) * sizeof(int))
+            self.write_queue_len -= end
+
+    cdef void persist(self) noexcept nogil:
+        """Write the log records of the requests answered since the last call
+        (one pwrite, and under ``always`` one fdatasync: a group commit), before
+        any of their replies is sent.
+
+        If that fails, each queued connection's replies from its first
+        unpersisted write on are withheld and the connection closes after the
+        earlier ones: a write not in the log is never acknowledged. The log then
+        refuses writes until retry_log succeeds. Afterwards a finished rewrite
+        is swapped in, or a due one started.
+        """
+        cdef AppendLog *aof = self.context.aof
+        cdef size_t i
+        cdef bint persisted
+        cdef Connection *connection
+        cdef Session *session
+        if aof == NULL:
+            return
+        aof_poll_sync_thread(aof)
+        persisted = aof_flush(aof) == 0
         for i in range(self.write_queue_len):
             connection = self.connections[self.write_queue[i]]
-            if connection != NULL and connection.queued:
-                connection.queued = False
-                self.write_output(connection)
-        self.write_queue_len = 0
+            if connection == NULL or not connection.session.unpersisted:
+                continue
+            session = &connection.session
+            session.unpersisted = False
+            if not persisted:
+                session.output.end = session.output.start + session.unpersisted_from
+                session.closing = True
+                self.discard_input(connection)
+                connection.reading_paused = False
+                self.update_interest(connection)
+        if aof.failure != 0 and not aof.failure_reported:
+            aof.failure_reported = True
+            self.log_errno(b"append-only file: writing failed (%s); refusing writes until it works again",
+                           aof.failure)
+        if aof.rewrite_exited:
+            if aof_finish_rewrite(aof) < 0:
+                self.log_errno(b"append-only file: rewrite failed (%s); the old log stays in use", errno)
+            else:
+                self.log_rewrite_done()
+        elif persisted and aof_rewrite_due(aof, store_count(&self.context.store), self.now_ms):
+            if aof_start_rewrite(aof, &self.context.store) < 0:
+                aof.rewrite_not_before_ms = self.now_ms + 10000
+                self.log_errno(b"append-only file: cannot start a rewrite (%s)", errno)
+        if aof.rewrite_pipe >= 0 and not self.rewrite_watched:
+            if self.watch(aof.rewrite_pipe, EPOLL_CTL_ADD, EPOLLIN) == 0:
+                self.rewrite_watched = True
+
+    cdef void retry_log(self) noexcept nogil:
+        """While the log is failing: try again every RETRY_INTERVAL_MS (see
+        aof_retry) and say so once it works again."""
+        cdef AppendLog *aof = self.context.aof
+        if self.now_ms < aof.retry_at_ms:
+            return
+        if aof_retry(aof) == 0:
+            self.log_warning(b"append-only file: writing works again; accepting writes")
 
     cdef void write_output(self, Connection *connection) noexcept nogil:
         """Write as much pending output as the socket takes.
@@ -761,6 +859,9 @@ cdef class EventLoop:
                 break                           # nothing complete waits: reading resumes
             if self.consume(connection, connection.input, connection.input_len) < 0:
                 return
+            if connection.session.unpersisted:
+                self.queue_write(connection)    # sent once write_queued has persisted its records
+                break
             if connection.write_blocked or output_pending(output) == 0:
                 break
         self.update_interest(connection)
@@ -772,6 +873,19 @@ cdef class EventLoop:
         with gil:
             if self.logger is not None:
                 self.logger.warning(message.decode())
+
+    cdef void log_errno(self, const char *message, int error) noexcept nogil:
+        """Log ``message`` with its ``%s`` replaced by the error's description."""
+        with gil:
+            if self.logger is not None:
+                self.logger.warning(message.decode(), os.strerror(error))
+
+    cdef void log_rewrite_done(self) noexcept nogil:
+        with gil:
+            if self.logger is not None:
+                self.logger.info("append-only file rewritten: %d bytes, %d keys; the loop paused %.1f ms for "
+                                 "the swap", self.context.aof.size, store_count(&self.context.store),
+                                 self.context.aof.last_rewrite_pause_us / 1000.0)
 
     cdef void log_count(self, uint64_t count, const char *what) noexcept nogil:
         with gil:

@@ -13,13 +13,18 @@
 With a password set, a session that has not authenticated gets
 ``Authentication required`` for everything but ``auth`` and ``bye``.
 
+With the append-only log on and failing, writes get
+``Error: persistence failed: <reason>`` (reads are still answered).
+
 Anything else: ``Invalid request: <reason>``. The exact behaviour is defined by
 ``kvfast/protocol_model.py``, which the tests hold this module to.
 """
 from libc.stdint cimport int64_t
+from libc.string cimport strerror
 
 from kvfast._context cimport Counters, ServerContext, Session
 from kvfast._output cimport Output, output_append, output_text, output_int64
+from kvfast._persist cimport begin_write, log_set, log_delete
 from kvfast._store cimport store_insert, store_upsert, store_lookup, store_delete, store_count, \
     store_increment, store_memory_bytes
 from kvfast._text cimport IntParse, INT_OK, INT_OUT_OF_RANGE, parse_int64, equals_nocase, secrets_equal
@@ -96,17 +101,23 @@ cdef int native_answer(ServerContext *context, Session *session,
         return output_int64(output, found[0], b"\n")
 
     if is_command(&words[0], b"put"):
-        return write_value(context, output, words, count, True)
+        return write_value(context, session, words, count, True)
 
     if is_command(&words[0], b"set"):
-        return write_value(context, output, words, count, False)
+        return write_value(context, session, words, count, False)
 
     if is_command(&words[0], b"del"):
         if count != 2:
             return invalid(context, output, b"usage: del <key>")
         if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
             return result
-        return output_text(output, b"OK\n" if store_delete(&context.store, key) else b"Key not found\n")
+        result = begin_write(context)
+        if result != 0:
+            return refuse_write(output, result)
+        if not store_delete(&context.store, key):
+            return output_text(output, b"Key not found\n")
+        log_delete(context, session, key)
+        return output_text(output, b"OK\n")
 
     if is_command(&words[0], b"incr"):
         if count != 2 and count != 3:
@@ -117,11 +128,15 @@ cdef int native_answer(ServerContext *context, Session *session,
         if count == 3 and not integer_argument(context, output, &words[2], &value, b"delta is not an integer",
                                                &result):
             return result
+        result = begin_write(context)
+        if result != 0:
+            return refuse_write(output, result)
         result = store_increment(&context.store, key, value, &value)
         if result == 1:
             return invalid(context, output, b"increment would overflow")
         if result < 0:
             return output_text(output, b"Error: out of memory\n")
+        log_set(context, session, key, value)
         return output_int64(output, value, b"\n")
 
     if is_command(&words[0], b"bye"):
@@ -152,10 +167,11 @@ cdef int authenticate(ServerContext *context, Session *session, const Word *word
     return output_text(&session.output, b"Invalid password\n")
 
 
-cdef int write_value(ServerContext *context, Output *output, const Word *words, size_t count,
+cdef int write_value(ServerContext *context, Session *session, const Word *words, size_t count,
                      bint insert_only) noexcept nogil:
     """``put K V`` (insert_only: an existing key keeps its value) or ``set K V``
     (insert or overwrite). Returns 0, or -1 if out of memory for the reply."""
+    cdef Output *output = &session.output
     cdef int64_t key, value
     cdef int result
     if count != 3:
@@ -164,6 +180,9 @@ cdef int write_value(ServerContext *context, Output *output, const Word *words, 
     if not (integer_argument(context, output, &words[1], &key, b"key is not an integer", &result)
             and integer_argument(context, output, &words[2], &value, b"value is not an integer", &result)):
         return result
+    result = begin_write(context)
+    if result != 0:
+        return refuse_write(output, result)
     if insert_only:
         result = store_insert(&context.store, key, value)
         if result == 0:
@@ -172,7 +191,16 @@ cdef int write_value(ServerContext *context, Output *output, const Word *words, 
         result = store_upsert(&context.store, key, value)
     if result < 0:
         return output_text(output, b"Error: out of memory\n")
+    log_set(context, session, key, value)
     return output_text(output, b"OK\n")
+
+
+cdef int refuse_write(Output *output, int error) noexcept nogil:
+    """Reply ``Error: persistence failed: <reason>``: the append-only log cannot
+    take the write (see _persist.begin_write); 0 or -1 (out of memory)."""
+    if output_text(output, b"Error: persistence failed: ") < 0 or output_text(output, strerror(error)) < 0:
+        return -1
+    return output_text(output, b"\n")
 
 
 cdef int write_stats(ServerContext *context, Output *output) noexcept nogil:

@@ -12,13 +12,16 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 shapes and error texts; see the README for the list of commands.
 """
 from libc.stdint cimport int64_t, INT64_MIN
-from libc.string cimport memcmp, strlen
+from libc.errno cimport errno
+from libc.string cimport memcmp, strerror, strlen
 from libc.time cimport time
 from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
 
+from kvfast._aof cimport AppendLog, FSYNC_ALWAYS, FSYNC_EVERYSEC, aof_start_rewrite
 from kvfast._context cimport Counters, ServerContext, Session
 from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
+from kvfast._persist cimport begin_write, log_set, log_delete, log_clear
 from kvfast._store cimport (
     store_insert, store_upsert, store_lookup, store_delete, store_count, store_increment,
     store_clear, store_memory_bytes,
@@ -361,7 +364,7 @@ cdef enum CommandId:
     CMD_GET, CMD_SET, CMD_SETNX, CMD_PUT, CMD_DEL, CMD_EXISTS, CMD_INCR, CMD_DECR,
     CMD_INCRBY, CMD_DECRBY, CMD_MGET, CMD_DBSIZE, CMD_FLUSHALL, CMD_FLUSHDB, CMD_PING,
     CMD_ECHO, CMD_QUIT, CMD_BYE, CMD_SELECT, CMD_HELLO, CMD_COMMAND, CMD_CLIENT,
-    CMD_CONFIG, CMD_INFO, CMD_AUTH, COMMAND_COUNT
+    CMD_CONFIG, CMD_INFO, CMD_AUTH, CMD_BGREWRITEAOF, COMMAND_COUNT
 
 
 cdef struct CommandInfo:
@@ -402,6 +405,7 @@ COMMANDS[<int>CMD_CLIENT] = CommandInfo(CMD_CLIENT, b"client", 0, -2, b"admin", 
 COMMANDS[<int>CMD_CONFIG] = CommandInfo(CMD_CONFIG, b"config", 0, -2, b"admin", 0, 0, 0)
 COMMANDS[<int>CMD_INFO] = CommandInfo(CMD_INFO, b"info", 0, -1, b"loading", 0, 0, 0)
 COMMANDS[<int>CMD_AUTH] = CommandInfo(CMD_AUTH, b"auth", 0, -2, b"fast", 0, 0, 0)
+COMMANDS[<int>CMD_BGREWRITEAOF] = CommandInfo(CMD_BGREWRITEAOF, b"bgrewriteaof", 0, 1, b"admin", 0, 0, 0)
 
 
 for _i in range(<int>COMMAND_COUNT):
@@ -464,7 +468,11 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
             if not (equals_nocase(argument.start, argument.length, b"sync")
                     or equals_nocase(argument.start, argument.length, b"async")):
                 return reply_error(context, output, ERR_SYNTAX)
+        result = begin_write(context)
+        if result != 0:
+            return refuse_write(context, output, result)
         store_clear(&context.store)
+        log_clear(context, session)
         return output_text(output, b"+OK\r\n")
     if command.id == CMD_PING:
         if request.argc > 2:
@@ -496,6 +504,8 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
         return command_config(context, session, request, position)
     if command.id == CMD_INFO:
         return command_info(context, session, request, position)
+    if command.id == CMD_BGREWRITEAOF:
+        return command_bgrewriteaof(context, output)
     return command_auth(context, session, request, position)      # CMD_AUTH
 
 
@@ -592,6 +602,9 @@ cdef int command_set(ServerContext *context, Session *session, const Request *re
             only_if_present = True
         else:
             return reply_error(context, output, ERR_SYNTAX)
+    result = begin_write(context)
+    if result != 0:
+        return refuse_write(context, output, result)
     if only_if_absent:
         result = store_insert(&context.store, key, value)
         if result == 0:
@@ -604,6 +617,7 @@ cdef int command_set(ServerContext *context, Session *session, const Request *re
         result = store_upsert(&context.store, key, value)
     if result < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
+    log_set(context, session, key, value)
     return output_text(output, b"+OK\r\n")
 
 
@@ -616,9 +630,14 @@ cdef int command_insert(ServerContext *context, Session *session, const Request 
     if not (read_integer(context, output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status)
             and read_integer(context, output, request, &position, &value, ERR_NOT_INTEGER, &status)):
         return status
+    result = begin_write(context)
+    if result != 0:
+        return refuse_write(context, output, result)
     result = store_insert(&context.store, key, value)
     if result < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
+    if result == 1:
+        log_set(context, session, key, value)
     if is_put:
         return output_text(output, b"+OK\r\n") if result == 1 \
             else reply_error(context, output, b"-ERR Key already exists\r\n")
@@ -630,6 +649,7 @@ cdef int command_count_keys(ServerContext *context, Session *session, const Requ
     """DEL key... (keys removed) and EXISTS key... (keys present, repeats counted)."""
     cdef Argument argument
     cdef int64_t key = 0, count = 0
+    cdef int refusal
     cdef int checked = parse_keys(context, &session.output, request, position)
     if checked != 0:
         return -1 if checked < 0 else 0
@@ -637,7 +657,12 @@ cdef int command_count_keys(ServerContext *context, Session *session, const Requ
         next_argument(request.data, &position, &argument)
         parse_int64(argument.start, argument.length, &key)
         if delete:
-            count += store_delete(&context.store, key)
+            refusal = begin_write(context)
+            if refusal != 0:            # the log failed (only before the first key) or no memory
+                return refuse_write(context, &session.output, refusal)
+            if store_delete(&context.store, key):
+                log_delete(context, session, key)
+                count += 1
         else:
             count += store_lookup(&context.store, key) != NULL
     return reply_integer(&session.output, count)
@@ -658,11 +683,15 @@ cdef int command_increment(ServerContext *context, Session *session, const Reque
         if amount == INT64_MIN:
             return reply_error(context, output, b"-ERR decrement would overflow\r\n")
         amount = -amount
+    result = begin_write(context)
+    if result != 0:
+        return refuse_write(context, output, result)
     result = store_increment(&context.store, key, amount, &result_value)
     if result == 1:
         return reply_error(context, output, ERR_OVERFLOW)
     if result < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
+    log_set(context, session, key, result_value)
     return reply_integer(output, result_value)
 
 
@@ -829,13 +858,42 @@ cdef int command_client(ServerContext *context, Session *session, const Request 
     return reply_unknown_subcommand(context, output, &argument, b"CLIENT")
 
 
+cdef int command_bgrewriteaof(ServerContext *context, Output *output) noexcept nogil:
+    """BGREWRITEAOF: start compacting the append-only log now (a forked child
+    writes a snapshot; see _aof.pyx). The loop notices the child and finishes
+    the rewrite when it exits."""
+    if context.aof == NULL:
+        return reply_error(context, output, b"-ERR the append-only file is off (start kvfast-server with "
+                                            b"--appendonly FILE)\r\n")
+    if context.aof.rewrite_child != 0:
+        return reply_error(context, output, b"-ERR Background append only file rewriting already in progress\r\n")
+    if aof_start_rewrite(context.aof, &context.store) < 0:
+        if output_text(output, b"-ERR Can't rewrite append only file in background: ") < 0 \
+                or output_text(output, strerror(errno)) < 0:
+            return -1
+        context.counters.invalid_requests += 1
+        return output_text(output, b"\r\n")
+    return output_text(output, b"+Background append only file rewriting started\r\n")
+
+
+cdef int refuse_write(ServerContext *context, Output *output, int error) noexcept nogil:
+    """Redis's reply to a write it cannot persist: ``-MISCONF Errors writing to
+    the AOF file: <reason>`` (see _persist.begin_write)."""
+    context.counters.invalid_requests += 1
+    if output_text(output, b"-MISCONF Errors writing to the AOF file: ") < 0 \
+            or output_text(output, strerror(error)) < 0:
+        return -1
+    return output_text(output, b"\r\n")
+
+
 cdef int command_config(ServerContext *context, Session *session, const Request *request,
                         size_t position) noexcept nogil:
-    """CONFIG GET pattern...: answers ``save`` ("") and ``appendonly`` ("no"),
-    what redis-benchmark asks; ``*`` matches both, other names nothing."""
+    """CONFIG GET pattern...: answers ``save`` (""), ``appendonly`` (yes/no) and
+    ``appendfsync``, what redis-benchmark and redis-cli ask; ``*`` matches all
+    three, other names nothing."""
     cdef Output *output = &session.output
     cdef Argument argument
-    cdef bint want_save = False, want_appendonly = False
+    cdef bint want_save = False, want_appendonly = False, want_appendfsync = False
     next_argument(request.data, &position, &argument)
     if not equals_nocase(argument.start, argument.length, b"get"):
         return reply_unknown_subcommand(context, output, &argument, b"CONFIG")
@@ -844,18 +902,30 @@ cdef int command_config(ServerContext *context, Session *session, const Request 
     while position < request.length:
         next_argument(request.data, &position, &argument)
         if equals_nocase(argument.start, argument.length, b"*"):
-            want_save = want_appendonly = True
+            want_save = want_appendonly = want_appendfsync = True
+        elif equals_nocase(argument.start, argument.length, b"appendfsync"):
+            want_appendfsync = True
         elif equals_nocase(argument.start, argument.length, b"save"):
             want_save = True
         elif equals_nocase(argument.start, argument.length, b"appendonly"):
             want_appendonly = True
-    if reply_map(session, <size_t>want_save + <size_t>want_appendonly) < 0:
+    if reply_map(session, <size_t>want_save + <size_t>want_appendonly + <size_t>want_appendfsync) < 0:
         return -1
     if want_save and (reply_bulk_text(output, b"save") < 0 or reply_bulk_text(output, b"") < 0):
         return -1
-    if want_appendonly and (reply_bulk_text(output, b"appendonly") < 0 or reply_bulk_text(output, b"no") < 0):
+    if want_appendonly and (reply_bulk_text(output, b"appendonly") < 0
+                            or reply_bulk_text(output, b"yes" if context.aof != NULL else b"no") < 0):
+        return -1
+    if want_appendfsync and (reply_bulk_text(output, b"appendfsync") < 0
+                             or reply_bulk_text(output, fsync_policy_name(context)) < 0):
         return -1
     return 0
+
+
+cdef const char *fsync_policy_name(ServerContext *context) noexcept nogil:
+    if context.aof == NULL or context.aof.policy == FSYNC_EVERYSEC:
+        return b"everysec"
+    return b"always" if context.aof.policy == FSYNC_ALWAYS else b"no"
 
 
 cdef enum InfoSection:
@@ -864,14 +934,15 @@ cdef enum InfoSection:
     SECTION_MEMORY = 4
     SECTION_STATS = 8
     SECTION_KEYSPACE = 16
-    SECTION_ALL = 31
+    SECTION_PERSISTENCE = 32
+    SECTION_ALL = 63
 
 
 cdef int command_info(ServerContext *context, Session *session, const Request *request,
                       size_t position) noexcept nogil:
     """INFO [section...]: Redis's text format (``# Section`` headers, then
     ``field:value`` lines) as one bulk string. Sections: server, clients,
-    memory, stats, keyspace; ``all``/``everything``/``default`` or none: all;
+    memory, persistence, stats, keyspace; ``all``/``everything``/``default`` or none: all;
     unknown sections are left out, as Redis does."""
     cdef Argument argument
     cdef int sections = 0 if request.argc > 1 else SECTION_ALL
@@ -889,6 +960,8 @@ cdef int command_info(ServerContext *context, Session *session, const Request *r
             sections |= SECTION_STATS
         elif equals_nocase(argument.start, argument.length, b"keyspace"):
             sections |= SECTION_KEYSPACE
+        elif equals_nocase(argument.start, argument.length, b"persistence"):
+            sections |= SECTION_PERSISTENCE
         elif (equals_nocase(argument.start, argument.length, b"all")
               or equals_nocase(argument.start, argument.length, b"everything")
               or equals_nocase(argument.start, argument.length, b"default")):
@@ -929,6 +1002,8 @@ cdef int write_info(ServerContext *context, Output *text, int sections) noexcept
             or output_int64(text, <int64_t>context.store.stats.forced_drains, b"\r\nkvfast_resizing:") < 0
             or output_int64(text, context.store.draining.capacity != 0, b"\r\n\r\n") < 0):
         return -1
+    if sections & SECTION_PERSISTENCE and write_persistence_info(context, text) < 0:
+        return -1
     if sections & SECTION_STATS and (
             output_text(text, b"# Stats\r\ntotal_connections_received:") < 0
             or output_int64(text, <int64_t>counters.connections_accepted, b"\r\ntotal_commands_processed:") < 0
@@ -949,6 +1024,29 @@ cdef int write_info(ServerContext *context, Output *text, int sections) noexcept
                          or output_int64(text, <int64_t>keys, b",expires=0,avg_ttl=0\r\n") < 0):
             return -1
     return 0
+
+
+cdef int write_persistence_info(ServerContext *context, Output *text) noexcept nogil:
+    """INFO's ``# Persistence`` section: the append-only log's state, with
+    Redis's field names where Redis has them."""
+    cdef AppendLog *aof = context.aof
+    if aof == NULL:
+        return output_text(text, b"# Persistence\r\nloading:0\r\naof_enabled:0\r\n\r\n")
+    return -1 if (
+        output_text(text, b"# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_fsync:") < 0
+        or output_text(text, fsync_policy_name(context)) < 0
+        or output_text(text, b"\r\naof_rewrite_in_progress:") < 0
+        or output_int64(text, aof.rewrite_child != 0, b"\r\naof_rewrites:") < 0
+        or output_int64(text, <int64_t>aof.rewrites, b"\r\naof_last_bgrewrite_status:") < 0
+        or output_text(text, b"err" if aof.last_rewrite_failed else b"ok") < 0
+        or output_text(text, b"\r\naof_last_write_status:") < 0
+        or output_text(text, b"err" if aof.failure != 0 else b"ok") < 0
+        or output_text(text, b"\r\naof_current_size:") < 0
+        or output_int64(text, <int64_t>aof.size, b"\r\naof_base_size:") < 0
+        or output_int64(text, <int64_t>aof.base_size, b"\r\naof_pending_bytes:") < 0
+        or output_int64(text, <int64_t>aof.pending_len, b"\r\nkvfast_aof_last_rewrite_pause_us:") < 0
+        or output_int64(text, aof.last_rewrite_pause_us, b"\r\nkvfast_aof_max_rewrite_pause_us:") < 0
+        or output_int64(text, aof.max_rewrite_pause_us, b"\r\n\r\n") < 0) else 0
 
 
 cdef int64_t resident_bytes() noexcept nogil:

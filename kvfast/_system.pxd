@@ -158,3 +158,68 @@ cdef extern from "netinet/in.h" nogil:
         in6_addr sin6_addr
 
     unsigned int htonl(unsigned int hostlong)
+
+
+# ---- the append-only log (_aof.pyx) ------------------------------------------------
+
+cdef extern from "pthread.h" nogil:
+    ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_attr_t:
+        pass
+
+    int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *) noexcept nogil,
+                       void *arg)
+    int pthread_join(pthread_t thread, void **result)
+    int pthread_mutex_init(pthread_mutex_t *mutex, const void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *mutex)
+    int pthread_mutex_lock(pthread_mutex_t *mutex)
+    int pthread_mutex_unlock(pthread_mutex_t *mutex)
+
+
+cdef extern from "poll.h" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+
+    enum:
+        POLLIN
+
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+
+
+cdef extern from "sys/prctl.h" nogil:
+    enum:
+        PR_SET_PDEATHSIG
+
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
+
+
+cdef extern from "sys/syscall.h" nogil:
+    enum:
+        SYS_close_range
+
+    long syscall(long number, ...)
+
+
+cdef extern from "stdio.h" nogil:
+    int rename(const char *oldpath, const char *newpath)
+
+
+cdef extern from "sys/mman.h" nogil:
+    enum:
+        MAP_SHARED
+        MADV_SEQUENTIAL
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static inline uint64_t kvfast_load_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void kvfast_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    """
+    # Values shared with another thread or a forked child, read and written whole.
+    uint64_t load_acquire "kvfast_load_acquire" (const uint64_t *p) nogil
+    void store_release "kvfast_store_release" (uint64_t *p, uint64_t value) nogil

@@ -57,6 +57,16 @@ UNAUTHENTICATED_MAX_LINE_BYTES = 1024
 UNAUTHENTICATED_MAX_ARGUMENTS = 10
 UNAUTHENTICATED_MAX_BULK_BYTES = 16 * 1024
 
+#: When the append-only file (``appendonly``) is fsynced: ``always`` (before each
+#: loop iteration's replies), ``everysec`` (by a background thread, about once a
+#: second; the default, as in Redis) or ``no`` (when the kernel decides).
+FSYNC_POLICIES = ("always", "everysec", "no")
+DEFAULT_FSYNC = "everysec"
+
+#: The append-only file is rewritten (compacted) once it is larger than this and
+#: more than twice the size of a snapshot of the live keys (Redis: 64mb and 100%).
+AOF_REWRITE_MIN_BYTES = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -74,6 +84,9 @@ class ServerConfig:
     timeout: int = IDLE_TIMEOUT
     requirepass: str | None = field(default=None, repr=False)   # never shown in logs or reprs
     protected_mode: bool = True
+    appendonly: str | None = None           # path of the append-only file; None: no persistence
+    fsync: str = DEFAULT_FSYNC
+    aof_rewrite_min_bytes: int = AOF_REWRITE_MIN_BYTES
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -90,6 +103,12 @@ class ServerConfig:
             raise ValueError(f"timeout must be 0 (never) or a number of seconds, not {self.timeout}")
         if self.requirepass is not None and not 1 <= len(self.requirepass.encode()) <= 512:
             raise ValueError("requirepass must be 1 to 512 bytes")
+        if self.fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {self.fsync!r}")
+        if self.appendonly is not None and not str(self.appendonly).strip():
+            raise ValueError("appendonly must be a file path")
+        if self.aof_rewrite_min_bytes < 0:
+            raise ValueError("aof_rewrite_min_bytes must not be negative")
         if self.requirepass is not None and any(c in self.requirepass for c in " \t\r\n"):
             raise ValueError("requirepass must not contain spaces, tabs or line breaks "
                              "(the native protocol's auth command could not carry it)")
@@ -155,6 +174,10 @@ SETTINGS: tuple[Setting, ...] = (
              minimum=1, maximum=_INT_MAX),
     _setting("backlog", int, "listen(2) backlog (the kernel caps it at net.core.somaxconn)",
              minimum=1, maximum=_INT_MAX),
+    _setting("appendonly", str, "log every write to this append-only file and replay it at start-up"),
+    _setting("fsync", str, f"when the append-only file is synced: {', '.join(FSYNC_POLICIES)}"),
+    _setting("aof_rewrite_min_bytes", int, "compact the append-only file only once it is this large",
+             minimum=0, maximum=2**63 - 1),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -328,6 +351,12 @@ def _check_value(setting: Setting, value, source: str, key: str | None = None):
         return value.strip().lower()
     if setting.name == "host" and not value.strip():
         fail("must not be empty")
+    if setting.name == "appendonly" and not value.strip():
+        fail("must not be empty (a file path)")
+    if setting.name == "fsync":
+        if value.strip().lower() not in FSYNC_POLICIES:
+            fail(f"not an fsync policy: {value!r} (use {', '.join(FSYNC_POLICIES)})")
+        return value.strip().lower()
     if setting.secret:
         try:
             size = len(value.encode("utf-8"))

@@ -8,11 +8,14 @@ import logging
 import signal
 import socket
 import threading
+import time
 
+from kvfast._aof import AppendOnlyFile, LogError
 from kvfast._loop import EventLoop
 from kvfast.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 
 log = logging.getLogger("kvfast.server")
+aof_log = logging.getLogger("kvfast.aof")
 
 
 class Server:
@@ -23,6 +26,11 @@ class Server:
     the current thread, or ``start()`` in a background thread; ``stop()`` makes
     either return. As a context manager the server is started on entry and
     stopped and closed on exit.
+
+    With ``config.appendonly`` set, the append-only file is opened and replayed
+    before the constructor returns (``loaded`` is then ``(keys, seconds)``; else
+    None). A damaged or unreadable log raises :class:`LogError` (one line naming
+    the file and offset); the socket is closed again.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
@@ -34,7 +42,11 @@ class Server:
             log.warning("protected mode: listening on %s with no password, so only clients on 127.0.0.1 "
                         "and ::1 will be served; set requirepass (or KVFAST_PASSWORD), or use "
                         "--protected-mode no", self.config.host)
+        self._append_only_file = None
+        self.loaded = None
         try:
+            if self.config.appendonly is not None:
+                self._append_only_file = _open_log(self.config)
             self._loop = EventLoop(
                 self._socket.fileno(),
                 self._socket.getsockname()[1],
@@ -47,8 +59,14 @@ class Server:
                 password=None if self.config.requirepass is None else self.config.requirepass.encode(),
                 protected_mode=self.protected_mode,
                 logger=log,
+                append_only_file=self._append_only_file,
             )
+            if self._append_only_file is not None:
+                self.loaded = _replay(self._loop, self.config.appendonly)
+                self._append_only_file.start()
         except BaseException:
+            if self._append_only_file is not None:
+                self._append_only_file.close()
             self._socket.close()
             raise
         self.address = self._socket.getsockname()[:2]
@@ -92,10 +110,16 @@ class Server:
             self._thread = None
 
     def close(self) -> None:
-        """Stop if needed, close every connection and the listening socket."""
+        """Stop if needed; write, sync and close the append-only file; close every
+        connection and the listening socket. Raises OSError if the log's last
+        write or sync failed (everything is closed anyway)."""
         self.stop()
-        self._loop.close()
-        self._socket.close()
+        try:
+            if self._append_only_file is not None:
+                self._append_only_file.close()
+        finally:
+            self._loop.close()
+            self._socket.close()
 
     def stats(self) -> dict:
         """Counters of the loop and the store (see ``EventLoop.stats``)."""
@@ -108,6 +132,34 @@ class Server:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _open_log(config: ServerConfig) -> AppendOnlyFile:
+    """The append-only file of ``config``, opened (created if missing)."""
+    try:
+        return AppendOnlyFile(config.appendonly, config.fsync, config.aof_rewrite_min_bytes, logger=aof_log)
+    except OSError as error:
+        raise LogError(config.appendonly, f"cannot open: {error.strerror or error}") from None
+
+
+def _replay(loop: EventLoop, path) -> tuple[int, float]:
+    """Replay the log into the loop's store; returns (keys, seconds). Logs a
+    progress line about once a second for large files."""
+    started = time.monotonic()
+
+    def progress(done_bytes, total_bytes, records):
+        aof_log.info("loading %s: %d%% (%d records, %.1f s)", path, 100 * done_bytes // total_bytes, records,
+                     time.monotonic() - started)
+
+    try:
+        loop.replay(progress)
+    except OSError as error:
+        raise LogError(path, f"cannot read: {error.strerror or error}") from None
+    except MemoryError:
+        raise LogError(path, "out of memory while loading") from None
+    keys, seconds = loop.stats()["keys"], time.monotonic() - started
+    aof_log.info("loaded %d keys from %s in %.3f s", keys, path, seconds)
+    return keys, seconds
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")

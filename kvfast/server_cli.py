@@ -13,7 +13,7 @@ from kvfast.cli import OneLineErrorParser, raise_open_file_limit
 from kvfast.config import (
     MAX_LINE_BYTES, SETTINGS, ConfigError, MissingSettingError, format_default, load_config,
 )
-from kvfast.server import Server
+from kvfast.server import LogError, Server
 
 PROG = "kvfast-server"
 
@@ -24,9 +24,12 @@ Requests are text lines: "put K V" (only if K is absent), "get K", "del K", "bye
 Replies: the value, "OK", "Key already exists", "Key not found", "Goodbye", or
 "Invalid request: <reason>". When a password is set, clients first send
 "auth PASSWORD". Lines over {MAX_LINE_BYTES} bytes (by default) are refused and the
-connection is closed. SIGINT or SIGTERM stops the server cleanly."""
+connection is closed. With --appendonly FILE every write is logged to FILE and
+replayed at start-up. SIGINT or SIGTERM stops the server cleanly (the log is
+flushed and synced first)."""
 
-_METAVARS = {"host": "HOST", "log_level": "LEVEL", "timeout": "SECONDS", "protected_mode": "yes|no"}
+_METAVARS = {"host": "HOST", "log_level": "LEVEL", "timeout": "SECONDS", "protected_mode": "yes|no",
+             "appendonly": "FILE", "fsync": "always|everysec|no"}
 
 
 def _settings_table() -> str:
@@ -104,10 +107,16 @@ def main(argv=None) -> int:
     log.debug("open file limit: %d", open_files)
     try:
         server = Server(config=config)
+    except LogError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         reason = error.strerror or str(error)
         print(f"{PROG}: error: cannot listen on {config.host}:{config.port}: {reason}", file=sys.stderr)
         return 1
+    if server.loaded is not None:
+        keys, seconds = server.loaded
+        print(f"loaded {keys} keys from {config.appendonly} in {seconds:.3f} s", flush=True)
 
     def request_stop(signum, frame):
         server.stop()

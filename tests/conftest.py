@@ -42,13 +42,19 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=5.0):
 
 
 class ServerProcess:
-    """A running ``kvfast-server``; ``host``/``port`` are where it listens."""
+    """A running ``kvfast-server``; ``host``/``port`` are where it listens.
 
-    def __init__(self, *args, env=None):
+    ``startup_lines`` holds the stdout lines printed up to and including the
+    ready line (``loaded N keys ...`` comes before it when the log is on);
+    ``preexec_fn`` runs in the child before exec (resource limits, signals).
+    """
+
+    def __init__(self, *args, env=None, preexec_fn=None):
+        self.startup_lines = []
         self.proc = subprocess.Popen(
             [script_path("kvfast-server"), "0", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env,
+            env=env, preexec_fn=preexec_fn,
         )
         self.host, self.port = self._wait_for_ready()
 
@@ -59,6 +65,7 @@ class ServerProcess:
             line = self.proc.stdout.readline()
             if not line:
                 break
+            self.startup_lines.append(line)
             match = LISTENING.search(line)
             if match:
                 return match.group(1).decode(), int(match.group(2))

@@ -75,6 +75,9 @@ VALUES = {
     "max_request_bytes": (("1000", "2000", "3000"), (1000, 2000, 3000)),
     "output_high_water_bytes": (("11", "22", "33"), (11, 22, 33)),
     "backlog": (("1", "2", "3"), (1, 2, 3)),
+    "appendonly": (('"file.aof"', "env.aof", "flag.aof"), ("file.aof", "env.aof", "flag.aof")),
+    "fsync": (('"always"', "no", "EverySec"), ("always", "no", "everysec")),
+    "aof_rewrite_min_bytes": (("1024", "2048", "0"), (1024, 2048, 0)),
 }
 
 
@@ -315,7 +318,7 @@ def test_example_file_shows_every_setting_with_its_default():
     example = tomllib.loads("\n".join(lines))
     assert set(example) == {setting.key for setting in SETTINGS}
     for setting in SETTINGS:
-        if setting.name != "requirepass":
+        if setting.name not in ("requirepass", "appendonly"):     # no default: an example value
             assert example[setting.key] == setting.default, setting.key
         assert setting.env in text
 
@@ -334,6 +337,7 @@ class ConfiguredServer(ServerProcess):
     """kvfast-server with exactly ``args`` (no PORT unless given) and ``env``."""
 
     def __init__(self, *args, env):
+        self.startup_lines = []
         self.proc = subprocess.Popen(
             [script_path("kvfast-server"), *map(str, args)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -450,3 +454,23 @@ def test_server_help_documents_every_setting():
     assert "precedence" in text.lower() or "wins over" in text
     assert "--config" in text and "KVFAST_PASSWORD" in text and "ps" in text
     assert "--requirepass" not in text and "--password" not in text
+
+
+# --- the append-only file's settings -----------------------------------------------
+
+
+def test_persistence_settings_default_to_off_and_everysec():
+    config = load_config(environ={})
+    assert (config.appendonly, config.fsync, config.aof_rewrite_min_bytes) == (None, "everysec", 64 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("text", ["sometimes", "", "1", "fsync"])
+def test_bad_fsync_policy_is_a_one_line_error(text):
+    assert error_of(flags={"fsync": text}) == (
+        f"--fsync: not an fsync policy: {text!r} (use always, everysec, no)")
+
+
+def test_appendonly_must_be_a_path(tmp_path):
+    assert error_of(environ={"KVFAST_APPENDONLY": " "}) == "KVFAST_APPENDONLY: must not be empty (a file path)"
+    assert error_of(config_path=write_toml(tmp_path, "appendonly = 5")).endswith(
+        "appendonly: expected a string, not a number: 5")

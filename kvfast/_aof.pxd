@@ -1,0 +1,84 @@
+# The append-only log: the writer the loop and the protocols call without the
+# GIL, and the replay the loop runs at start-up. See _aof.pyx for the format.
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from posix.types cimport pid_t
+
+from kvfast._store cimport Store
+from kvfast._system cimport pthread_t, pthread_mutex_t
+
+
+cdef enum:
+    MAX_RECORD_BYTES = 21   # the largest record (a set)
+
+
+cdef enum FsyncPolicy:
+    FSYNC_NO = 0            # the kernel decides when the page cache reaches the disk
+    FSYNC_EVERYSEC = 1      # a background thread fdatasyncs about once a second
+    FSYNC_ALWAYS = 2        # every loop iteration's records are fdatasynced before its replies
+
+
+cdef struct RewriteShared:
+    # A page shared with the rewrite child (MAP_SHARED): the parent publishes how
+    # far the log is written, the child reports how far it has copied it.
+    uint64_t log_size           # parent: bytes of the old log written so far
+    uint64_t copied_to          # child: old-log offset its copy reached
+    uint64_t snapshot_records   # child: keys written into the snapshot
+    uint64_t temp_size          # child: bytes of the new log it wrote
+    uint64_t error              # child: errno of its failure (0: none)
+
+
+cdef struct AppendLog:
+    int fd                      # the log, open for writing (pwrite at ``size``)
+    FsyncPolicy policy
+    char *path                  # NUL-terminated copies (owned)
+    char *directory             # ...of the log's folder, fsynced after a rename
+    uint64_t size               # bytes of the file written and valid
+    uint64_t base_size          # size at start-up or after the last rewrite
+    char *pending               # records not written yet (one loop iteration's)
+    size_t pending_len
+    size_t pending_cap
+    int failure                 # errno of the failure in force (0: healthy): writes are refused
+    int64_t retry_at_ms         # when to try again to append
+    bint failure_reported       # the loop logged it
+    # everysec: the background sync thread
+    bint thread_running
+    pthread_t thread
+    pthread_mutex_t lock        # guards fd swaps, retired_fd and sync_failure against the thread
+    int thread_stop_fd          # eventfd: wakes and stops the thread
+    int retired_fd              # an old log's descriptor for the thread to close (-1: none)
+    uint64_t sync_failure       # errno of the thread's last failed fdatasync (0: none)
+    uint64_t written            # bytes appended so far (the thread syncs when it changed)
+    # compaction
+    uint64_t rewrite_min_bytes  # no automatic rewrite of a log smaller than this
+    pid_t rewrite_child         # 0: none running
+    int rewrite_pipe            # read end: hangs up when the child exits (-1: none)
+    bint rewrite_exited         # the loop saw the hang-up: finish at the next flush
+    uint64_t rewrite_started_at # log size when the child was forked
+    char *rewrite_path          # the child's temporary file
+    RewriteShared *shared
+    int64_t rewrite_not_before_ms   # after a failed rewrite, wait before the next one
+    uint64_t rewrites           # completed
+    uint64_t rewrite_failures
+    bint last_rewrite_failed
+    int64_t last_rewrite_pause_us   # the swap's duration in the loop (copy tail, sync, rename)
+    int64_t max_rewrite_pause_us
+
+
+cdef int aof_reserve(AppendLog *log) noexcept nogil
+cdef int aof_append_set(AppendLog *log, int64_t key, int64_t value) noexcept nogil
+cdef int aof_append_delete(AppendLog *log, int64_t key) noexcept nogil
+cdef int aof_append_clear(AppendLog *log) noexcept nogil
+cdef int aof_flush(AppendLog *log) noexcept nogil
+cdef int aof_poll_sync_thread(AppendLog *log) noexcept nogil
+cdef int aof_retry(AppendLog *log) noexcept nogil
+cdef bint aof_rewrite_due(const AppendLog *log, size_t live_keys, int64_t now_ms) noexcept nogil
+cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil
+cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil
+
+
+cdef class AppendOnlyFile:
+    cdef AppendLog log
+    cdef object path_text
+    cdef object logger
+    cdef int replay_into(self, Store *store, object progress) except -1
+    cdef void stop_sync_thread(self) noexcept nogil
