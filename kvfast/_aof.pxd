@@ -60,6 +60,7 @@ cdef struct AppendLog:
     uint64_t rewrites           # completed
     uint64_t rewrite_failures
     bint last_rewrite_failed
+    int64_t latest_fork_us      # how long the last fork() stopped the loop (page tables are copied)
     int64_t last_rewrite_pause_us   # the swap's duration in the loop (copy tail, sync, rename)
     int64_t max_rewrite_pause_us
 

@@ -61,7 +61,9 @@ from posix.unistd cimport (
 from posix.signal cimport kill
 from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS
 
-from kvfast._store cimport Store, Table, store_upsert, store_delete, store_clear, store_count
+from kvfast._store cimport (
+    Store, Table, store_upsert, store_delete, store_clear, store_count, store_reserve, store_fit, store_prefetch,
+)
 from kvfast._system cimport (
     set_errno, madvise, MADV_SEQUENTIAL, MAP_SHARED, pipe2, eventfd, eventfd_write, EFD_CLOEXEC,
     pthread_create, pthread_join, pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock,
@@ -87,6 +89,7 @@ cdef enum:
     COPY_BUFFER_BYTES = 1 << 20 # the rewrite's write and copy buffer
     CATCH_UP_BYTES = 64 << 10   # the child leaves at most about this much of the old log to the parent
     REPLAY_BATCH = 1 << 20      # records replayed between progress checks (and Ctrl-C)
+    PREFETCH_AHEAD = 16         # records whose slots are prefetched ahead of the one applied
 
 
 cdef enum ScanStatus:
@@ -390,6 +393,7 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     cdef int pipe_fds[2]
     cdef char *buffer
     cdef pid_t child
+    cdef int64_t started
     if log.rewrite_child != 0:
         set_errno(EBUSY)
         return -1
@@ -411,9 +415,11 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     if pipe2(pipe_fds, O_CLOEXEC) < 0:
         free(buffer)
         return -1
+    started = monotonic_us()
     child = fork()
     if child == 0:
         rewrite_child_main(log, store, pipe_fds[1], buffer)
+    log.latest_fork_us = monotonic_us() - started
     free(buffer)
     close(pipe_fds[1])
     if child < 0:
@@ -609,11 +615,28 @@ cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position,
     the status says whether it is a torn tail (nothing good can follow it) or
     corruption in the middle. SCAN_NO_MEMORY: the store could not grow."""
     cdef size_t at = position[0], length, done = 0
+    cdef size_t ahead = at, ahead_records = 0, ahead_length
     cdef uint8_t kind
     cdef uint32_t stored_crc
     cdef int64_t key, value
     cdef ScanStatus damage
     while done < max_records:
+        if store != NULL:
+            # Prefetch the slots of the next few keys (their records are only
+            # sized here, checked when their turn comes): the store's cache
+            # misses then overlap instead of coming one after another.
+            while ahead_records < PREFETCH_AHEAD and ahead < size:
+                ahead_length = record_length(data[ahead])
+                if ahead_length == 0 or size - ahead < ahead_length:
+                    ahead = size
+                    break
+                if ahead_length != CLEAR_BYTES:
+                    memcpy(&key, data + ahead + 1, 8)
+                    store_prefetch(store, key)
+                ahead += ahead_length
+                ahead_records += 1
+            if ahead_records > 0:
+                ahead_records -= 1
         if at == size:
             position[0] = at
             return SCAN_END
@@ -845,6 +868,9 @@ cdef class AppendOnlyFile:
             self.log.size = self.log.base_size = HEADER_BYTES
             return 0
         check_header(mapped.data, mapped.size, self.path_text)
+        # At most one key per set record: size the table for that at once.
+        if store_reserve(store, (mapped.size - HEADER_BYTES) // SET_BYTES) < 0:
+            raise MemoryError()
         while status == SCAN_PAUSED:
             with nogil:
                 status = scan_records(mapped.data, mapped.size, &position, store, REPLAY_BATCH, &records)
@@ -852,6 +878,7 @@ cdef class AppendOnlyFile:
             if progress is not None and status == SCAN_PAUSED and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
                 progress(position, mapped.size, records)
+        store_fit(store)
         if status == SCAN_NO_MEMORY:
             raise MemoryError(f"{self.path_text}: out of memory after {records} records")
         if status == SCAN_TORN:
@@ -929,6 +956,7 @@ cdef class AppendOnlyFile:
             "aof_rewrites": self.log.rewrites,
             "aof_rewrite_failures": self.log.rewrite_failures,
             "aof_last_bgrewrite_status": "err" if self.log.last_rewrite_failed else "ok",
+            "aof_latest_fork_us": self.log.latest_fork_us,
             "aof_last_rewrite_pause_us": self.log.last_rewrite_pause_us,
             "aof_max_rewrite_pause_us": self.log.max_rewrite_pause_us,
         }

@@ -1044,7 +1044,8 @@ cdef int write_persistence_info(ServerContext *context, Output *text) noexcept n
         or output_text(text, b"\r\naof_current_size:") < 0
         or output_int64(text, <int64_t>aof.size, b"\r\naof_base_size:") < 0
         or output_int64(text, <int64_t>aof.base_size, b"\r\naof_pending_bytes:") < 0
-        or output_int64(text, <int64_t>aof.pending_len, b"\r\nkvfast_aof_last_rewrite_pause_us:") < 0
+        or output_int64(text, <int64_t>aof.pending_len, b"\r\nlatest_fork_usec:") < 0
+        or output_int64(text, aof.latest_fork_us, b"\r\nkvfast_aof_last_rewrite_pause_us:") < 0
         or output_int64(text, aof.last_rewrite_pause_us, b"\r\nkvfast_aof_max_rewrite_pause_us:") < 0
         or output_int64(text, aof.max_rewrite_pause_us, b"\r\n\r\n") < 0) else 0
 

@@ -41,5 +41,8 @@ cdef int store_increment(Store *store, int64_t key, int64_t delta, int64_t *resu
 cdef bint store_delete(Store *store, int64_t key) noexcept nogil
 cdef void store_clear(Store *store) noexcept nogil
 cdef bint store_migrate_idle(Store *store) noexcept nogil
+cdef int store_reserve(Store *store, size_t count) noexcept nogil
+cdef void store_fit(Store *store) noexcept nogil
+cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil
 cdef size_t store_count(const Store *store) noexcept nogil
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil

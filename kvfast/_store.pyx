@@ -44,8 +44,10 @@ from kvfast._system cimport madvise, set_errno, MADV_DONTNEED
 cdef extern from *:
     """
     typedef unsigned __int128 kvfast_uint128;
+    #define kvfast_prefetch(address) __builtin_prefetch(address)
     """
     ctypedef unsigned long long kvfast_uint128
+    void prefetch "kvfast_prefetch" (const void *address) nogil
 
 cdef int64_t EMPTY_KEY = 0
 cdef size_t MIN_CAPACITY = 16
@@ -440,6 +442,30 @@ cdef bint store_delete(Store *store, int64_t key) noexcept nogil:
         table_remove(&store.draining, found)
         return True
     return False
+
+
+cdef int store_reserve(Store *store, size_t count) noexcept nogil:
+    """Size an empty store for ``count`` keys at once, so a bulk load (replaying
+    the append-only file) never pays for growing. Untouched pages of a large
+    table cost no memory, so over-estimating is cheap (store_fit trims after).
+    Returns 0 (also when the store is not empty: nothing to do), or -1 (ENOMEM)."""
+    if store.main.capacity != 0 or store.draining.capacity != 0 or count == 0:
+        return 0
+    return start_resize(store, capacity_for(count))
+
+
+cdef void store_fit(Store *store) noexcept nogil:
+    """After a bulk load: start shrinking a table left under 30% full (the
+    resize then runs incrementally, as any other)."""
+    if store.draining.capacity == 0 and is_under_full(&store.main):
+        start_resize(store, capacity_for(store.main.count))
+
+
+cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil:
+    """Start loading the cache line of ``key``'s home slot, so a bulk load can
+    overlap the cache misses of the next few keys with the current one."""
+    if store.main.capacity != 0:
+        prefetch(&store.main.slots[home_slot(&store.main, key)])
 
 
 cdef size_t store_count(const Store *store) noexcept nogil:
