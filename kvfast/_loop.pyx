@@ -16,7 +16,9 @@ One iteration, as in Redis's ae/networking:
      order into its output buffer, until that buffer reaches the high-water
      mark (backpressure: the rest waits, reading pauses), and the connection
      is queued for writing.
-  3. After the batch, queued output is written directly. Only a connection
+  3. After the batch, the append-only log's new records (if the log is on)
+     are written, and under ``--fsync always`` synced, in one go (persist);
+     then queued output is written directly. Only a connection
      whose output did not all fit in the socket gets EPOLLOUT armed, and it is
      disarmed once the output has drained.
   4. Every 250 ms at most, idle clients past the timeout are closed and client
