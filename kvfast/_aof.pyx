@@ -46,14 +46,14 @@ import os
 import time
 
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport errno, EINTR, EIO, ENOMEM, EBUSY
+from libc.errno cimport errno, EINTR, EIO, ENOMEM, EBUSY, EISDIR
 from libc.signal cimport signal as set_signal_handler, SIGINT, SIGTERM, SIGKILL, SIG_DFL
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset, strdup
 from posix.fcntl cimport open as open_file, O_RDWR, O_WRONLY, O_RDONLY, O_CREAT, O_TRUNC, O_CLOEXEC, O_DIRECTORY
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
-from posix.stat cimport struct_stat, fstat
+from posix.stat cimport struct_stat, fstat, S_ISDIR
 from posix.types cimport pid_t
 from posix.unistd cimport (
     close, dup, fdatasync, fsync, fork, ftruncate, getpid, getppid, pread, pwrite, unlink, _exit,
@@ -62,7 +62,8 @@ from posix.signal cimport kill
 from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS
 
 from kvfast._store cimport (
-    Store, Table, store_upsert, store_delete, store_clear, store_count, store_reserve, store_fit, store_prefetch,
+    Store, Table, store_upsert, store_delete, store_clear, store_count, store_begin_bulk_load, store_end_bulk_load,
+    store_prefetch,
 )
 from kvfast._system cimport (
     set_errno, madvise, MADV_SEQUENTIAL, MAP_SHARED, pipe2, eventfd, eventfd_write, EFD_CLOEXEC,
@@ -90,6 +91,7 @@ cdef enum:
     CATCH_UP_BYTES = 64 << 10   # the child leaves at most about this much of the old log to the parent
     REPLAY_BATCH = 1 << 20      # records replayed between progress checks (and Ctrl-C)
     PREFETCH_AHEAD = 16         # records whose slots are prefetched ahead of the one applied
+    TORN_TAIL_LIMIT = 1 << 20   # damage further than this from the end is never taken for a torn tail
 
 
 cdef enum ScanStatus:
@@ -273,7 +275,6 @@ cdef int write_all(int fd, const char *data, size_t length, uint64_t offset) noe
 cdef int fail(AppendLog *log, int error) noexcept nogil:
     """Enter the failure state (writes refused until aof_retry succeeds). Returns -1."""
     log.failure = error if error != 0 else EIO
-    log.failure_reported = False
     log.retry_at_ms = monotonic_ms() + RETRY_INTERVAL_MS
     set_errno(log.failure)
     return -1
@@ -333,6 +334,7 @@ cdef int aof_retry(AppendLog *log) noexcept nogil:
     if log.policy != FSYNC_NO and fdatasync(log.fd) < 0:
         return fail(log, errno)
     store_release(&log.sync_failure, 0)
+    log.failure_reported = False                # a later failure is logged again
     return 0
 
 
@@ -607,13 +609,39 @@ cdef bint all_zero(const uint8_t *data, size_t length) noexcept nogil:
     return True
 
 
+cdef bint is_good_record(const uint8_t *data, size_t size, size_t at) noexcept nogil:
+    """Whether a whole record with a matching checksum starts at ``at``."""
+    cdef size_t length = record_length(data[at])
+    cdef uint32_t stored_crc
+    if length == 0 or size - at < length:
+        return False
+    memcpy(&stored_crc, data + at + length - 4, 4)
+    return crc32c_of(data + at, length - 4) == stored_crc
+
+
+cdef ScanStatus classify_damage(const uint8_t *data, size_t size, size_t at, ScanStatus damage) noexcept nogil:
+    """A damaged record at ``at`` is a torn tail (SCAN_TORN: a crash mid-append,
+    safe to cut off) when no good record starts anywhere after it within
+    TORN_TAIL_LIMIT bytes of the end: a record cut short, a last record written
+    in part, blocks never written (zeros) or any mix. Otherwise it is ``damage``:
+    corruption with good records after it, which must not be cut off silently.
+    (A random match of type byte and CRC32C has odds of about 1 in 10^9 per offset.)"""
+    cdef size_t candidate
+    if size - at > TORN_TAIL_LIMIT:
+        return damage
+    for candidate in range(at + 1, size):
+        if is_good_record(data, size, candidate):
+            return damage
+    return SCAN_TORN
+
+
 cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position, Store *store,
                              size_t max_records, uint64_t *records) noexcept nogil:
     """Check (and, given a store, apply) up to ``max_records`` records starting
     at ``position[0]``, advancing it past each good one and counting them in
     ``records[0]``. On a damaged record, ``position[0]`` is where it starts and
-    the status says whether it is a torn tail (nothing good can follow it) or
-    corruption in the middle. SCAN_NO_MEMORY: the store could not grow."""
+    the status says whether it is a torn tail or corruption in the middle (see
+    classify_damage). SCAN_NO_MEMORY: the store could not grow."""
     cdef size_t at = position[0], length, done = 0
     cdef size_t ahead = at, ahead_records = 0, ahead_length
     cdef uint8_t kind
@@ -651,11 +679,7 @@ cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position,
             damage = SCAN_END if crc32c_of(data + at, length - 4) == stored_crc else SCAN_BAD_CHECKSUM
         if damage != SCAN_END:
             position[0] = at
-            if damage == SCAN_BAD_CHECKSUM and at + length == size:
-                return SCAN_TORN                # the last record, written in part
-            if all_zero(data + at, size - at):
-                return SCAN_TORN                # the file grew but its last blocks were never written
-            return damage
+            return classify_damage(data, size, at, damage)
         if store != NULL:
             memcpy(&key, data + at + 1, 8)
             if kind == RECORD_SET:
@@ -704,6 +728,8 @@ cdef class MappedFile:
         self.data = NULL
         if fstat(fd, &info) < 0:
             raise_os_error()
+        if S_ISDIR(info.st_mode):
+            raise IsADirectoryError(EISDIR, os.strerror(EISDIR))
         self.size = <size_t>info.st_size
         if self.size == 0:
             return
@@ -786,8 +812,7 @@ def records(path):
         end = offset + length
         if length == 0 or end > len(data) or \
                 crc32c(data[offset:end - 4]) != int.from_bytes(data[end - 4:end], "little"):
-            status = SCAN_BAD_TYPE if length == 0 else SCAN_TORN if end > len(data) else SCAN_BAD_CHECKSUM
-            raise LogError(path, describe_damage(status, offset), offset)
+            raise LogError(path, describe_damage(damage_at(data, offset), offset), offset)
         if kind == RECORD_SET:
             key, value = struct.unpack_from("<qq", data, offset + 1)
             yield offset, "set", key, value
@@ -796,6 +821,13 @@ def records(path):
         else:
             yield offset, "flushall", None, None
         offset = end
+
+
+def damage_at(const uint8_t[::1] data, size_t offset):
+    """The ScanStatus of the damaged record at ``offset`` (for records())."""
+    cdef size_t length = record_length(data[offset])
+    cdef ScanStatus damage = SCAN_BAD_TYPE if length == 0 else SCAN_BAD_CHECKSUM
+    return classify_damage(&data[0], data.shape[0], offset, damage)
 
 
 # ---- the log a server appends to ---------------------------------------------------
@@ -869,7 +901,7 @@ cdef class AppendOnlyFile:
             return 0
         check_header(mapped.data, mapped.size, self.path_text)
         # At most one key per set record: size the table for that at once.
-        if store_reserve(store, (mapped.size - HEADER_BYTES) // SET_BYTES) < 0:
+        if store_begin_bulk_load(store, (mapped.size - HEADER_BYTES) // SET_BYTES) < 0:
             raise MemoryError()
         while status == SCAN_PAUSED:
             with nogil:
@@ -878,7 +910,7 @@ cdef class AppendOnlyFile:
             if progress is not None and status == SCAN_PAUSED and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
                 progress(position, mapped.size, records)
-        store_fit(store)
+        store_end_bulk_load(store)
         if status == SCAN_NO_MEMORY:
             raise MemoryError(f"{self.path_text}: out of memory after {records} records")
         if status == SCAN_TORN:
@@ -907,15 +939,20 @@ cdef class AppendOnlyFile:
     def close(self):
         """Write what is pending, fdatasync, stop the sync thread, stop a running
         rewrite (its temporary file is removed) and close the file. Idempotent.
-        Raises OSError if the final write or sync fails (after cleaning up)."""
-        cdef int status, error = 0
+        Raises OSError if the final write or sync of a healthy log fails (after
+        cleaning up). A log already failing only logs what it could not write:
+        none of it was acknowledged."""
+        cdef int status, error = 0, unwritten_error = 0
+        cdef size_t unwritten = 0
         if self.log.fd < 0:
             return
         with nogil:
             if self.log.failure != 0:
                 aof_retry(&self.log)
             if self.log.failure != 0:
-                error = self.log.failure
+                # Still failing: what is pending was never acknowledged (those
+                # replies were withheld), so losing it breaks no promise.
+                unwritten, unwritten_error = self.log.pending_len, self.log.failure
             elif aof_flush(&self.log) < 0 or fdatasync(self.log.fd) < 0:
                 error = errno
             self.stop_sync_thread()
@@ -929,6 +966,9 @@ cdef class AppendOnlyFile:
                 self.log.rewrite_pipe = -1
             close(self.log.fd)
             self.log.fd = -1
+        if unwritten_error != 0:
+            self.logger.warning("%s: %d bytes of writes that were never acknowledged could not be written (%s)",
+                                self.path_text, unwritten, os.strerror(unwritten_error))
         if error != 0:
             raise OSError(error, f"{self.path_text}: {os.strerror(error)}")
 

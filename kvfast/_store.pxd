@@ -29,6 +29,7 @@ cdef struct Store:
     size_t drain_released        # bytes of `draining` from here up to drain_start's chunk are returned
     bint has_empty_key           # whether the key EMPTY_KEY itself is stored...
     int64_t empty_key_value      # ...and its value, kept outside the tables
+    bint bulk_loading            # between store_begin/end_bulk_load: deletes do not shrink
     StoreStats stats
 
 
@@ -41,8 +42,8 @@ cdef int store_increment(Store *store, int64_t key, int64_t delta, int64_t *resu
 cdef bint store_delete(Store *store, int64_t key) noexcept nogil
 cdef void store_clear(Store *store) noexcept nogil
 cdef bint store_migrate_idle(Store *store) noexcept nogil
-cdef int store_reserve(Store *store, size_t count) noexcept nogil
-cdef void store_fit(Store *store) noexcept nogil
+cdef int store_begin_bulk_load(Store *store, size_t at_most) noexcept nogil
+cdef void store_end_bulk_load(Store *store) noexcept nogil
 cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil
 cdef size_t store_count(const Store *store) noexcept nogil
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil

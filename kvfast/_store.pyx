@@ -311,8 +311,9 @@ cdef int make_room_for_one(Store *store) noexcept nogil:
 
     Starts a growth when idle. While a migration is still running (which the
     budgets above make impossible in practice) it is finished in one go first,
-    counted in ``stats.forced_drains``. Returns 0, or -1 with errno ENOMEM when
-    the store has no room left at all.
+    counted in ``stats.forced_drains``; if ``main`` could not even hold what is
+    left to drain, both tables are rebuilt into one big enough. Returns 0, or -1
+    with errno ENOMEM when the store has no room left at all.
     """
     if store.main.capacity == 0:
         return start_resize(store, MIN_CAPACITY)
@@ -320,11 +321,42 @@ cdef int make_room_for_one(Store *store) noexcept nogil:
         return 0
     if store.draining.capacity != 0:
         store.stats.forced_drains += 1
+        if is_over_full(&store.main, store.main.count + store.draining.count + 1):
+            return rebuild(store, capacity_for(store.main.count + store.draining.count + 1))
         migrate_step(store, <size_t>-1, <size_t>-1)
     if start_resize(store, capacity_for(store.main.count + 1)) == 0:
         return 0
     # Out of memory for a bigger table: keep filling this one while a slot is free.
     return 0 if store.main.count + 1 < store.main.capacity else -1
+
+
+cdef int rebuild(Store *store, size_t capacity) noexcept nogil:
+    """Move every entry of both tables into one new table of ``capacity`` slots
+    at once, ending a migration. Returns 0, or -1 with errno ENOMEM (nothing
+    changed)."""
+    cdef Table fresh
+    cdef const Table *old
+    cdef size_t slot
+    cdef int i
+    fresh.slots = allocate_slots(capacity)
+    if fresh.slots == NULL:
+        set_errno(ENOMEM)
+        return -1
+    fresh.capacity = capacity
+    fresh.count = 0
+    for i in range(2):
+        old = &store.main if i == 0 else &store.draining
+        for slot in range(old.capacity):
+            if old.slots[slot].key != EMPTY_KEY:
+                table_insert_new(&fresh, old.slots[slot].key, old.slots[slot].value)
+    free_slots(store.main.slots, store.main.capacity)
+    free_slots(store.draining.slots, store.draining.capacity)
+    store.main = fresh
+    store.draining.slots = NULL
+    store.draining.capacity = store.draining.count = 0
+    store.drain_cursor = store.drain_remaining = store.drain_start = store.drain_released = 0
+    store.stats.resizes += 1
+    return 0
 
 
 cdef void store_init(Store *store) noexcept nogil:
@@ -339,6 +371,7 @@ cdef void store_init(Store *store) noexcept nogil:
     store.drain_released = 0
     store.has_empty_key = False
     store.empty_key_value = 0
+    store.bulk_loading = False
     store.stats.resizes = 0
     store.stats.max_moved_per_step = 0
     store.stats.forced_drains = 0
@@ -434,7 +467,7 @@ cdef bint store_delete(Store *store, int64_t key) noexcept nogil:
     found = table_find(&store.main, key)
     if found != NULL:
         table_remove(&store.main, found)
-        if store.draining.capacity == 0 and is_under_full(&store.main):
+        if store.draining.capacity == 0 and not store.bulk_loading and is_under_full(&store.main):
             start_resize(store, capacity_for(store.main.count))   # ENOMEM: stay as is
         return True
     found = table_find(&store.draining, key)
@@ -444,21 +477,29 @@ cdef bint store_delete(Store *store, int64_t key) noexcept nogil:
     return False
 
 
-cdef int store_reserve(Store *store, size_t count) noexcept nogil:
-    """Size an empty store for ``count`` keys at once, so a bulk load (replaying
-    the append-only file) never pays for growing. Untouched pages of a large
-    table cost no memory, so over-estimating is cheap (store_fit trims after).
-    Returns 0 (also when the store is not empty: nothing to do), or -1 (ENOMEM)."""
-    if store.main.capacity != 0 or store.draining.capacity != 0 or count == 0:
+cdef int store_begin_bulk_load(Store *store, size_t at_most) noexcept nogil:
+    """Prepare an empty store to take up to ``at_most`` keys in one go (replaying
+    the append-only file): the table is sized for them at once, so the load
+    never pays for growing, and deletes do not shrink it meanwhile (a shrink
+    from a huge, nearly empty table could not drain in time). Untouched pages of
+    a large table cost no memory, so over-estimating is cheap; store_end_bulk_load
+    trims. Returns 0 (nothing to do for a store that is not empty), or -1 (ENOMEM)."""
+    if store.main.capacity != 0 or store.draining.capacity != 0 or at_most == 0:
         return 0
-    return start_resize(store, capacity_for(count))
+    if start_resize(store, capacity_for(at_most)) < 0:
+        return -1
+    store.bulk_loading = True
+    return 0
 
 
-cdef void store_fit(Store *store) noexcept nogil:
-    """After a bulk load: start shrinking a table left under 30% full (the
-    resize then runs incrementally, as any other)."""
+cdef void store_end_bulk_load(Store *store) noexcept nogil:
+    """After a bulk load: shrink a table left under 30% full, in one go (this
+    runs before serving starts), so serving begins with a table of normal size.
+    Without memory for the smaller table the big one simply stays."""
+    store.bulk_loading = False
     if store.draining.capacity == 0 and is_under_full(&store.main):
-        start_resize(store, capacity_for(store.main.count))
+        if start_resize(store, capacity_for(store.main.count)) == 0:
+            migrate_step(store, <size_t>-1, <size_t>-1)
 
 
 cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil:
@@ -529,6 +570,14 @@ cdef class IntStore:
     def migrate_idle(self):
         """One idle-time migration step; returns whether a resize is still running."""
         return store_migrate_idle(&self.store)
+
+    def begin_bulk_load(self, size_t at_most):
+        """See store_begin_bulk_load (for tests of the replay's sizing)."""
+        if store_begin_bulk_load(&self.store, at_most) < 0:
+            raise MemoryError()
+
+    def end_bulk_load(self):
+        store_end_bulk_load(&self.store)
 
     def put_range(self, int64_t start, int64_t count, int64_t step=1):
         """Insert keys start, start+step, ... (value = key) without the GIL; returns

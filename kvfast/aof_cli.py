@@ -20,8 +20,15 @@ from kvfast.cli import OneLineErrorParser
 PROG = "kvfast-aof"
 
 
+class UsageErrorParser(OneLineErrorParser):
+    """Usage errors exit 2 here (1 means a damaged file), as in fsck-like tools."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser():
-    parser = OneLineErrorParser(prog=PROG, description=__doc__.split("\n\n")[0],
+    parser = UsageErrorParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 epilog="See the README's Persistence section for the file format.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in (("check", "check every record's checksum"),

@@ -128,7 +128,11 @@ def main(argv=None) -> int:
     try:
         server.serve_forever()
     finally:
-        server.close()
+        try:
+            server.close()
+        except OSError as error:     # the log's last write or sync failed
+            print(f"{PROG}: error: {error.strerror or error}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 
 import pytest
@@ -61,14 +62,22 @@ class ServerProcess:
     def _wait_for_ready(self):
         deadline = time.monotonic() + START_TIMEOUT
         line = b""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.startup_lines.append(line)
-            match = LISTENING.search(line)
-            if match:
-                return match.group(1).decode(), int(match.group(2))
+        # readline() blocks: a server that hangs before its ready line is killed
+        # by the watchdog, which ends the readline with EOF.
+        watchdog = threading.Timer(START_TIMEOUT, self.kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            while time.monotonic() < deadline:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                self.startup_lines.append(line)
+                match = LISTENING.search(line)
+                if match:
+                    return match.group(1).decode(), int(match.group(2))
+        finally:
+            watchdog.cancel()
         self.kill()
         raise RuntimeError(f"kvfast-server did not report ready; last line {line!r}, "
                            f"stderr {self.proc.stderr.read()!r}")

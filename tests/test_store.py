@@ -160,3 +160,24 @@ def test_key_zero_and_extremes_survive_resizes(key):
         store.delete_range(1_000 + round_ * 100_000, 50_000)
         assert store.get(key) == 42
     assert len(store) == 1
+
+
+def test_bulk_load_sized_for_many_then_few_keys_survives_deletes_and_new_keys():
+    """Replay sizes the table for every set record of the log at once. A log of
+    overwrites leaves it nearly empty: deletes during the load must not start a
+    shrink it could not finish in time, and the trim at the end leaves a table of
+    normal size that takes new keys at once (regression: this used to loop)."""
+    store = IntStore()
+    store.begin_bulk_load(1_000_000)
+    big = store.memory_bytes()
+    store.put_range(1, 17)
+    store.delete(1)
+    store.put_range(100, 41)
+    store.end_bulk_load()
+    assert len(store) == 57
+    assert store.memory_bytes() < big // 100
+    store.put_range(1000, 20_000)
+    assert len(store) == 20_057
+    assert store.stats()["forced_drains"] == 0
+    store.check_invariants()
+    assert [store.get(key) for key in (1, 2, 140, 20_999)] == [None, 2, 140, 20_999]
