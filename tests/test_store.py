@@ -169,13 +169,13 @@ def test_bulk_load_sized_for_many_then_few_keys_survives_deletes_and_new_keys():
     normal size that takes new keys at once (regression: this used to loop)."""
     store = IntStore()
     store.begin_bulk_load(1_000_000)
-    big = store.memory_bytes()
+    big = store.memory_bytes
     store.put_range(1, 17)
     store.delete(1)
     store.put_range(100, 41)
     store.end_bulk_load()
     assert len(store) == 57
-    assert store.memory_bytes() < big // 100
+    assert store.memory_bytes < big // 100
     store.put_range(1000, 20_000)
     assert len(store) == 20_057
     assert store.stats()["forced_drains"] == 0
