@@ -1,7 +1,7 @@
 # The commands people type. `make test` is the one CI runs (see .ci/run).
 PYTHON ?= python3
 
-.PHONY: install serve develop test sanitize soak compare bench growth clean
+.PHONY: install serve develop test sanitize soak compare bench growth persistence clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -30,6 +30,9 @@ bench: develop      ## pytest-benchmark load and store runs (KVFAST_BENCH_QUICK=
 
 growth: develop     ## grow from 0 to 50M keys under load: latency and per-request migration
 	$(PYTHON) bench/growth.py --keys 50000000
+
+persistence: develop ## the append-only file: throughput off/no/everysec/always, replay of 10M records, rewrite pause
+	$(PYTHON) -m bench.persistence --json bench/results/persistence.json | tee docs/persistence.md
 
 clean:
 	rm -rf build dist *.egg-info kvfast/*.c kvfast/*.so kvfast/*.html

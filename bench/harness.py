@@ -118,6 +118,12 @@ def info_field(address, section, field):
     return int(match.group(1)) if match else None
 
 
+def info_fields(address, section=None, timeout=30.0):
+    """INFO (or one section of it) as a dict of field -> text."""
+    text = resp_call(address, "INFO", *([section] if section else []), timeout=timeout).decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
 def _die_with_parent():
     """In the child before exec: get SIGTERM if the benchmark process dies, even
     by SIGKILL, so no server outlives it."""
@@ -140,31 +146,37 @@ class ServerProcess:
     """One server in its own process. ``kind`` is kvfast, redis or asyncio.
 
     Output goes to a log file (quoted in errors) rather than a pipe, so a chatty
-    server can never block on a full pipe.
+    server can never block on a full pipe. ``args`` are extra command-line
+    arguments (e.g. kvfast's ``--appendonly FILE``); ``name`` names the log file
+    (default: the kind), so several servers of one kind can share ``log_dir``;
+    ``start_timeout`` allows for a slow start (replaying a large log).
     """
 
     LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
 
-    def __init__(self, kind, log_dir=None):
+    def __init__(self, kind, log_dir=None, *, args=(), name=None, start_timeout=START_TIMEOUT):
         self.kind = kind
+        self.args = list(args)
+        self.start_timeout = start_timeout
         self.proc = None
         self.port = None
         self._own_dir = log_dir is None
         self.log_dir = log_dir or tempfile.mkdtemp(prefix=f"kvfast-bench-{kind}-")
-        self.log_path = os.path.join(self.log_dir, f"{kind}.log")
+        self.log_path = os.path.join(self.log_dir, f"{name or kind}.log")
         self.start()
 
     # The command lines. kvfast and the reference pick a free port themselves
     # (port 0) and print it; redis-server needs one chosen for it.
     def _argv(self, port):
         if self.kind == "kvfast":
-            return [find_program("kvfast-server"), "0", "--host", HOST, "--log-level", "warning"]
+            return [find_program("kvfast-server"), "0", "--host", HOST, "--log-level", "warning", *self.args]
         if self.kind == "asyncio":
-            return [sys.executable, os.path.join(REPO, "bench", "reference_asyncio.py"), "0", "--host", HOST]
+            return [sys.executable, os.path.join(REPO, "bench", "reference_asyncio.py"), "0", "--host", HOST,
+                    *self.args]
         if self.kind == "redis":
             return [find_program("redis-server"), "--port", str(port), "--bind", HOST,
                     "--save", "", "--appendonly", "no", "--daemonize", "no",
-                    "--dir", self.log_dir, "--logfile", "", "--loglevel", "warning"]
+                    "--dir", self.log_dir, "--logfile", "", "--loglevel", "warning", *self.args]
         raise ValueError(f"unknown server kind {self.kind!r}")
 
     def start(self):
@@ -190,7 +202,7 @@ class ServerProcess:
         return self
 
     def _wait_until_ready(self, port):
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.kind} server exited with status {self.proc.returncode}: "
@@ -208,7 +220,7 @@ class ServerProcess:
                 if match:
                     return int(match.group(2))
             time.sleep(0.02)
-        raise BenchError(f"{self.kind} server not ready after {START_TIMEOUT} s: "
+        raise BenchError(f"{self.kind} server not ready after {self.start_timeout} s: "
                          f"{self.log(since_start=True)[-500:]!r}")
 
     def log(self, since_start=False):
@@ -304,14 +316,19 @@ def run_tool(argv, timeout):
     return result.stdout
 
 
-def kvfast_bench(port, test, *, protocol="native", requests, clients=50, pipeline=1,
-                 keyspace=1_000_000, timeout=600.0):
-    """One kvfast-bench test; returns its JSON object (test, requests, errors,
-    requests_per_second, latency_ms{p50,p99,p99.9,max}, ...)."""
-    argv = [find_program("kvfast-bench"), "-h", HOST, "-p", str(port), "-c", str(clients),
+def kvfast_bench_argv(port, test, *, protocol="native", requests, clients=50, pipeline=1,
+                      keyspace=1_000_000, sequential=False, timeout=600.0):
+    """The command line of one kvfast-bench test with ``--json`` output."""
+    return [find_program("kvfast-bench"), "-h", HOST, "-p", str(port), "-c", str(clients),
             "-n", str(requests), "-P", str(pipeline), "-r", str(keyspace), "-t", test,
-            "--protocol", protocol, "--json", "-q", "--timeout", str(timeout)]
-    lines = [line for line in run_tool(argv, timeout + 30).splitlines() if line.startswith("{")]
+            "--protocol", protocol, "--json", "-q", "--timeout", str(timeout),
+            *(["--sequential"] if sequential else [])]
+
+
+def kvfast_bench_result(output, test, requests):
+    """kvfast-bench's JSON line for one test, checked (every reply, no errors) and
+    summarised as :func:`kvfast_bench` returns it."""
+    lines = [line for line in output.splitlines() if line.startswith("{")]
     if len(lines) != 1:
         raise BenchError(f"kvfast-bench printed {len(lines)} JSON lines for one test")
     result = json.loads(lines[0])
@@ -321,7 +338,17 @@ def kvfast_bench(port, test, *, protocol="native", requests, clients=50, pipelin
     return {"tool": "kvfast-bench", "requests": result["requests"], "errors": result["errors"],
             "seconds": result["seconds"], "requests_per_second": result["requests_per_second"],
             "p50_ms": result["latency_ms"]["p50"], "p99_ms": result["latency_ms"]["p99"],
-            "max_ms": result["latency_ms"]["max"], "raw": result}
+            "p999_ms": result["latency_ms"]["p99.9"], "max_ms": result["latency_ms"]["max"],
+            "raw": result}
+
+
+def kvfast_bench(port, test, *, protocol="native", requests, clients=50, pipeline=1,
+                 keyspace=1_000_000, sequential=False, timeout=600.0):
+    """One kvfast-bench test; returns its JSON object (test, requests, errors,
+    requests_per_second, latency_ms{p50,p99,p99.9,max}, ...)."""
+    argv = kvfast_bench_argv(port, test, protocol=protocol, requests=requests, clients=clients,
+                             pipeline=pipeline, keyspace=keyspace, sequential=sequential, timeout=timeout)
+    return kvfast_bench_result(run_tool(argv, timeout + 30), test, requests)
 
 
 def redis_benchmark(port, command, *, requests, clients=50, pipeline=1, keyspace=1_000_000,

@@ -73,3 +73,21 @@ def test_compare_quick_writes_report(tmp_path):
             assert figures["requests_per_second"] > 0 and figures["server_cpu_us_per_request"] >= 0
     assert {entry["server"] for entry in report["memory"]} == {"kvfast", "redis", "asyncio"}
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_persistence_quick_reports_every_part(tmp_path):
+    """python -m bench.persistence --quick: all three parts run and report numbers."""
+    out = tmp_path / "persistence.json"
+    result = subprocess.run([sys.executable, "-m", "bench.persistence", "--quick", "--json", str(out),
+                             "--dir", str(tmp_path)],
+                            cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| load | figure | log off | `--fsync no` | `everysec` | `always` | everysec ÷ off |" in result.stdout
+    assert "## 2. Replay" in result.stdout and "## 3." in result.stdout
+    report = json.loads(out.read_text())
+    assert {"throughput", "replay", "compaction"} <= set(report)
+    for runs in report["throughput"]["runs"].values():
+        for policy in ("off", "no", "everysec", "always"):
+            assert all(run["errors"] == 0 and run["requests_per_second"] > 0 for run in runs[policy]), runs
+    assert report["problems"] == [] or all("other" in problem or "rebuilt" in problem
+                                           for problem in map(str, report["problems"])), report["problems"]
