@@ -25,6 +25,7 @@ cdef struct RewriteShared:
     uint64_t snapshot_records   # child: keys written into the snapshot
     uint64_t temp_size          # child: bytes of the new log it wrote
     uint64_t error              # child: errno of its failure (0: none)
+    uint64_t done               # child: 1 once the new log is complete and synced
 
 
 cdef struct AppendLog:
@@ -38,6 +39,7 @@ cdef struct AppendLog:
     size_t pending_len
     size_t pending_cap
     int failure                 # errno of the failure in force (0: healthy): writes are refused
+    bint needs_rewrite          # a sync failed: only a rewrite from memory can be trusted again
     int64_t retry_at_ms         # when to try again to append
     bint failure_reported       # the loop logged it
     # everysec: the background sync thread
@@ -47,7 +49,7 @@ cdef struct AppendLog:
     int thread_stop_fd          # eventfd: wakes and stops the thread
     int retired_fd              # an old log's descriptor for the thread to close (-1: none)
     uint64_t sync_failure       # errno of the thread's last failed fdatasync (0: none)
-    uint64_t written            # bytes appended so far (the thread syncs when it changed)
+    uint64_t appended           # bytes ever appended (only grows; the thread syncs when it changed)
     # compaction
     uint64_t rewrite_min_bytes  # no automatic rewrite of a log smaller than this
     pid_t rewrite_child         # 0: none running
@@ -65,13 +67,13 @@ cdef struct AppendLog:
     int64_t max_rewrite_pause_us
 
 
-cdef int aof_reserve(AppendLog *log) noexcept nogil
+cdef int aof_reserve(AppendLog *log, size_t records) noexcept nogil
 cdef int aof_append_set(AppendLog *log, int64_t key, int64_t value) noexcept nogil
 cdef int aof_append_delete(AppendLog *log, int64_t key) noexcept nogil
 cdef int aof_append_clear(AppendLog *log) noexcept nogil
 cdef int aof_flush(AppendLog *log) noexcept nogil
 cdef int aof_poll_sync_thread(AppendLog *log) noexcept nogil
-cdef int aof_retry(AppendLog *log) noexcept nogil
+cdef int aof_retry(AppendLog *log, const Store *store) noexcept nogil
 cdef bint aof_rewrite_due(const AppendLog *log, size_t live_keys, int64_t now_ms) noexcept nogil
 cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil
 cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil
@@ -80,6 +82,7 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil
 cdef class AppendOnlyFile:
     cdef AppendLog log
     cdef object path_text
+    cdef bint created               # the file did not exist: its folder is fsynced once it has a header
     cdef object logger
     cdef int replay_into(self, Store *store, object progress) except -1
     cdef void stop_sync_thread(self) noexcept nogil

@@ -39,7 +39,7 @@ Compaction (rewrite)
     records, fdatasyncs, renames the new file over the log and fsyncs the
     folder: a short pause, and at every moment the log's name holds a complete log.
 """
-import errno as errno_codes
+import fcntl as fcntl_module
 import glob
 import logging
 import os
@@ -48,15 +48,16 @@ import time
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, EIO, ENOMEM, EBUSY, EISDIR
 from libc.signal cimport signal as set_signal_handler, SIGINT, SIGTERM, SIGKILL, SIG_DFL
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, intptr_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset, strdup
-from posix.fcntl cimport open as open_file, O_RDWR, O_WRONLY, O_RDONLY, O_CREAT, O_TRUNC, O_CLOEXEC, O_DIRECTORY
+from posix.fcntl cimport fcntl, F_DUPFD_CLOEXEC, open as open_file, O_RDWR, O_WRONLY, O_RDONLY, O_CREAT, O_TRUNC, O_CLOEXEC, O_DIRECTORY
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 from posix.stat cimport struct_stat, fstat, S_ISDIR
 from posix.types cimport pid_t
 from posix.unistd cimport (
-    close, dup, fdatasync, fsync, fork, ftruncate, getpid, getppid, pread, pwrite, unlink, _exit,
+    close, fdatasync, fsync, fork, ftruncate, getpid, getppid, pread, pwrite, unlink, _exit, sysconf,
+    _SC_OPEN_MAX,
 )
 from posix.signal cimport kill
 from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS
@@ -67,7 +68,7 @@ from kvfast._store cimport (
 )
 from kvfast._system cimport (
     set_errno, madvise, MADV_SEQUENTIAL, MAP_SHARED, pipe2, eventfd, eventfd_write, EFD_CLOEXEC,
-    pthread_create, pthread_join, pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock,
+    pthread_create, pthread_detach, pthread_join, flock, LOCK_EX, LOCK_NB, pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock,
     pthread_mutex_unlock, poll, pollfd, POLLIN, prctl, PR_SET_PDEATHSIG, syscall, SYS_close_range,
     rename, load_acquire, store_release, timespec, clock_gettime, CLOCK_MONOTONIC,
 )
@@ -214,12 +215,18 @@ cdef uint8_t *reserve_pending(AppendLog *log, size_t length) noexcept nogil:
     return <uint8_t *>log.pending + log.pending_len - length
 
 
-cdef int aof_reserve(AppendLog *log) noexcept nogil:
-    """Make room in ``pending`` for one more record of any type, so that the
-    append after a store change cannot fail. Returns 0, or -1 with errno ENOMEM."""
-    if reserve_pending(log, MAX_RECORD_BYTES) == NULL:
+cdef int aof_reserve(AppendLog *log, size_t records) noexcept nogil:
+    """Make room in ``pending`` for ``records`` more records of any type, so that
+    the appends after the store changes cannot fail. Returns 0, or -1 with errno
+    ENOMEM."""
+    cdef size_t length
+    if records > (<size_t>1 << 40) // MAX_RECORD_BYTES:
+        set_errno(ENOMEM)
         return -1
-    log.pending_len -= MAX_RECORD_BYTES
+    length = records * MAX_RECORD_BYTES
+    if reserve_pending(log, length) == NULL:
+        return -1
+    log.pending_len -= length
     return 0
 
 
@@ -280,6 +287,14 @@ cdef int fail(AppendLog *log, int error) noexcept nogil:
     return -1
 
 
+cdef int fail_sync(AppendLog *log, int error) noexcept nogil:
+    """A failed fdatasync: the kernel may have dropped the written pages and
+    reports that only once, so a later sync succeeding proves nothing. The
+    failure is left only by a rewrite from memory (see aof_retry). Returns -1."""
+    log.needs_rewrite = True
+    return fail(log, error)
+
+
 cdef int aof_flush(AppendLog *log) noexcept nogil:
     """Write the pending records at the end of the valid log, and under
     ``always`` fdatasync them: the loop calls this once per iteration, before
@@ -302,10 +317,10 @@ cdef int aof_flush(AppendLog *log) noexcept nogil:
         ftruncate(log.fd, <long>log.size)     # best effort: a crash now leaves no partial record
         return fail(log, error)
     if log.policy == FSYNC_ALWAYS and fdatasync(log.fd) < 0:
-        return fail(log, errno)
+        return fail_sync(log, errno)
     log.size += log.pending_len
+    store_release(&log.appended, log.appended + log.pending_len)
     log.pending_len = 0
-    store_release(&log.written, log.size)
     if log.shared != NULL:
         store_release(&log.shared.log_size, log.size)
     return 0
@@ -320,20 +335,30 @@ cdef int aof_poll_sync_thread(AppendLog *log) noexcept nogil:
     error = <int>load_acquire(&log.sync_failure)
     if error == 0:
         return 0
-    return fail(log, error)
+    return fail_sync(log, error)
 
 
-cdef int aof_retry(AppendLog *log) noexcept nogil:
-    """Try again after a failure: write what is pending and fdatasync (a failed
-    sync leaves no pending records, so the sync alone is retried). Returns 0
-    once appending works again (the failure state is left), else -1 and the
-    next retry is scheduled."""
+cdef int aof_retry(AppendLog *log, const Store *store) noexcept nogil:
+    """Try again after a failure. After a failed write: write what is pending
+    (at the same offset) and fdatasync; returns 0 once that works (the failure
+    state is left). After a failed sync: start a rewrite of the store, whose
+    successful end (aof_finish_rewrite) leaves the failure state; the records
+    still pending are dropped first, since their effects are in the store and
+    so in the snapshot. Returns -1 while still failing (next retry scheduled)."""
+    cdef int error = log.failure
+    if log.needs_rewrite:
+        log.retry_at_ms = monotonic_ms() + RETRY_INTERVAL_MS
+        if log.rewrite_child == 0 and store != NULL:
+            log.pending_len = 0
+            if aof_start_rewrite(log, store) < 0:
+                log.rewrite_not_before_ms = 0
+        set_errno(error)
+        return -1
     log.failure = 0
     if aof_flush(log) < 0:
         return -1
     if log.policy != FSYNC_NO and fdatasync(log.fd) < 0:
-        return fail(log, errno)
-    store_release(&log.sync_failure, 0)
+        return fail_sync(log, errno)
     log.failure_reported = False                # a later failure is logged again
     return 0
 
@@ -346,7 +371,7 @@ cdef void *sync_thread_main(void *argument) noexcept nogil:
     failed sync is reported through ``sync_failure`` for the loop to act on."""
     cdef AppendLog *log = <AppendLog *>argument
     cdef pollfd stop
-    cdef uint64_t written, synced = 0
+    cdef uint64_t appended, synced = load_acquire(&log.appended)
     cdef int fd, retired
     stop.fd = log.thread_stop_fd
     stop.events = POLLIN
@@ -354,17 +379,18 @@ cdef void *sync_thread_main(void *argument) noexcept nogil:
         stop.revents = 0
         if poll(&stop, 1, 1000) != 0 and (stop.revents & POLLIN):
             break
-        written = load_acquire(&log.written)
+        appended = load_acquire(&log.appended)
         pthread_mutex_lock(&log.lock)
         retired = log.retired_fd
         log.retired_fd = -1
-        fd = dup(log.fd) if written != synced else -1
+        # (If no descriptor is free for the dup, this second's sync is skipped.)
+        fd = fcntl(log.fd, F_DUPFD_CLOEXEC, 0) if appended != synced else -1
         pthread_mutex_unlock(&log.lock)
         if retired >= 0:
             close(retired)
         if fd >= 0:
             if fdatasync(fd) == 0:
-                synced = written
+                synced = appended
             else:
                 store_release(&log.sync_failure, <uint64_t>errno)
             close(fd)
@@ -390,16 +416,18 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     with errno set (EBUSY: one is running; the log is untouched either way).
 
     Pending records are flushed first, so the snapshot (the store as of the
-    fork) and the old log's first ``rewrite_started_at`` bytes hold the same state.
+    fork) and the old log's first ``rewrite_started_at`` bytes hold the same
+    state. (When recovering from a failed sync nothing is pending: aof_retry
+    dropped it, and the snapshot alone is the new log.)
     """
     cdef int pipe_fds[2]
     cdef char *buffer
-    cdef pid_t child
+    cdef pid_t child, parent = getpid()
     cdef int64_t started
     if log.rewrite_child != 0:
         set_errno(EBUSY)
         return -1
-    if aof_flush(log) < 0:
+    if not log.needs_rewrite and aof_flush(log) < 0:
         return -1
     if log.shared == NULL:
         log.shared = <RewriteShared *>mmap(NULL, sizeof(RewriteShared), PROT_READ | PROT_WRITE,
@@ -420,7 +448,7 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     started = monotonic_us()
     child = fork()
     if child == 0:
-        rewrite_child_main(log, store, pipe_fds[1], buffer)
+        rewrite_child_main(log, store, parent, pipe_fds[1], buffer)
     log.latest_fork_us = monotonic_us() - started
     free(buffer)
     close(pipe_fds[1])
@@ -433,35 +461,73 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     return 0
 
 
-cdef void close_other_descriptors(int keep_low, int keep_high) noexcept nogil:
-    """In the child: close every descriptor from 3 up except the two kept, so it
-    holds no client socket, listening socket or epoll instance of the parent's
-    (a client the parent closes must see its connection end now, not when the
-    child exits)."""
+cdef void close_descriptors_but(int keep) noexcept nogil:
+    """In the child: close every descriptor from 3 up except ``keep``, so it
+    holds no client socket, listening socket, epoll instance or log descriptor
+    (with its lock) of the parent's: a client the parent closes must see its
+    connection end now, not when the child exits. Falls back to close() one by
+    one on kernels without close_range (before 5.9)."""
     cdef unsigned int last = <unsigned int>-1
-    if keep_low > keep_high:
-        keep_low, keep_high = keep_high, keep_low
-    if keep_low > 3:
-        syscall(SYS_close_range, 3, keep_low - 1, 0)
-    if keep_high > keep_low + 1:
-        syscall(SYS_close_range, keep_low + 1, keep_high - 1, 0)
-    syscall(SYS_close_range, keep_high + 1, last, 0)
+    cdef long fd, limit
+    if (keep > 3 and syscall(SYS_close_range, 3, keep - 1, 0) < 0) \
+            or syscall(SYS_close_range, keep + 1, last, 0) < 0:
+        limit = sysconf(_SC_OPEN_MAX)
+        if limit < 0 or limit > (1 << 20):
+            limit = 1 << 20
+        for fd in range(3, limit):
+            if fd != keep:
+                close(<int>fd)
 
 
-cdef void rewrite_child_main(AppendLog *log, const Store *store, int done_fd, char *buffer) noexcept nogil:
-    """The forked child: write the snapshot, catch up with the old log, sync,
-    exit 0 (or 1, with errno in ``shared.error``). Never returns; runs only C
-    code (no Python in a forked child) and dies with its parent."""
-    cdef int out = -1, i
-    cdef size_t used = HEADER_BYTES, slot
-    cdef uint64_t written = 0, copied, target, chunk, records = 0
+cdef int copy_tail(const AppendLog *log, int source, int out, uint64_t *copied, uint64_t *written,
+                   char *buffer) noexcept nogil:
+    """In the child: copy the old log from ``copied`` on into the new file at
+    ``written``, following the parent's appends until within CATCH_UP_BYTES of
+    its end. Returns 0, or -1 with errno set."""
+    cdef uint64_t target, chunk
     cdef ssize_t got
+    while True:
+        target = load_acquire(&log.shared.log_size)
+        if target <= copied[0] + CATCH_UP_BYTES:
+            return 0
+        chunk = target - copied[0]
+        if chunk > COPY_BUFFER_BYTES:
+            chunk = COPY_BUFFER_BYTES
+        got = pread(source, buffer, chunk, copied[0])
+        if got <= 0:
+            if got < 0 and errno == EINTR:
+                continue
+            if got == 0:
+                set_errno(EIO)
+            return -1
+        if write_all(out, buffer, <size_t>got, written[0]) < 0:
+            return -1
+        written[0] += <uint64_t>got
+        copied[0] += <uint64_t>got
+
+
+cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, int done_fd,
+                             char *buffer) noexcept nogil:
+    """The forked child: write the snapshot and sync it, then follow the old log
+    and sync again, twice (each pass copies what was appended during the
+    previous sync, so what is left for the parent to copy and sync in its pause
+    is small), set ``shared.done`` and exit 0; or exit 1 with errno in
+    ``shared.error``. Never returns; runs only C code (no Python in a forked
+    child) and dies with its parent."""
+    cdef int out = -1, source, i, rounds
+    cdef size_t used = HEADER_BYTES, slot
+    cdef uint64_t written = 0, copied, records = 0
     cdef const Table *table
     cdef const Table *tables[2]
     set_signal_handler(SIGTERM, SIG_DFL)
     set_signal_handler(SIGINT, SIG_DFL)
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
-    close_other_descriptors(log.fd, done_fd)
+    if getppid() != parent:
+        _exit(1)                                # the parent died before the line above
+    close_descriptors_but(done_fd)
+    source = open_file(log.path, O_RDONLY | O_CLOEXEC)     # the old log: the parent renames only after we exit
+    if source < 0:
+        child_exit(log, errno)
     out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     if out < 0:
         child_exit(log, errno)
@@ -488,29 +554,16 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, int done_fd, ch
     if write_all(out, buffer, used, written) < 0:
         child_exit(log, errno)
     written += used
-    # Follow the old log: the parent keeps appending while this child works.
     copied = log.rewrite_started_at
-    while True:
-        target = load_acquire(&log.shared.log_size)
-        if target <= copied + CATCH_UP_BYTES:
-            break
-        chunk = target - copied
-        if chunk > COPY_BUFFER_BYTES:
-            chunk = COPY_BUFFER_BYTES
-        got = pread(log.fd, buffer, chunk, copied)
-        if got <= 0:
-            if got < 0 and errno == EINTR:
-                continue
-            child_exit(log, errno if got < 0 else EIO)
-        if write_all(out, buffer, <size_t>got, written) < 0:
+    for rounds in range(3):
+        if fdatasync(out) < 0:
             child_exit(log, errno)
-        written += <uint64_t>got
-        copied += <uint64_t>got
-    if fdatasync(out) < 0:
-        child_exit(log, errno)
+        if rounds < 2 and copy_tail(log, source, out, &copied, &written, buffer) < 0:
+            child_exit(log, errno)
     log.shared.snapshot_records = records
     log.shared.temp_size = written
-    store_release(&log.shared.copied_to, copied)
+    log.shared.copied_to = copied
+    store_release(&log.shared.done, 1)
     _exit(0)
 
 
@@ -519,37 +572,66 @@ cdef void child_exit(AppendLog *log, int error) noexcept nogil:
     _exit(1)
 
 
+cdef void *close_descriptor(void *fd) noexcept nogil:
+    close(<int><intptr_t>fd)
+    return NULL
+
+
+cdef void retire_descriptor(AppendLog *log, int fd) noexcept nogil:
+    """Close an old log's descriptor away from the loop: closing the last
+    descriptor of a large unlinked file frees its blocks, which can take a while.
+    The everysec thread does it; otherwise a short-lived detached thread."""
+    cdef pthread_t thread
+    pthread_mutex_lock(&log.lock)
+    if log.thread_running and log.retired_fd < 0:
+        log.retired_fd = fd
+        fd = -1
+    pthread_mutex_unlock(&log.lock)
+    if fd < 0:
+        return
+    if pthread_create(&thread, NULL, close_descriptor, <void *><intptr_t>fd) == 0:
+        pthread_detach(thread)
+    else:
+        close(fd)
+
+
 cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
     """After the child exited (``rewrite_exited``) and the pending records were
     flushed: copy the old log's last bytes into the new file, fdatasync it,
-    rename it over the log, fsync the folder, and continue appending to it.
+    lock it, rename it over the log, fsync the folder, and continue appending
+    to it. A rewrite that recovers from a failed sync (``needs_rewrite``) also
+    leaves the failure state.
 
-    Returns 0 on success. On any failure returns -1 with errno set: the new file
-    is removed, the old log stays in use (it is complete), and automatic
-    rewrites wait REWRITE_RETRY_MS. The time spent here is the only pause a
-    rewrite causes (``last_rewrite_pause_us``).
+    Returns 0 on success. On any failure before the rename returns -1 with
+    errno set: the new file is removed, the old log stays in use (it is
+    complete), and automatic rewrites wait REWRITE_RETRY_MS. A failed folder
+    sync after the rename is a failed sync (see fail_sync). The time spent
+    here is the only pause a rewrite causes (``last_rewrite_pause_us``).
     """
-    cdef int status = 0, new_fd = -1, folder = -1, error = 0
+    cdef int status = 0, new_fd = -1, folder = -1, error = 0, retired
+    cdef pid_t reaped
     cdef int64_t started = monotonic_us()
-    cdef uint64_t from_offset, to_offset
+    cdef uint64_t from_offset, to_offset = 0
     cdef ssize_t got
     cdef char buffer[65536]
-    while waitpid(log.rewrite_child, &status, 0) < 0 and errno == EINTR:
-        pass
+    while True:
+        reaped = waitpid(log.rewrite_child, &status, 0)
+        if reaped >= 0 or errno != EINTR:
+            break
     log.rewrite_child = 0
     close(log.rewrite_pipe)
     log.rewrite_pipe = -1
     log.rewrite_exited = False
-    if not (WIFEXITED(status) and WEXITSTATUS(status) == 0):
+    if load_acquire(&log.shared.done) != 1 or (reaped > 0 and not (WIFEXITED(status) and WEXITSTATUS(status) == 0)):
         error = <int>log.shared.error if log.shared.error != 0 else EIO
-    elif log.pending_len != 0 or log.failure != 0:
+    elif log.pending_len != 0 or (log.failure != 0 and not log.needs_rewrite):
         error = log.failure if log.failure != 0 else EBUSY
     if error == 0:
         new_fd = open_file(log.rewrite_path, O_RDWR | O_CLOEXEC)
         if new_fd < 0:
             error = errno
     if error == 0:
-        from_offset = load_acquire(&log.shared.copied_to)
+        from_offset = log.shared.copied_to
         to_offset = log.shared.temp_size
         while from_offset < log.size:
             got = pread(log.fd, buffer, sizeof(buffer) if log.size - from_offset > sizeof(buffer)
@@ -566,6 +648,8 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
             to_offset += <uint64_t>got
     if error == 0 and fdatasync(new_fd) < 0:
         error = errno
+    if error == 0 and flock(new_fd, LOCK_EX | LOCK_NB) < 0:
+        error = errno
     if error == 0 and rename(log.rewrite_path, log.path) < 0:
         error = errno
     if error != 0:
@@ -577,22 +661,28 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
         log.rewrite_not_before_ms = monotonic_ms() + REWRITE_RETRY_MS
         set_errno(error)
         return -1
-    folder = open_file(log.directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if folder >= 0:
-        fsync(folder)           # makes the rename itself durable
-        close(folder)
     pthread_mutex_lock(&log.lock)
-    if log.thread_running and log.retired_fd < 0:
-        log.retired_fd = log.fd                 # the sync thread closes it
-    else:
-        close(log.fd)
+    retired = log.fd
     log.fd = new_fd
     pthread_mutex_unlock(&log.lock)
+    retire_descriptor(log, retired)
     log.size = to_offset
     log.base_size = to_offset
-    store_release(&log.written, log.size)
     log.rewrites += 1
     log.last_rewrite_failed = False
+    folder = open_file(log.directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if folder < 0 or fsync(folder) < 0:         # the rename itself must be durable
+        error = errno
+        if folder >= 0:
+            close(folder)
+        fail_sync(log, error)
+    else:
+        close(folder)
+        if log.needs_rewrite:                   # recovered from a failed sync
+            log.needs_rewrite = False
+            log.failure = 0
+            log.failure_reported = False
+            store_release(&log.sync_failure, 0)
     log.last_rewrite_pause_us = monotonic_us() - started
     if log.last_rewrite_pause_us > log.max_rewrite_pause_us:
         log.max_rewrite_pause_us = log.last_rewrite_pause_us
@@ -623,12 +713,12 @@ cdef ScanStatus classify_damage(const uint8_t *data, size_t size, size_t at, Sca
     """A damaged record at ``at`` is a torn tail (SCAN_TORN: a crash mid-append,
     safe to cut off) when no good record starts anywhere after it within
     TORN_TAIL_LIMIT bytes of the end: a record cut short, a last record written
-    in part, blocks never written (zeros) or any mix. Otherwise it is ``damage``:
+    in part, blocks never written (zeros, at any length) or any mix. Otherwise it is ``damage``:
     corruption with good records after it, which must not be cut off silently.
     (A random match of type byte and CRC32C has odds of about 1 in 10^9 per offset.)"""
     cdef size_t candidate
     if size - at > TORN_TAIL_LIMIT:
-        return damage
+        return SCAN_TORN if all_zero(data + at, size - at) else damage
     for candidate in range(at + 1, size):
         if is_good_record(data, size, candidate):
             return damage
@@ -859,15 +949,23 @@ cdef class AppendOnlyFile:
         self.logger = logger if logger is not None else log
         self.log.policy = FSYNC_POLICIES[policy]
         self.log.rewrite_min_bytes = rewrite_min_bytes
-        encoded = os.fsencode(self.path_text)
+        absolute = os.path.abspath(self.path_text)     # a later chdir must not move the log
+        encoded = os.fsencode(absolute)
         self.log.path = strdup(encoded)
-        self.log.directory = strdup(os.fsencode(os.path.dirname(os.path.abspath(self.path_text))))
+        self.log.directory = strdup(os.fsencode(os.path.dirname(absolute)))
         self.log.rewrite_path = strdup(encoded + b".rewrite-%d.tmp" % os.getpid())
         if self.log.path == NULL or self.log.directory == NULL or self.log.rewrite_path == NULL:
             raise MemoryError()
-        for stale in glob.glob(glob.escape(self.path_text) + ".rewrite-*.tmp"):
+        self.created = not os.path.exists(absolute)
+        self.log.fd = os.open(absolute, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl_module.flock(self.log.fd, fcntl_module.LOCK_EX | fcntl_module.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.log.fd)
+            self.log.fd = -1
+            raise LogError(self.path_text, "in use by another kvfast-server (the file is locked)") from None
+        for stale in glob.glob(glob.escape(absolute) + ".rewrite-*.tmp"):
             os.unlink(stale)        # a rewrite that a crash interrupted: never part of the log
-        self.log.fd = os.open(self.path_text, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     @property
     def path(self):
@@ -897,12 +995,18 @@ cdef class AppendOnlyFile:
             if ftruncate(self.log.fd, 0) < 0 or write_all(self.log.fd, <char *>header, HEADER_BYTES, 0) < 0 \
                     or fdatasync(self.log.fd) < 0:
                 raise_os_error()
+            if self.created:        # make the new name durable too
+                folder = os.open(os.path.dirname(os.path.abspath(self.path_text)), os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
             self.log.size = self.log.base_size = HEADER_BYTES
             return 0
         check_header(mapped.data, mapped.size, self.path_text)
-        # At most one key per set record: size the table for that at once.
-        if store_begin_bulk_load(store, (mapped.size - HEADER_BYTES) // SET_BYTES) < 0:
-            raise MemoryError()
+        # At most one key per set record: size the table for that at once (if
+        # that much memory cannot be had, the table grows as usual instead).
+        store_begin_bulk_load(store, (mapped.size - HEADER_BYTES) // SET_BYTES)
         while status == SCAN_PAUSED:
             with nogil:
                 status = scan_records(mapped.data, mapped.size, &position, store, REPLAY_BATCH, &records)
@@ -922,7 +1026,6 @@ cdef class AppendOnlyFile:
             raise LogError(self.path_text, describe_damage(status, position)
                            + f"; run kvfast-aof check {self.path_text}", position)
         self.log.size = self.log.base_size = position
-        self.log.written = position
         return records
 
     def start(self):
@@ -947,8 +1050,8 @@ cdef class AppendOnlyFile:
         if self.log.fd < 0:
             return
         with nogil:
-            if self.log.failure != 0:
-                aof_retry(&self.log)
+            if self.log.failure != 0 and not self.log.needs_rewrite:
+                aof_retry(&self.log, NULL)
             if self.log.failure != 0:
                 # Still failing: what is pending was never acknowledged (those
                 # replies were withheld), so losing it breaks no promise.

@@ -776,7 +776,7 @@ cdef class EventLoop:
         """
         cdef AppendLog *aof = self.context.aof
         cdef size_t i
-        cdef bint persisted
+        cdef bint persisted, recovering
         cdef Connection *connection
         cdef Session *session
         if aof == NULL:
@@ -800,10 +800,14 @@ cdef class EventLoop:
             self.log_errno(b"append-only file: writing failed (%s); refusing writes until it works again",
                            aof.failure)
         if aof.rewrite_exited:
+            recovering = aof.needs_rewrite
             if aof_finish_rewrite(aof) < 0:
                 self.log_errno(b"append-only file: rewrite failed (%s); the old log stays in use", errno)
             else:
                 self.log_rewrite_done()
+                if recovering:
+                    self.log_warning(b"append-only file: rewritten from memory after a failed sync; "
+                                     b"accepting writes")
         elif persisted and aof_rewrite_due(aof, store_count(&self.context.store), self.now_ms):
             if aof_start_rewrite(aof, &self.context.store) < 0:
                 aof.rewrite_not_before_ms = self.now_ms + 10000
@@ -818,7 +822,7 @@ cdef class EventLoop:
         cdef AppendLog *aof = self.context.aof
         if self.now_ms < aof.retry_at_ms:
             return
-        if aof_retry(aof) == 0:
+        if aof_retry(aof, &self.context.store) == 0:
             self.log_warning(b"append-only file: writing works again; accepting writes")
 
     cdef void write_output(self, Connection *connection) noexcept nogil:
@@ -861,8 +865,11 @@ cdef class EventLoop:
                 break                           # nothing complete waits: reading resumes
             if self.consume(connection, connection.input, connection.input_len) < 0:
                 return
-            if connection.session.unpersisted:
-                self.queue_write(connection)    # sent once write_queued has persisted its records
+            if self.context.aof != NULL and self.context.aof.pending_len > 0:
+                # Its new replies may acknowledge, or show, writes not in the log
+                # yet (its own or another connection's from this round): they
+                # go out after write_queued's next persist.
+                self.queue_write(connection)
                 break
             if connection.write_blocked or output_pending(output) == 0:
                 break

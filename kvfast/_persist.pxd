@@ -8,16 +8,16 @@ from kvfast._aof cimport aof_reserve, aof_append_set, aof_append_delete, aof_app
 from kvfast._context cimport ServerContext, Session
 
 
-cdef inline int begin_write(ServerContext *context) noexcept nogil:
-    """Whether a write command may change the store: 0, or the errno to refuse
-    it with (the log's failure in force, or ENOMEM). Room for one record is
-    reserved, so logging the change afterwards cannot fail, and the store and
-    the log never disagree."""
+cdef inline int begin_write(ServerContext *context, size_t changes=1) noexcept nogil:
+    """Whether a write command may change the store (at most ``changes`` keys):
+    0, or the errno to refuse it with (the log's failure in force, or ENOMEM).
+    Room for that many records is reserved, so logging the changes afterwards
+    cannot fail, and the store and the log never disagree."""
     if context.aof == NULL:
         return 0
     if context.aof.failure != 0:
         return context.aof.failure
-    if aof_reserve(context.aof) < 0:
+    if aof_reserve(context.aof, changes) < 0:
         return ENOMEM
     return 0
 

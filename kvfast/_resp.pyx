@@ -653,13 +653,14 @@ cdef int command_count_keys(ServerContext *context, Session *session, const Requ
     cdef int checked = parse_keys(context, &session.output, request, position)
     if checked != 0:
         return -1 if checked < 0 else 0
+    if delete:
+        refusal = begin_write(context, request.argc - 1)
+        if refusal != 0:
+            return refuse_write(context, &session.output, refusal)
     while position < request.length:
         next_argument(request.data, &position, &argument)
         parse_int64(argument.start, argument.length, &key)
         if delete:
-            refusal = begin_write(context)
-            if refusal != 0:            # the log failed (only before the first key) or no memory
-                return refuse_write(context, &session.output, refusal)
             if store_delete(&context.store, key):
                 log_delete(context, session, key)
                 count += 1

@@ -172,6 +172,7 @@ cdef extern from "pthread.h" nogil:
     int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *) noexcept nogil,
                        void *arg)
     int pthread_join(pthread_t thread, void **result)
+    int pthread_detach(pthread_t thread)
     int pthread_mutex_init(pthread_mutex_t *mutex, const void *attr)
     int pthread_mutex_destroy(pthread_mutex_t *mutex)
     int pthread_mutex_lock(pthread_mutex_t *mutex)
@@ -223,3 +224,11 @@ cdef extern from *:
     # Values shared with another thread or a forked child, read and written whole.
     uint64_t load_acquire "kvfast_load_acquire" (const uint64_t *p) nogil
     void store_release "kvfast_store_release" (uint64_t *p, uint64_t value) nogil
+
+
+cdef extern from "sys/file.h" nogil:
+    enum:
+        LOCK_EX
+        LOCK_NB
+
+    int flock(int fd, int operation)

@@ -10,6 +10,7 @@ dump    one line per record: ``OFFSET set KEY VALUE``, ``OFFSET del KEY``,
 Exit status 2: bad arguments, or a file that cannot be read or is not a kvfast log.
 Never run repair on the log of a running server.
 """
+import fcntl
 import os
 import shutil
 import sys
@@ -63,9 +64,13 @@ def repair(path) -> int:
     if report["status"] in ("ok", "empty"):
         print(f"{path}: ok, nothing to repair")
         return 0
-    backup = backup_path(path)
-    shutil.copy2(path, backup)
     with open(path, "r+b") as file:
+        try:        # a running kvfast-server holds this lock on its log
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LogError(path, "in use by a running kvfast-server; stop it first") from None
+        backup = backup_path(path)
+        shutil.copy2(path, backup)
         file.truncate(report["good_end"])
         file.flush()
         os.fsync(file.fileno())

@@ -1288,3 +1288,63 @@ def test_rewrite_starts_only_past_min_bytes_and_twice_the_snapshot(start_server,
     assert fetch(server.address, keys) == {key: 3 for key in keys}
     stop_clean(server)
     assert replay(parse(path.read_bytes())) == {key: 3 for key in keys}
+
+
+# ---- one server per log ----------------------------------------------------------------------
+
+
+def test_a_second_server_cannot_take_a_log_in_use(start_server, tmp_path):
+    """The log is locked while a server uses it (through rewrites too): a second
+    server would overwrite acknowledged records. It is refused in one line, and
+    kvfast-aof repair refuses a live log as well."""
+    path = tmp_path / "kvfast.aof"
+    first = start_aof(start_server, path, "always", "--aof-rewrite-min-bytes", "0")
+    assert resp_line(first.address, "SET", 1, 111) == b"+OK"
+    for _ in range(2):
+        result = run_server_expecting_exit("--appendonly", path)
+        assert result.returncode == 1
+        assert result.stderr.decode().splitlines()[-1] == (
+            f"kvfast-server: error: {path}: in use by another kvfast-server (the file is locked)")
+        repaired = aof_tool("repair", path)
+        assert repaired.returncode in (0, 2)        # a clean log needs no repair and takes no lock
+        assert resp_line(first.address, "BGREWRITEAOF") == REBUILD_STARTED.rstrip()
+        wait_for(lambda: info(first.address)["aof_rewrite_in_progress"] == 0, 20, message="rewrite")
+    assert resp_line(first.address, "SET", 2, 222) == b"+OK"
+    stop_clean(first)
+    second = start_aof(start_server, path)
+    check_store(second, {1: 111, 2: 222})
+
+
+def test_repair_refuses_a_log_in_use(start_server, tmp_path):
+    path = tmp_path / "kvfast.aof"
+    server = start_aof(start_server, path, "always")
+    assert resp_line(server.address, "SET", 1, 1) == b"+OK"
+    with open(path, "ab") as file:
+        file.write(b"S\x00")                    # a torn tail, as if a crash had left it
+    result = aof_tool("repair", path)
+    assert result.returncode == 2
+    assert b"in use by a running kvfast-server" in result.stderr
+    assert not os.path.exists(f"{path}.bak")
+
+
+def test_a_relative_log_path_survives_a_chdir(tmp_path):
+    """An application embedding kvfast.Server may chdir: the log stays where it was."""
+    script = """
+import os, sys, kvfast
+from kvfast.config import ServerConfig
+os.chdir(sys.argv[1])
+server = kvfast.Server(config=ServerConfig(port=0, appendonly="kvfast.aof", fsync="always"))
+os.chdir(sys.argv[2])
+with server:
+    server.stats()
+    with kvfast.Client(*server.address) as client:
+        client.put(5, 6)
+"""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    subprocess.run([sys.executable, "-c", script, str(home), str(elsewhere)], check=True, timeout=30,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    assert not (elsewhere / "kvfast.aof").exists()
+    assert [line.split()[1:] for line in aof_tool("dump", home / "kvfast.aof").stdout.decode().splitlines()] == [
+        ["set", "5", "6"]]
