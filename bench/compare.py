@@ -37,7 +37,7 @@ import time
 
 from bench.harness import (REPO, BenchError, ServerProcess, find_program, info_field,
                            install_sigterm_handler, kvfast_bench, redis_benchmark, rss_bytes,
-                           start_servers, wait_for_stable_rss, with_server_cpu)
+                           start_servers, targets_table, wait_for_stable_rss, with_server_cpu)
 
 SERVERS = ("kvfast", "redis", "asyncio")
 CLIENTS = 50
@@ -278,14 +278,8 @@ def markdown(report, image_name):
         "Server CPU per request is the server process's utime+stime (/proc/PID/stat) over the run "
         "divided by the requests: unlike requests/s it does not depend on how fast the load generator is.",
         "",
-        "## Targets",
-        "",
-        "| comparison | measured | target | |",
-        "|---|---:|---:|---|",
+        *targets_table(rows),
     ]
-    for row in rows:
-        lines.append(f"| {row['comparison']} | {row['text']} | {row['target']} | "
-                     f"{'met' if row['met'] else '**missed**'} |")
     lines += [
         "",
         "## Throughput, CPU and latency",

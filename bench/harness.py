@@ -389,3 +389,13 @@ def install_sigterm_handler():
     def handler(signum, frame):
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, handler)
+
+
+def targets_table(rows) -> list:
+    """Markdown lines of a "## Targets" table: each row a dict with
+    ``comparison``, ``text`` (the measured figure), ``target`` and ``met``."""
+    lines = ["## Targets", "", "| comparison | measured | target | |", "|---|---:|---:|---|"]
+    for row in rows:
+        lines.append(f"| {row['comparison']} | {row['text']} | {row['target']} | "
+                     f"{'met' if row['met'] else '**missed**'} |")
+    return lines

@@ -56,7 +56,7 @@ from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_AN
 from posix.stat cimport struct_stat, fstat, S_ISDIR
 from posix.types cimport pid_t
 from posix.unistd cimport (
-    close, fdatasync, fsync, fork, ftruncate, getpid, getppid, pread, pwrite, unlink, _exit, sysconf,
+    close, fdatasync, fsync, fork, ftruncate, getpid, getppid, nice, pread, pwrite, unlink, _exit, sysconf,
     _SC_OPEN_MAX,
 )
 from posix.signal cimport kill
@@ -90,6 +90,7 @@ cdef enum:
     REWRITE_RETRY_MS = 10000    # after a failed rewrite, wait this long before an automatic one
     COPY_BUFFER_BYTES = 1 << 20 # the rewrite's write and copy buffer
     CATCH_UP_BYTES = 64 << 10   # the child leaves at most about this much of the old log to the parent
+    CHILD_NICENESS = 10         # the rewrite child's lower CPU priority
     REPLAY_BATCH = 1 << 20      # records replayed between progress checks (and Ctrl-C)
     PREFETCH_AHEAD = 16         # records whose slots are prefetched ahead of the one applied
     TORN_TAIL_LIMIT = 1 << 20   # damage further than this from the end is never taken for a torn tail
@@ -525,6 +526,7 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, i
     if getppid() != parent:
         _exit(1)                                # the parent died before the line above
     close_descriptors_but(done_fd)
+    nice(CHILD_NICENESS)                        # on a busy machine the serving loop comes first
     source = open_file(log.path, O_RDONLY | O_CLOEXEC)     # the old log: the parent renames only after we exit
     if source < 0:
         child_exit(log, errno)
