@@ -1,14 +1,14 @@
-# The append-only log: the writer the loop and the protocols call without the
-# GIL, and the replay the loop runs at start-up. See _aof.pyx for the format.
+# The append-only log a server writes: what the loop, the protocols and the
+# rewrite call without the GIL. See _aof.pyx (and _record.pyx for the format).
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from posix.types cimport pid_t
 
 from kvfast._store cimport Store
-from kvfast._system cimport pthread_t, pthread_mutex_t
+from kvfast._system cimport pthread_t, pthread_mutex_t, timespec, clock_gettime, CLOCK_MONOTONIC
 
 
 cdef enum:
-    MAX_RECORD_BYTES = 21   # the largest record (a set)
+    RETRY_INTERVAL_MS = 100     # how often a failed log is tried again
 
 
 cdef enum FsyncPolicy:
@@ -73,10 +73,22 @@ cdef int aof_append_delete(AppendLog *log, int64_t key) noexcept nogil
 cdef int aof_append_clear(AppendLog *log) noexcept nogil
 cdef int aof_flush(AppendLog *log) noexcept nogil
 cdef int aof_poll_sync_thread(AppendLog *log) noexcept nogil
-cdef int aof_retry(AppendLog *log, const Store *store) noexcept nogil
-cdef bint aof_rewrite_due(const AppendLog *log, size_t live_keys, int64_t now_ms) noexcept nogil
-cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil
-cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil
+cdef int aof_retry(AppendLog *log) noexcept nogil
+cdef int fail(AppendLog *log, int error) noexcept nogil
+cdef int fail_sync(AppendLog *log, int error) noexcept nogil
+cdef int write_all(int fd, const char *data, size_t length, uint64_t offset) noexcept nogil
+
+
+cdef inline int64_t monotonic_ms() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000 + now.tv_nsec // 1000000
+
+
+cdef inline int64_t monotonic_us() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000000 + now.tv_nsec // 1000
 
 
 cdef class AppendOnlyFile:

@@ -48,10 +48,8 @@ from kvfast._system cimport (
     sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, INADDR_LOOPBACK, htonl,
     timespec, clock_gettime, CLOCK_MONOTONIC, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
 )
-from kvfast._aof cimport (
-    AppendOnlyFile, AppendLog, aof_flush, aof_poll_sync_thread, aof_retry, aof_rewrite_due, aof_start_rewrite,
-    aof_finish_rewrite,
-)
+from kvfast._aof cimport AppendOnlyFile, AppendLog, aof_flush, aof_poll_sync_thread, aof_retry
+from kvfast._rewrite cimport aof_rewrite_due, aof_start_rewrite, aof_finish_rewrite, aof_rewrite_to_recover
 from kvfast._context cimport ServerContext, Session
 from kvfast._native cimport native_answer, native_refuse_long_line
 from kvfast._output cimport Output, output_pending, output_free, output_text
@@ -812,6 +810,12 @@ cdef class EventLoop:
             if aof_start_rewrite(aof, &self.context.store) < 0:
                 aof.rewrite_not_before_ms = self.now_ms + 10000
                 self.log_errno(b"append-only file: cannot start a rewrite (%s)", errno)
+        self.watch_rewrite()
+
+    cdef void watch_rewrite(self) noexcept nogil:
+        """Register a running rewrite child's pipe with epoll (once): it hangs up
+        when the child exits, and persist() then finishes the rewrite."""
+        cdef AppendLog *aof = self.context.aof
         if aof.rewrite_pipe >= 0 and not self.rewrite_watched:
             if self.watch(aof.rewrite_pipe, EPOLL_CTL_ADD, EPOLLIN) == 0:
                 self.rewrite_watched = True
@@ -822,7 +826,13 @@ cdef class EventLoop:
         cdef AppendLog *aof = self.context.aof
         if self.now_ms < aof.retry_at_ms:
             return
-        if aof_retry(aof, &self.context.store) == 0:
+        if aof.needs_rewrite:
+            # After a failed sync only a rewrite from memory can be trusted:
+            # persist() finishes it and leaves the failure state.
+            if aof_rewrite_to_recover(aof, &self.context.store) == 0:
+                self.watch_rewrite()
+            return
+        if aof_retry(aof) == 0:
             self.log_warning(b"append-only file: writing works again; accepting writes")
 
     cdef void write_output(self, Connection *connection) noexcept nogil:

@@ -18,7 +18,8 @@ from libc.time cimport time
 from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
 
-from kvfast._aof cimport AppendLog, FSYNC_ALWAYS, FSYNC_EVERYSEC, aof_start_rewrite
+from kvfast._aof cimport AppendLog, FSYNC_ALWAYS, FSYNC_EVERYSEC
+from kvfast._rewrite cimport aof_start_rewrite
 from kvfast._context cimport Counters, ServerContext, Session
 from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
 from kvfast._persist cimport begin_write, log_set, log_delete, log_clear

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 
-from kvfast._aof import LogError, inspect, records
+from kvfast._replay import LogError, inspect, records
 from kvfast.cli import OneLineErrorParser
 
 PROG = "kvfast-aof"

@@ -10,7 +10,8 @@ import socket
 import threading
 import time
 
-from kvfast._aof import AppendOnlyFile, LogError
+from kvfast._aof import AppendOnlyFile
+from kvfast._replay import LogError
 from kvfast._loop import EventLoop
 from kvfast.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 

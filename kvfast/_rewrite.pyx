@@ -1,0 +1,346 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compaction of the append-only file: a forked child writes a snapshot.
+
+The child writes a snapshot of the store as of the fork (copy-on-write memory
+gives it a frozen view for free) into a temporary file and syncs it, then
+copies the records the parent appended meanwhile from the old log, following it
+until within CATCH_UP_BYTES of its end, syncs again, and exits. The parent,
+which kept appending to the old log all along, copies the last few records,
+fdatasyncs, locks the new file, renames it over the log and fsyncs the folder:
+a short pause, and at every moment the log's name holds a complete log. Since
+records are effects (see _record.pyx), the copied tail may overlap the
+snapshot's state harmlessly.
+"""
+from libc.errno cimport errno, EINTR, EIO, ENOMEM, EBUSY
+from libc.signal cimport signal as set_signal_handler, SIGINT, SIGTERM, SIGKILL, SIG_DFL
+from libc.stdint cimport int64_t, intptr_t, uint8_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from posix.fcntl cimport open as open_file, O_RDWR, O_WRONLY, O_RDONLY, O_CREAT, O_TRUNC, O_CLOEXEC, O_DIRECTORY
+from posix.mman cimport mmap, PROT_READ, PROT_WRITE, MAP_ANONYMOUS, MAP_FAILED
+from posix.types cimport pid_t
+from posix.unistd cimport (
+    close, fdatasync, fsync, fork, getpid, getppid, nice, pread, unlink, _exit, sysconf, _SC_OPEN_MAX,
+)
+from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS
+
+from kvfast._aof cimport (
+    AppendLog, RewriteShared, RETRY_INTERVAL_MS, aof_flush, fail_sync, write_all, monotonic_ms, monotonic_us,
+)
+from kvfast._record cimport HEADER_BYTES, SET_BYTES, encode_header, encode_set
+from kvfast._store cimport Store, Table
+from kvfast._system cimport (
+    set_errno, MAP_SHARED, pipe2, pthread_t, pthread_create, pthread_detach, pthread_mutex_lock,
+    pthread_mutex_unlock, flock, LOCK_EX, LOCK_NB, prctl, PR_SET_PDEATHSIG, syscall, SYS_close_range, rename,
+    load_acquire, store_release,
+)
+
+
+cdef enum:
+    REWRITE_RETRY_MS = 10000    # after a failed rewrite, wait this long before an automatic one
+    COPY_BUFFER_BYTES = 1 << 20 # the child's write and copy buffer
+    CATCH_UP_BYTES = 64 << 10   # the child leaves at most about this much of the old log to the parent
+    CHILD_NICENESS = 10         # the child's lower CPU priority: on a busy machine the loop comes first
+
+
+cdef bint aof_rewrite_due(const AppendLog *log, size_t live_keys, int64_t now_ms) noexcept nogil:
+    """Whether to start a rewrite now: the log is over the minimum size and more
+    than twice what a snapshot of ``live_keys`` would take, no rewrite runs,
+    the log is healthy, and a failed rewrite is not too recent."""
+    if log.rewrite_child != 0 or log.failure != 0 or log.size < log.rewrite_min_bytes:
+        return False
+    if now_ms < log.rewrite_not_before_ms:
+        return False
+    return log.size > 2 * (HEADER_BYTES + <uint64_t>live_keys * SET_BYTES)
+
+
+cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
+    """Fork the rewrite child (see rewrite_child_main). Returns 0 (``rewrite_pipe``
+    is then the descriptor to watch: it hangs up when the child exits), or -1
+    with errno set (EBUSY: one is running; the log is untouched either way).
+
+    Pending records are flushed first, so the snapshot (the store as of the
+    fork) and the old log's first ``rewrite_started_at`` bytes hold the same
+    state. (When recovering from a failed sync nothing is pending: aof_retry
+    dropped it, and the snapshot alone is the new log.)
+    """
+    cdef int pipe_fds[2]
+    cdef char *buffer
+    cdef pid_t child, parent = getpid()
+    cdef int64_t started
+    if log.rewrite_child != 0:
+        set_errno(EBUSY)
+        return -1
+    if not log.needs_rewrite and aof_flush(log) < 0:
+        return -1
+    if log.shared == NULL:
+        log.shared = <RewriteShared *>mmap(NULL, sizeof(RewriteShared), PROT_READ | PROT_WRITE,
+                                           MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        if <void *>log.shared == MAP_FAILED:
+            log.shared = NULL
+            return -1
+    memset(log.shared, 0, sizeof(RewriteShared))
+    log.shared.log_size = log.size
+    log.rewrite_started_at = log.size           # (before the fork: the child reads it)
+    buffer = <char *>malloc(COPY_BUFFER_BYTES)
+    if buffer == NULL:
+        set_errno(ENOMEM)
+        return -1
+    if pipe2(pipe_fds, O_CLOEXEC) < 0:
+        free(buffer)
+        return -1
+    started = monotonic_us()
+    child = fork()
+    if child == 0:
+        rewrite_child_main(log, store, parent, pipe_fds[1], buffer)
+    log.latest_fork_us = monotonic_us() - started
+    free(buffer)
+    close(pipe_fds[1])
+    if child < 0:
+        close(pipe_fds[0])
+        return -1
+    log.rewrite_child = child
+    log.rewrite_pipe = pipe_fds[0]
+    log.rewrite_exited = False
+    return 0
+
+
+cdef void close_descriptors_but(int keep) noexcept nogil:
+    """In the child: close every descriptor from 3 up except ``keep``, so it
+    holds no client socket, listening socket, epoll instance or log descriptor
+    (with its lock) of the parent's: a client the parent closes must see its
+    connection end now, not when the child exits. Falls back to close() one by
+    one on kernels without close_range (before 5.9)."""
+    cdef unsigned int last = <unsigned int>-1
+    cdef long fd, limit
+    if (keep > 3 and syscall(SYS_close_range, 3, keep - 1, 0) < 0) \
+            or syscall(SYS_close_range, keep + 1, last, 0) < 0:
+        limit = sysconf(_SC_OPEN_MAX)
+        if limit < 0 or limit > (1 << 20):
+            limit = 1 << 20
+        for fd in range(3, limit):
+            if fd != keep:
+                close(<int>fd)
+
+
+cdef int copy_tail(const AppendLog *log, int source, int out, uint64_t *copied, uint64_t *written,
+                   char *buffer) noexcept nogil:
+    """In the child: copy the old log from ``copied`` on into the new file at
+    ``written``, following the parent's appends until within CATCH_UP_BYTES of
+    its end. Returns 0, or -1 with errno set."""
+    cdef uint64_t target, chunk
+    cdef ssize_t got
+    while True:
+        target = load_acquire(&log.shared.log_size)
+        if target <= copied[0] + CATCH_UP_BYTES:
+            return 0
+        chunk = target - copied[0]
+        if chunk > COPY_BUFFER_BYTES:
+            chunk = COPY_BUFFER_BYTES
+        got = pread(source, buffer, chunk, copied[0])
+        if got <= 0:
+            if got < 0 and errno == EINTR:
+                continue
+            if got == 0:
+                set_errno(EIO)
+            return -1
+        if write_all(out, buffer, <size_t>got, written[0]) < 0:
+            return -1
+        written[0] += <uint64_t>got
+        copied[0] += <uint64_t>got
+
+
+cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, int done_fd,
+                             char *buffer) noexcept nogil:
+    """The forked child: write the snapshot and sync it, then follow the old log
+    and sync again, twice (each pass copies what was appended during the
+    previous sync, so what is left for the parent to copy and sync in its pause
+    is small), set ``shared.done`` and exit 0; or exit 1 with errno in
+    ``shared.error``. Never returns; runs only C code (no Python in a forked
+    child) and dies with its parent."""
+    cdef int out = -1, source, i, rounds
+    cdef size_t used = HEADER_BYTES, slot
+    cdef uint64_t written = 0, copied, records = 0
+    cdef const Table *table
+    cdef const Table *tables[2]
+    set_signal_handler(SIGTERM, SIG_DFL)
+    set_signal_handler(SIGINT, SIG_DFL)
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    if getppid() != parent:
+        _exit(1)                                # the parent died before the line above
+    close_descriptors_but(done_fd)
+    nice(CHILD_NICENESS)                        # on a busy machine the serving loop comes first
+    source = open_file(log.path, O_RDONLY | O_CLOEXEC)     # the old log: the parent renames only after we exit
+    if source < 0:
+        child_exit(log, errno)
+    out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    if out < 0:
+        child_exit(log, errno)
+    encode_header(<uint8_t *>buffer)
+    if store.has_empty_key:
+        encode_set(<uint8_t *>buffer + used, 0, store.empty_key_value)
+        used += SET_BYTES
+        records += 1
+    tables[0] = &store.main
+    tables[1] = &store.draining
+    for i in range(2):
+        table = tables[i]
+        for slot in range(table.capacity):
+            if table.slots[slot].key == 0:
+                continue
+            if used + SET_BYTES > COPY_BUFFER_BYTES:
+                if write_all(out, buffer, used, written) < 0:
+                    child_exit(log, errno)
+                written += used
+                used = 0
+            encode_set(<uint8_t *>buffer + used, table.slots[slot].key, table.slots[slot].value)
+            used += SET_BYTES
+            records += 1
+    if write_all(out, buffer, used, written) < 0:
+        child_exit(log, errno)
+    written += used
+    copied = log.rewrite_started_at
+    for rounds in range(3):
+        if fdatasync(out) < 0:
+            child_exit(log, errno)
+        if rounds < 2 and copy_tail(log, source, out, &copied, &written, buffer) < 0:
+            child_exit(log, errno)
+    log.shared.snapshot_records = records
+    log.shared.temp_size = written
+    log.shared.copied_to = copied
+    store_release(&log.shared.done, 1)
+    _exit(0)
+
+
+cdef void child_exit(AppendLog *log, int error) noexcept nogil:
+    log.shared.error = <uint64_t>(error if error != 0 else EIO)
+    _exit(1)
+
+
+cdef void *close_descriptor(void *fd) noexcept nogil:
+    close(<int><intptr_t>fd)
+    return NULL
+
+
+cdef void retire_descriptor(AppendLog *log, int fd) noexcept nogil:
+    """Close an old log's descriptor away from the loop: closing the last
+    descriptor of a large unlinked file frees its blocks, which can take a while.
+    The everysec thread does it; otherwise a short-lived detached thread."""
+    cdef pthread_t thread
+    pthread_mutex_lock(&log.lock)
+    if log.thread_running and log.retired_fd < 0:
+        log.retired_fd = fd
+        fd = -1
+    pthread_mutex_unlock(&log.lock)
+    if fd < 0:
+        return
+    if pthread_create(&thread, NULL, close_descriptor, <void *><intptr_t>fd) == 0:
+        pthread_detach(thread)
+    else:
+        close(fd)
+
+
+cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
+    """After the child exited (``rewrite_exited``) and the pending records were
+    flushed: copy the old log's last bytes into the new file, fdatasync it,
+    lock it, rename it over the log, fsync the folder, and continue appending
+    to it. A rewrite that recovers from a failed sync (``needs_rewrite``) also
+    leaves the failure state.
+
+    Returns 0 on success. On any failure before the rename returns -1 with
+    errno set: the new file is removed, the old log stays in use (it is
+    complete), and automatic rewrites wait REWRITE_RETRY_MS. A failed folder
+    sync after the rename is a failed sync (see fail_sync). The time spent
+    here is the only pause a rewrite causes (``last_rewrite_pause_us``).
+    """
+    cdef int status = 0, new_fd = -1, folder = -1, error = 0, retired
+    cdef pid_t reaped
+    cdef int64_t started = monotonic_us()
+    cdef uint64_t from_offset, to_offset = 0
+    cdef ssize_t got
+    cdef char buffer[65536]
+    while True:
+        reaped = waitpid(log.rewrite_child, &status, 0)
+        if reaped >= 0 or errno != EINTR:
+            break
+    log.rewrite_child = 0
+    close(log.rewrite_pipe)
+    log.rewrite_pipe = -1
+    log.rewrite_exited = False
+    if load_acquire(&log.shared.done) != 1 or (reaped > 0 and not (WIFEXITED(status) and WEXITSTATUS(status) == 0)):
+        error = <int>log.shared.error if log.shared.error != 0 else EIO
+    elif log.pending_len != 0 or (log.failure != 0 and not log.needs_rewrite):
+        error = log.failure if log.failure != 0 else EBUSY
+    if error == 0:
+        new_fd = open_file(log.rewrite_path, O_RDWR | O_CLOEXEC)
+        if new_fd < 0:
+            error = errno
+    if error == 0:
+        from_offset = log.shared.copied_to
+        to_offset = log.shared.temp_size
+        while from_offset < log.size:
+            got = pread(log.fd, buffer, sizeof(buffer) if log.size - from_offset > sizeof(buffer)
+                        else <size_t>(log.size - from_offset), from_offset)
+            if got <= 0:
+                if got < 0 and errno == EINTR:
+                    continue
+                error = errno if got < 0 else EIO
+                break
+            if write_all(new_fd, buffer, <size_t>got, to_offset) < 0:
+                error = errno
+                break
+            from_offset += <uint64_t>got
+            to_offset += <uint64_t>got
+    if error == 0 and fdatasync(new_fd) < 0:
+        error = errno
+    if error == 0 and flock(new_fd, LOCK_EX | LOCK_NB) < 0:
+        error = errno
+    if error == 0 and rename(log.rewrite_path, log.path) < 0:
+        error = errno
+    if error != 0:
+        if new_fd >= 0:
+            close(new_fd)
+        unlink(log.rewrite_path)
+        log.rewrite_failures += 1
+        log.last_rewrite_failed = True
+        log.rewrite_not_before_ms = monotonic_ms() + REWRITE_RETRY_MS
+        set_errno(error)
+        return -1
+    pthread_mutex_lock(&log.lock)
+    retired = log.fd
+    log.fd = new_fd
+    pthread_mutex_unlock(&log.lock)
+    retire_descriptor(log, retired)
+    log.size = to_offset
+    log.base_size = to_offset
+    log.rewrites += 1
+    log.last_rewrite_failed = False
+    folder = open_file(log.directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if folder < 0 or fsync(folder) < 0:         # the rename itself must be durable
+        error = errno
+        if folder >= 0:
+            close(folder)
+        fail_sync(log, error)
+    else:
+        close(folder)
+        if log.needs_rewrite:                   # recovered from a failed sync
+            log.needs_rewrite = False
+            log.failure = 0
+            log.failure_reported = False
+            store_release(&log.sync_failure, 0)
+    log.last_rewrite_pause_us = monotonic_us() - started
+    if log.last_rewrite_pause_us > log.max_rewrite_pause_us:
+        log.max_rewrite_pause_us = log.last_rewrite_pause_us
+    return 0
+
+
+cdef int aof_rewrite_to_recover(AppendLog *log, const Store *store) noexcept nogil:
+    """After a failed sync (``needs_rewrite``): make sure the rewrite from memory
+    whose successful end leaves the failure state is running. The records still
+    pending are dropped first: their effects are in the store, so in the
+    snapshot. Returns 0 (running), or -1 with errno set (tried again later)."""
+    log.retry_at_ms = monotonic_ms() + RETRY_INTERVAL_MS
+    if log.rewrite_child != 0:
+        return 0
+    log.pending_len = 0
+    return aof_start_rewrite(log, store)
