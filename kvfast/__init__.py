@@ -8,7 +8,7 @@ from kvfast.errors import (
     KeyNotFoundError,
     KvfastError,
 )
-from kvfast.server import Server
+from kvfast.server import LogError, Server
 
 __all__ = [
     "AuthenticationError",
@@ -18,6 +18,7 @@ __all__ = [
     "KeyExistsError",
     "KeyNotFoundError",
     "KvfastError",
+    "LogError",
     "Server",
 ]
 __version__ = "0.1.0"

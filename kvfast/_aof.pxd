@@ -45,13 +45,17 @@ cdef struct AppendLog:
     # everysec: the background sync thread
     bint thread_running
     pthread_t thread
-    pthread_mutex_t lock        # guards fd swaps, retired_fd and sync_failure against the thread
+    pthread_mutex_t lock        # guards fd, fd_generation, retired_fd and sync_failure against the thread
+    uint64_t fd_generation      # +1 at each swap: a failure on a retired descriptor is not the log's
     int thread_stop_fd          # eventfd: wakes and stops the thread
     int retired_fd              # an old log's descriptor for the thread to close (-1: none)
     uint64_t sync_failure       # errno of the thread's last failed fdatasync (0: none)
     uint64_t appended           # bytes ever appended (only grows; the thread syncs when it changed)
     # compaction
     uint64_t rewrite_min_bytes  # no automatic rewrite of a log smaller than this
+    bint rewrite_requested      # BGREWRITEAOF: persist() starts one after its flush
+    bint rewrite_recovers       # the running child is the rewrite from memory that ends needs_rewrite
+    bint rewrite_failure_reported   # the loop logged the current run of failed rewrites
     pid_t rewrite_child         # 0: none running
     int rewrite_pipe            # read end: hangs up when the child exits (-1: none)
     bint rewrite_exited         # the loop saw the hang-up: finish at the next flush
@@ -98,3 +102,4 @@ cdef class AppendOnlyFile:
     cdef object logger
     cdef int replay_into(self, Store *store, object progress) except -1
     cdef void stop_sync_thread(self) noexcept nogil
+    cdef void kill_rewrite(self) noexcept nogil

@@ -157,7 +157,8 @@ cdef int fail(AppendLog *log, int error) noexcept nogil:
 cdef int fail_sync(AppendLog *log, int error) noexcept nogil:
     """A failed fdatasync: the kernel may have dropped the written pages and
     reports that only once, so a later sync succeeding proves nothing. The
-    failure is left only by a rewrite from memory (see aof_retry). Returns -1."""
+    failure is left only by a rewrite from memory (_rewrite.aof_rewrite_to_recover).
+    Returns -1."""
     log.needs_rewrite = True
     return fail(log, error)
 
@@ -232,8 +233,8 @@ cdef void *sync_thread_main(void *argument) noexcept nogil:
     failed sync is reported through ``sync_failure`` for the loop to act on."""
     cdef AppendLog *log = <AppendLog *>argument
     cdef pollfd stop
-    cdef uint64_t appended, synced = load_acquire(&log.appended)
-    cdef int fd, retired
+    cdef uint64_t appended, synced = load_acquire(&log.appended), generation
+    cdef int fd, retired, error
     stop.fd = log.thread_stop_fd
     stop.events = POLLIN
     while True:
@@ -246,6 +247,7 @@ cdef void *sync_thread_main(void *argument) noexcept nogil:
         log.retired_fd = -1
         # (If no descriptor is free for the dup, this second's sync is skipped.)
         fd = fcntl(log.fd, F_DUPFD_CLOEXEC, 0) if appended != synced else -1
+        generation = log.fd_generation
         pthread_mutex_unlock(&log.lock)
         if retired >= 0:
             close(retired)
@@ -253,7 +255,11 @@ cdef void *sync_thread_main(void *argument) noexcept nogil:
             if fdatasync(fd) == 0:
                 synced = appended
             else:
-                store_release(&log.sync_failure, <uint64_t>errno)
+                error = errno
+                pthread_mutex_lock(&log.lock)
+                if generation == log.fd_generation:     # still the log, not a file a rewrite replaced
+                    store_release(&log.sync_failure, <uint64_t>error)
+                pthread_mutex_unlock(&log.lock)
             close(fd)
     return NULL
 
@@ -321,8 +327,8 @@ cdef class AppendOnlyFile:
         cdef ScanStatus status = SCAN_PAUSED
         cdef double last_report = time.monotonic()
         cdef uint8_t header[HEADER_BYTES]
-        if mapped.size < HEADER_BYTES:
-            if mapped.size > 0:     # a crash while the file was being created
+        if mapped.size < HEADER_BYTES or all_zero(mapped.data, mapped.size):
+            if mapped.size > 0:     # a crash while the file was being created (or its blocks never written)
                 if not (all_zero(mapped.data, mapped.size)
                         or memcmp(mapped.data, <const char *>b"KVFASTAO",
                                   mapped.size if mapped.size < 8 else 8) == 0):
@@ -334,7 +340,7 @@ cdef class AppendOnlyFile:
                     or fdatasync(self.log.fd) < 0:
                 raise_os_error()
             if self.created:        # make the new name durable too
-                folder = os.open(os.path.dirname(os.path.abspath(self.path_text)), os.O_RDONLY)
+                folder = os.open(self.log.directory, os.O_RDONLY)
                 try:
                     os.fsync(folder)
                 finally:
@@ -383,7 +389,7 @@ cdef class AppendOnlyFile:
         Raises OSError if the final write or sync of a healthy log fails (after
         cleaning up). A log already failing only logs what it could not write:
         none of it was acknowledged."""
-        cdef int status, error = 0, unwritten_error = 0
+        cdef int error = 0, unwritten_error = 0
         cdef size_t unwritten = 0
         if self.log.fd < 0:
             return
@@ -397,14 +403,7 @@ cdef class AppendOnlyFile:
             elif aof_flush(&self.log) < 0 or fdatasync(self.log.fd) < 0:
                 error = errno
             self.stop_sync_thread()
-            if self.log.rewrite_child != 0:
-                syscall_kill(self.log.rewrite_child)
-                waitpid(self.log.rewrite_child, &status, 0)
-                self.log.rewrite_child = 0
-                unlink(self.log.rewrite_path)
-            if self.log.rewrite_pipe >= 0:
-                close(self.log.rewrite_pipe)
-                self.log.rewrite_pipe = -1
+            self.kill_rewrite()
             close(self.log.fd)
             self.log.fd = -1
         if unwritten_error != 0:
@@ -412,6 +411,24 @@ cdef class AppendOnlyFile:
                                 self.path_text, unwritten, os.strerror(unwritten_error))
         if error != 0:
             raise OSError(error, f"{self.path_text}: {os.strerror(error)}")
+
+    def stop_rewrite(self):
+        """Stop a running rewrite: its child is killed and its file removed."""
+        with nogil:
+            self.kill_rewrite()
+
+    cdef void kill_rewrite(self) noexcept nogil:
+        cdef int status
+        if self.log.rewrite_child != 0:
+            syscall_kill(self.log.rewrite_child)
+            while waitpid(self.log.rewrite_child, &status, 0) < 0 and errno == EINTR:
+                pass
+            self.log.rewrite_child = 0
+            unlink(self.log.rewrite_path)
+        if self.log.rewrite_pipe >= 0:
+            close(self.log.rewrite_pipe)
+            self.log.rewrite_pipe = -1
+        self.log.rewrite_exited = False
 
     cdef void stop_sync_thread(self) noexcept nogil:
         if self.log.thread_running:

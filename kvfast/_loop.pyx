@@ -49,7 +49,9 @@ from kvfast._system cimport (
     timespec, clock_gettime, CLOCK_MONOTONIC, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
 )
 from kvfast._aof cimport AppendOnlyFile, AppendLog, aof_flush, aof_poll_sync_thread, aof_retry
-from kvfast._rewrite cimport aof_rewrite_due, aof_start_rewrite, aof_finish_rewrite, aof_rewrite_to_recover
+from kvfast._rewrite cimport (
+    aof_rewrite_due, aof_start_rewrite, aof_finish_rewrite, aof_rewrite_to_recover, aof_save_snapshot_now,
+)
 from kvfast._context cimport ServerContext, Session
 from kvfast._native cimport native_answer, native_refuse_long_line
 from kvfast._output cimport Output, output_pending, output_free, output_text
@@ -207,6 +209,26 @@ cdef class EventLoop:
         if self.append_only_file is None:
             return 0
         return self.append_only_file.replay_into(&self.context.store, progress)
+
+    def close_log(self):
+        """Before exit: a log that must be rewritten from memory (a sync failed)
+        is rewritten here, synchronously; then the append-only file is written,
+        synced and closed (AppendOnlyFile.close). Raises OSError when that
+        fails: writes acknowledged under everysec may then be lost."""
+        cdef AppendLog *aof = self.context.aof
+        cdef int result = 0, error = 0
+        if self.append_only_file is None:
+            return
+        if aof.needs_rewrite:
+            self.append_only_file.stop_rewrite()
+            with nogil:
+                result = aof_save_snapshot_now(aof, &self.context.store)
+                error = errno
+            if result < 0:
+                self.append_only_file.close()
+                raise OSError(error, f"{self.append_only_file.path}: cannot save the keys after a failed sync: "
+                                     f"{os.strerror(error)}")
+        self.append_only_file.close()
 
     def wake(self):
         """Ask ``run()`` to return. Safe from any thread and from signal handlers."""
@@ -769,8 +791,9 @@ cdef class EventLoop:
         If that fails, each queued connection's replies from its first
         unpersisted write on are withheld and the connection closes after the
         earlier ones: a write not in the log is never acknowledged. The log then
-        refuses writes until retry_log succeeds. Afterwards a finished rewrite
-        is swapped in, or a due one started.
+        refuses writes until retry_log (or, after a failed sync, a rewrite from
+        memory) ends the failure. Afterwards a finished rewrite is swapped in,
+        or a due or requested (BGREWRITEAOF) one started.
         """
         cdef AppendLog *aof = self.context.aof
         cdef size_t i
@@ -788,6 +811,8 @@ cdef class EventLoop:
             session = &connection.session
             session.unpersisted = False
             if not persisted:
+                if session.unpersisted_from > output_pending(&session.output):      # (cannot happen)
+                    session.unpersisted_from = output_pending(&session.output)
                 session.output.end = session.output.start + session.unpersisted_from
                 session.closing = True
                 self.discard_input(connection)
@@ -800,15 +825,20 @@ cdef class EventLoop:
         if aof.rewrite_exited:
             recovering = aof.needs_rewrite
             if aof_finish_rewrite(aof) < 0:
-                self.log_errno(b"append-only file: rewrite failed (%s); the old log stays in use", errno)
+                if not aof.rewrite_failure_reported:            # once per run of failures
+                    aof.rewrite_failure_reported = True
+                    self.log_errno(b"append-only file: rewrite failed (%s); the old log stays in use", errno)
             else:
                 self.log_rewrite_done()
-                if recovering:
+                if recovering and aof.failure == 0:
                     self.log_warning(b"append-only file: rewritten from memory after a failed sync; "
                                      b"accepting writes")
-        elif persisted and aof_rewrite_due(aof, store_count(&self.context.store), self.now_ms):
+        elif persisted and (aof.rewrite_requested
+                            or aof_rewrite_due(aof, store_count(&self.context.store), self.now_ms)):
+            aof.rewrite_requested = False
             if aof_start_rewrite(aof, &self.context.store) < 0:
                 aof.rewrite_not_before_ms = self.now_ms + 10000
+                aof.last_rewrite_failed = True
                 self.log_errno(b"append-only file: cannot start a rewrite (%s)", errno)
         self.watch_rewrite()
 
@@ -863,6 +893,7 @@ cdef class EventLoop:
             connection.write_blocked = output.start < output.end
             if not connection.write_blocked:
                 output.start = output.end = 0
+                connection.session.unpersisted = False      # (persist cleared it before any send)
                 if output.capacity > SPARE_OUTPUT_BYTES:
                     output_free(output)
                 if connection.session.closing:

@@ -17,7 +17,7 @@ from posix.mman cimport mmap, munmap, PROT_READ, MAP_PRIVATE, MAP_FAILED
 from posix.stat cimport struct_stat, fstat, S_ISDIR
 
 from kvfast._record cimport (
-    HEADER_BYTES, RECORD_SET, RECORD_DELETE, CLEAR_BYTES, crc32c_of, record_length, encode_header,
+    HEADER_BYTES, MAX_RECORD_BYTES, RECORD_SET, RECORD_DELETE, CLEAR_BYTES, crc32c_of, record_length, encode_header,
 )
 from kvfast._record import crc32c
 from kvfast._store cimport Store, store_upsert, store_delete, store_clear, store_prefetch
@@ -51,12 +51,16 @@ cdef ScanStatus classify_damage(const uint8_t *data, size_t size, size_t at, Sca
     """A damaged record at ``at`` is a torn tail (SCAN_TORN: a crash mid-append,
     safe to cut off) when no good record starts anywhere after it within
     TORN_TAIL_LIMIT bytes of the end: a record cut short, a last record written
-    in part, blocks never written (zeros, at any length) or any mix. Otherwise it is ``damage``:
+    in part, blocks never written (zeros) or any mix; further from the end,
+    only part of a record followed by nothing but zeros. Otherwise it is ``damage``:
     corruption with good records after it, which must not be cut off silently.
     (A random match of type byte and CRC32C has odds of about 1 in 10^9 per offset.)"""
-    cdef size_t candidate
+    cdef size_t candidate, garbage
     if size - at > TORN_TAIL_LIMIT:
-        return SCAN_TORN if all_zero(data + at, size - at) else damage
+        # Beyond the limit only a record's worth of garbage, then zeros (a
+        # write torn at a page boundary, the rest never written), is torn.
+        garbage = MAX_RECORD_BYTES if size - at > MAX_RECORD_BYTES else size - at
+        return SCAN_TORN if all_zero(data + at + garbage, size - at - garbage) else damage
     for candidate in range(at + 1, size):
         if is_good_record(data, size, candidate):
             return damage
@@ -195,7 +199,7 @@ def inspect(path):
         mapped = MappedFile(fd)
     finally:
         os.close(fd)
-    if mapped.size < HEADER_BYTES:
+    if mapped.size < HEADER_BYTES or all_zero(mapped.data, mapped.size):     # (all zeros: never written)
         if mapped.size == 0 or all_zero(mapped.data, mapped.size) or \
                 memcmp(mapped.data, <const char *>b"KVFASTAO", mapped.size if mapped.size < 8 else 8) == 0:
             return {"status": "empty" if mapped.size == 0 else "torn", "records": 0, "good_end": 0,

@@ -19,7 +19,6 @@ from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
 
 from kvfast._aof cimport AppendLog, FSYNC_ALWAYS, FSYNC_EVERYSEC
-from kvfast._rewrite cimport aof_start_rewrite
 from kvfast._context cimport Counters, ServerContext, Session
 from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
 from kvfast._persist cimport begin_write, log_set, log_delete, log_clear
@@ -861,20 +860,18 @@ cdef int command_client(ServerContext *context, Session *session, const Request 
 
 
 cdef int command_bgrewriteaof(ServerContext *context, Output *output) noexcept nogil:
-    """BGREWRITEAOF: start compacting the append-only log now (a forked child
-    writes a snapshot; see _aof.pyx). The loop notices the child and finishes
-    the rewrite when it exits."""
+    """BGREWRITEAOF: compact the append-only log now. The loop starts the forked
+    child (see _rewrite.pyx) right after this iteration's records are written,
+    and finishes the rewrite when the child exits; INFO's
+    aof_last_bgrewrite_status tells how it went."""
     if context.aof == NULL:
         return reply_error(context, output, b"-ERR the append-only file is off (start kvfast-server with "
                                             b"--appendonly FILE)\r\n")
-    if context.aof.rewrite_child != 0:
+    if context.aof.rewrite_child != 0 or context.aof.rewrite_requested:
         return reply_error(context, output, b"-ERR Background append only file rewriting already in progress\r\n")
-    if aof_start_rewrite(context.aof, &context.store) < 0:
-        if output_text(output, b"-ERR Can't rewrite append only file in background: ") < 0 \
-                or output_text(output, strerror(errno)) < 0:
-            return -1
-        context.counters.invalid_requests += 1
-        return output_text(output, b"\r\n")
+    if context.aof.failure != 0:                # a rewrite to recover is attempted by itself
+        return refuse_write(context, output, context.aof.failure)
+    context.aof.rewrite_requested = True
     return output_text(output, b"+Background append only file rewriting started\r\n")
 
 

@@ -61,8 +61,9 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
 
     Pending records are flushed first, so the snapshot (the store as of the
     fork) and the old log's first ``rewrite_started_at`` bytes hold the same
-    state. (When recovering from a failed sync nothing is pending: aof_retry
-    dropped it, and the snapshot alone is the new log.)
+    state. (A rewrite that recovers from a failed sync is started by
+    aof_rewrite_to_recover, which dropped what was pending: there the snapshot
+    alone is the new log.)
     """
     cdef int pipe_fds[2]
     cdef char *buffer
@@ -102,6 +103,7 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     log.rewrite_child = child
     log.rewrite_pipe = pipe_fds[0]
     log.rewrite_exited = False
+    log.rewrite_recovers = log.needs_rewrite
     return 0
 
 
@@ -150,6 +152,39 @@ cdef int copy_tail(const AppendLog *log, int source, int out, uint64_t *copied, 
         copied[0] += <uint64_t>got
 
 
+cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *written,
+                        uint64_t *records) noexcept nogil:
+    """Write a header and one set record per key of ``store`` to ``out`` from
+    offset 0, through ``buffer`` (COPY_BUFFER_BYTES). Returns 0 with the bytes
+    and records written, or -1 with errno set."""
+    cdef size_t used = HEADER_BYTES, slot
+    cdef const Table *table
+    cdef int i
+    written[0] = records[0] = 0
+    encode_header(<uint8_t *>buffer)
+    if store.has_empty_key:
+        encode_set(<uint8_t *>buffer + used, 0, store.empty_key_value)
+        used += SET_BYTES
+        records[0] += 1
+    for i in range(2):
+        table = &store.main if i == 0 else &store.draining
+        for slot in range(table.capacity):
+            if table.slots[slot].key == 0:
+                continue
+            if used + SET_BYTES > COPY_BUFFER_BYTES:
+                if write_all(out, buffer, used, written[0]) < 0:
+                    return -1
+                written[0] += used
+                used = 0
+            encode_set(<uint8_t *>buffer + used, table.slots[slot].key, table.slots[slot].value)
+            used += SET_BYTES
+            records[0] += 1
+    if write_all(out, buffer, used, written[0]) < 0:
+        return -1
+    written[0] += used
+    return 0
+
+
 cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, int done_fd,
                              char *buffer) noexcept nogil:
     """The forked child: write the snapshot and sync it, then follow the old log
@@ -158,11 +193,8 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, i
     is small), set ``shared.done`` and exit 0; or exit 1 with errno in
     ``shared.error``. Never returns; runs only C code (no Python in a forked
     child) and dies with its parent."""
-    cdef int out = -1, source, i, rounds
-    cdef size_t used = HEADER_BYTES, slot
+    cdef int out = -1, source, rounds
     cdef uint64_t written = 0, copied, records = 0
-    cdef const Table *table
-    cdef const Table *tables[2]
     set_signal_handler(SIGTERM, SIG_DFL)
     set_signal_handler(SIGINT, SIG_DFL)
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
@@ -176,29 +208,8 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, i
     out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     if out < 0:
         child_exit(log, errno)
-    encode_header(<uint8_t *>buffer)
-    if store.has_empty_key:
-        encode_set(<uint8_t *>buffer + used, 0, store.empty_key_value)
-        used += SET_BYTES
-        records += 1
-    tables[0] = &store.main
-    tables[1] = &store.draining
-    for i in range(2):
-        table = tables[i]
-        for slot in range(table.capacity):
-            if table.slots[slot].key == 0:
-                continue
-            if used + SET_BYTES > COPY_BUFFER_BYTES:
-                if write_all(out, buffer, used, written) < 0:
-                    child_exit(log, errno)
-                written += used
-                used = 0
-            encode_set(<uint8_t *>buffer + used, table.slots[slot].key, table.slots[slot].value)
-            used += SET_BYTES
-            records += 1
-    if write_all(out, buffer, used, written) < 0:
+    if write_snapshot(store, out, buffer, &written, &records) < 0:
         child_exit(log, errno)
-    written += used
     copied = log.rewrite_started_at
     for rounds in range(3):
         if fdatasync(out) < 0:
@@ -309,12 +320,14 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
     pthread_mutex_lock(&log.lock)
     retired = log.fd
     log.fd = new_fd
+    log.fd_generation += 1
     pthread_mutex_unlock(&log.lock)
     retire_descriptor(log, retired)
     log.size = to_offset
     log.base_size = to_offset
     log.rewrites += 1
     log.last_rewrite_failed = False
+    log.rewrite_failure_reported = False
     folder = open_file(log.directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     if folder < 0 or fsync(folder) < 0:         # the rename itself must be durable
         error = errno
@@ -323,7 +336,9 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
         fail_sync(log, error)
     else:
         close(folder)
-        if log.needs_rewrite:                   # recovered from a failed sync
+        # Only the rewrite started from memory after the failed sync ends it: a
+        # rewrite that was already running copied its tail from the failed file.
+        if log.needs_rewrite and log.rewrite_recovers:
             log.needs_rewrite = False
             log.failure = 0
             log.failure_reported = False
@@ -334,13 +349,57 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
     return 0
 
 
+cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogil:
+    """At shutdown after a failed sync (``needs_rewrite``): no child can be waited
+    for, so write the snapshot from memory here, sync it and rename it over the
+    log. Returns 0 (the failure state is left), or -1 with errno set."""
+    cdef char *buffer = <char *>malloc(COPY_BUFFER_BYTES)
+    cdef int out, folder, error = 0, retired
+    cdef uint64_t written = 0, records = 0
+    if buffer == NULL:
+        set_errno(ENOMEM)
+        return -1
+    out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    if out < 0 or write_snapshot(store, out, buffer, &written, &records) < 0 or fdatasync(out) < 0 \
+            or rename(log.rewrite_path, log.path) < 0:
+        error = errno
+    free(buffer)
+    if error == 0:
+        folder = open_file(log.directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if folder < 0 or fsync(folder) < 0:
+            error = errno
+        if folder >= 0:
+            close(folder)
+    if error != 0:
+        if out >= 0:
+            close(out)
+        unlink(log.rewrite_path)
+        set_errno(error)
+        return -1
+    pthread_mutex_lock(&log.lock)
+    retired = log.fd
+    log.fd = out
+    log.fd_generation += 1
+    pthread_mutex_unlock(&log.lock)
+    close(retired)
+    log.size = log.base_size = written
+    log.pending_len = 0
+    log.needs_rewrite = False
+    log.failure = 0
+    store_release(&log.sync_failure, 0)
+    return 0
+
+
 cdef int aof_rewrite_to_recover(AppendLog *log, const Store *store) noexcept nogil:
     """After a failed sync (``needs_rewrite``): make sure the rewrite from memory
     whose successful end leaves the failure state is running. The records still
     pending are dropped first: their effects are in the store, so in the
     snapshot. Returns 0 (running), or -1 with errno set (tried again later)."""
-    log.retry_at_ms = monotonic_ms() + RETRY_INTERVAL_MS
+    cdef int64_t now = monotonic_ms()
+    log.retry_at_ms = now + RETRY_INTERVAL_MS
     if log.rewrite_child != 0:
-        return 0
+        return 0                                # (if it is not the recovery, the next retry starts it)
+    if now < log.rewrite_not_before_ms:
+        return 0                                # a recovery rewrite failed lately: back off
     log.pending_len = 0
     return aof_start_rewrite(log, store)

@@ -44,6 +44,7 @@ class Server:
                         "and ::1 will be served; set requirepass (or KVFAST_PASSWORD), or use "
                         "--protected-mode no", self.config.host)
         self._append_only_file = None
+        self._loop = None
         self.loaded = None
         try:
             if self.config.appendonly is not None:
@@ -66,9 +67,7 @@ class Server:
                 self.loaded = _replay(self._loop, self.config.appendonly)
                 self._append_only_file.start()
         except BaseException:
-            if self._append_only_file is not None:
-                self._append_only_file.close()
-            self._socket.close()
+            self._release()
             raise
         self.address = self._socket.getsockname()[:2]
         self._thread = None
@@ -115,12 +114,22 @@ class Server:
         connection and the listening socket. Raises OSError if the log's last
         write or sync failed (everything is closed anyway)."""
         self.stop()
+        self._release()
+
+    def _release(self) -> None:
+        """Close the log (see EventLoop.close_log), the loop and the socket, each
+        even if an earlier step raised; the first error is raised at the end."""
         try:
-            if self._append_only_file is not None:
+            if self._loop is not None:
+                self._loop.close_log()
+            elif self._append_only_file is not None:
                 self._append_only_file.close()
         finally:
-            self._loop.close()
-            self._socket.close()
+            try:
+                if self._loop is not None:
+                    self._loop.close()
+            finally:
+                self._socket.close()
 
     def stats(self) -> dict:
         """Counters of the loop and the store (see ``EventLoop.stats``)."""

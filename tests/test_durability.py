@@ -1348,3 +1348,45 @@ with server:
     assert not (elsewhere / "kvfast.aof").exists()
     assert [line.split()[1:] for line in aof_tool("dump", home / "kvfast.aof").stdout.decode().splitlines()] == [
         ["set", "5", "6"]]
+
+
+# ---- tails never written, and clean-up of a refused start ------------------------------------
+
+
+def test_part_of_a_record_then_megabytes_of_zeros_is_a_torn_tail(start_server, tmp_path):
+    """A write torn at a page boundary, the rest of a large batch never written:
+    part of one record, then zeros far past the 1 MiB search window."""
+    path = tmp_path / "kvfast.aof"
+    good = log_bytes(rec_set(1, 10), rec_set(2, 20))
+    path.write_bytes(good + rec_set(3, 30)[:9] + bytes(2 << 20))
+    server = start_aof(start_server, path)
+    assert loaded(server) == (2, str(path))
+    check_store(server, {1: 10, 2: 20, 3: None})
+    assert path.stat().st_size == len(good)
+
+
+def test_a_log_of_only_zeros_starts_afresh(start_server, tmp_path):
+    """A file created but whose blocks were never written (a crash at creation)."""
+    path = tmp_path / "kvfast.aof"
+    path.write_bytes(bytes(4096))
+    server = start_aof(start_server, path)
+    assert loaded(server) == (0, str(path))
+    assert resp_line(server.address, "SET", 1, 1) == b"+OK"
+    stop_clean(server)
+    assert replay(parse(path.read_bytes())) == {1: 1}
+
+
+def test_a_refused_start_releases_everything(tmp_path):
+    """kvfast.Server on a corrupt log raises LogError and leaves no descriptor open."""
+    path = tmp_path / "kvfast.aof"
+    path.write_bytes(log_bytes(rec_set(1, 1), rec_set(2, 2)))
+    data = bytearray(path.read_bytes())
+    data[HEADER_SIZE + 3] ^= 0xFF                   # the first record: corrupt, with a good one after it
+    path.write_bytes(bytes(data))
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(kvfast.LogError, match="corrupt record at offset 16"):
+            kvfast.Server(config=ServerConfig(port=0, appendonly=str(path)))
+    import gc
+    gc.collect()
+    assert set(os.listdir("/proc/self/fd")) <= before
