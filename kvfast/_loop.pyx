@@ -220,6 +220,9 @@ cdef class EventLoop:
         if self.append_only_file is None:
             return
         if aof.needs_rewrite:
+            if self.logger is not None:
+                self.logger.warning("append-only file: a sync failed and no rewrite has recovered it yet: "
+                                    "writing every key from memory before exit")
             self.append_only_file.stop_rewrite()
             with nogil:
                 result = aof_save_snapshot_now(aof, &self.context.store)

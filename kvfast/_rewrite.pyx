@@ -57,7 +57,7 @@ cdef bint aof_rewrite_due(const AppendLog *log, size_t live_keys, int64_t now_ms
 cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     """Fork the rewrite child (see rewrite_child_main). Returns 0 (``rewrite_pipe``
     is then the descriptor to watch: it hangs up when the child exits), or -1
-    with errno set (EBUSY: one is running; the log is untouched either way).
+    with errno set (EBUSY: one is running; a failure leaves no child and no file).
 
     Pending records are flushed first, so the snapshot (the store as of the
     fork) and the old log's first ``rewrite_started_at`` bytes hold the same

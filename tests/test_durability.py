@@ -29,7 +29,7 @@ import redis
 import kvfast
 from kvfast.config import ServerConfig
 from aof_format import HEADER_SIZE, log_bytes, parse, rec_clear, rec_del, rec_set, replay
-from conftest import command, exchange, request, script_path
+from conftest import command, exchange, read_until_closed, request, require_tool, script_path
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 FSYNC_POLICIES = ["always", "everysec", "no"]
@@ -1390,3 +1390,60 @@ def test_a_refused_start_releases_everything(tmp_path):
     import gc
     gc.collect()
     assert set(os.listdir("/proc/self/fd")) <= before
+
+
+# ---- a failed fdatasync (simulated with an LD_PRELOAD shim) ----------------------------------
+
+
+@pytest.fixture
+def fail_sync_shim(tmp_path):
+    """(environment, flag path): with this environment, fdatasync fails with EIO
+    in the server (and its rewrite child) while the flag file exists. Built from
+    tests/native/fail_fdatasync.c with the C compiler that builds kvfast."""
+    compiler = require_tool("cc")
+    library = tmp_path / "fail_fdatasync.so"
+    source = os.path.join(os.path.dirname(__file__), "native", "fail_fdatasync.c")
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), source, "-ldl"], check=True,
+                   capture_output=True, timeout=60)
+    flag = tmp_path / "fail-sync"
+    env = dict(os.environ, LD_PRELOAD=str(library), KVFAST_TEST_FAIL_SYNC=str(flag))
+    return env, flag
+
+
+def test_failed_sync_refuses_writes_until_a_rewrite_from_memory(start_server, tmp_path, fail_sync_shim):
+    env, flag = fail_sync_shim
+    path = tmp_path / "kvfast.aof"
+    server = start_aof(start_server, path, "always", env=env)
+    assert resp_line(server.address, "SET", 1, 1) == b"+OK"
+    flag.touch()
+    with socket.create_connection(server.address, timeout=10) as sock:     # not acknowledged
+        sock.sendall(command("SET", 2, 2))
+        assert read_until_closed(sock) == b""
+    assert resp_line(server.address, "SET", 3, 3) == b"-MISCONF Errors writing to the AOF file: Input/output error"
+    assert resp_line(server.address, "GET", 1) == b"$1"
+    time.sleep(0.3)                                 # recovery rewrites fail while syncs fail
+    assert resp_line(server.address, "SET", 3, 3).startswith(b"-MISCONF")
+    flag.unlink()
+    # The recovery rewrite backs off 10 s after a failure; then one from memory succeeds.
+    wait_for(lambda: resp_line(server.address, "SET", 4, 4) == b"+OK", 20, interval=0.2,
+             message="writes accepted again after the rewrite from memory")
+    assert info(server.address)["aof_rewrites"] >= 1
+    stop_clean(server)
+    restarted = start_aof(start_server, path)
+    check_store(restarted, {1: 1, 2: 2, 3: None, 4: 4})     # 2 was applied (never acknowledged), 3 refused
+
+
+def test_stopping_after_a_failed_sync_writes_the_snapshot(start_server, tmp_path, fail_sync_shim):
+    env, flag = fail_sync_shim
+    path = tmp_path / "kvfast.aof"
+    server = start_aof(start_server, path, "everysec", env=env)
+    assert pipeline(server.address, [b"set %d %d" % (key, key) for key in range(1, 101)]) == [b"OK"] * 100
+    flag.touch()
+    wait_for(lambda: resp_line(server.address, "SET", 1000, 1).startswith(b"-MISCONF"), 10, interval=0.2,
+             message="the everysec thread's failed sync")
+    time.sleep(1.0)                                 # a recovery rewrite fails, and backs off 10 s
+    flag.unlink()
+    stderr = stop_clean(server)                     # within the back-off: the snapshot is written at exit
+    assert "writing every key from memory before exit" in stderr
+    restarted = start_aof(start_server, path)
+    check_store(restarted, {**{key: key for key in range(1, 101)}, 1000: 1})    # 1000: acknowledged first
