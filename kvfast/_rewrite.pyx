@@ -251,6 +251,19 @@ cdef void retire_descriptor(AppendLog *log, int fd) noexcept nogil:
         close(fd)
 
 
+cdef void swap_in(AppendLog *log, int new_fd, uint64_t size) noexcept nogil:
+    """Append to ``new_fd`` from now on (a file already synced and renamed over
+    the log, ``size`` bytes long); the old descriptor is closed off the loop."""
+    cdef int retired
+    pthread_mutex_lock(&log.lock)
+    retired = log.fd
+    log.fd = new_fd
+    log.fd_generation += 1
+    pthread_mutex_unlock(&log.lock)
+    retire_descriptor(log, retired)
+    log.size = log.base_size = size
+
+
 cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
     """After the child exited (``rewrite_exited``) and the pending records were
     flushed: copy the old log's last bytes into the new file, fdatasync it,
@@ -264,7 +277,7 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
     sync after the rename is a failed sync (see fail_sync). The time spent
     here is the only pause a rewrite causes (``last_rewrite_pause_us``).
     """
-    cdef int status = 0, new_fd = -1, folder = -1, error = 0, retired
+    cdef int status = 0, new_fd = -1, folder = -1, error = 0
     cdef pid_t reaped
     cdef int64_t started = monotonic_us()
     cdef uint64_t from_offset, to_offset = 0
@@ -317,14 +330,7 @@ cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
         log.rewrite_not_before_ms = monotonic_ms() + REWRITE_RETRY_MS
         set_errno(error)
         return -1
-    pthread_mutex_lock(&log.lock)
-    retired = log.fd
-    log.fd = new_fd
-    log.fd_generation += 1
-    pthread_mutex_unlock(&log.lock)
-    retire_descriptor(log, retired)
-    log.size = to_offset
-    log.base_size = to_offset
+    swap_in(log, new_fd, to_offset)
     log.rewrites += 1
     log.last_rewrite_failed = False
     log.rewrite_failure_reported = False
@@ -354,7 +360,7 @@ cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogi
     for, so write the snapshot from memory here, sync it and rename it over the
     log. Returns 0 (the failure state is left), or -1 with errno set."""
     cdef char *buffer = <char *>malloc(COPY_BUFFER_BYTES)
-    cdef int out, folder, error = 0, retired
+    cdef int out, folder, error = 0
     cdef uint64_t written = 0, records = 0
     if buffer == NULL:
         set_errno(ENOMEM)
@@ -376,13 +382,7 @@ cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogi
         unlink(log.rewrite_path)
         set_errno(error)
         return -1
-    pthread_mutex_lock(&log.lock)
-    retired = log.fd
-    log.fd = out
-    log.fd_generation += 1
-    pthread_mutex_unlock(&log.lock)
-    close(retired)
-    log.size = log.base_size = written
+    swap_in(log, out, written)
     log.pending_len = 0
     log.needs_rewrite = False
     log.failure = 0
