@@ -5,6 +5,7 @@ any address family getaddrinfo gives); the compiled :class:`~kvfast._loop.EventL
 then serves it without the GIL.
 """
 import logging
+import os
 import signal
 import socket
 import threading
@@ -152,10 +153,18 @@ def _open_log(config: ServerConfig) -> AppendOnlyFile:
         raise LogError(config.appendonly, f"cannot open: {error.strerror or error}") from None
 
 
+#: Logs this large get a "loading" line before their replay starts (and one a
+#: second while it runs, as every log does).
+LARGE_LOG_BYTES = 64 * 1024 * 1024
+
+
 def _replay(loop: EventLoop, path) -> tuple[int, float]:
     """Replay the log into the loop's store; returns (keys, seconds). Logs a
-    progress line about once a second for large files."""
+    progress line about once a second (and, for a large file, one as it starts)."""
     started = time.monotonic()
+    size = os.path.getsize(path)
+    if size >= LARGE_LOG_BYTES:
+        aof_log.info("loading %s: %.0f MB", path, size / 1e6)
 
     def progress(done_bytes, total_bytes, records):
         aof_log.info("loading %s: %d%% (%d records, %.1f s)", path, 100 * done_bytes // total_bytes, records,
