@@ -22,7 +22,6 @@ cdef struct RewriteShared:
     # far the log is written, the child reports how far it has copied it.
     uint64_t log_size           # parent: bytes of the old log written so far
     uint64_t copied_to          # child: old-log offset its copy reached
-    uint64_t snapshot_records   # child: keys written into the snapshot
     uint64_t temp_size          # child: bytes of the new log it wrote
     uint64_t error              # child: errno of its failure (0: none)
     uint64_t done               # child: 1 once the new log is complete and synced

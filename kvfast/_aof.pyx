@@ -38,7 +38,6 @@ from libc.string cimport memcmp, memcpy, strdup
 from posix.fcntl cimport fcntl, F_DUPFD_CLOEXEC
 from posix.mman cimport munmap
 from posix.signal cimport kill
-from posix.types cimport pid_t
 from posix.unistd cimport close, fdatasync, ftruncate, pwrite, unlink
 from posix.wait cimport waitpid
 
@@ -420,7 +419,7 @@ cdef class AppendOnlyFile:
     cdef void kill_rewrite(self) noexcept nogil:
         cdef int status
         if self.log.rewrite_child != 0:
-            syscall_kill(self.log.rewrite_child)
+            kill(self.log.rewrite_child, SIGKILL)
             while waitpid(self.log.rewrite_child, &status, 0) < 0 and errno == EINTR:
                 pass
             self.log.rewrite_child = 0
@@ -472,10 +471,6 @@ cdef class AppendOnlyFile:
         free(self.log.directory)
         free(self.log.rewrite_path)
         pthread_mutex_destroy(&self.log.lock)
-
-cdef inline void syscall_kill(pid_t pid) noexcept nogil:
-    kill(pid, SIGKILL)
-
 
 cdef int raise_os_error() except -1:
     cdef int error = errno

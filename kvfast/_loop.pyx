@@ -840,8 +840,6 @@ cdef class EventLoop:
                             or aof_rewrite_due(aof, store_count(&self.context.store), self.now_ms)):
             aof.rewrite_requested = False
             if aof_start_rewrite(aof, &self.context.store) < 0:
-                aof.rewrite_not_before_ms = self.now_ms + 10000
-                aof.last_rewrite_failed = True
                 self.log_errno(b"append-only file: cannot start a rewrite (%s)", errno)
         self.watch_rewrite()
 
@@ -896,7 +894,6 @@ cdef class EventLoop:
             connection.write_blocked = output.start < output.end
             if not connection.write_blocked:
                 output.start = output.end = 0
-                connection.session.unpersisted = False      # (persist cleared it before any send)
                 if output.capacity > SPARE_OUTPUT_BYTES:
                     output_free(output)
                 if connection.session.closing:

@@ -12,7 +12,6 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 shapes and error texts; see the README for the list of commands.
 """
 from libc.stdint cimport int64_t, INT64_MIN
-from libc.errno cimport errno
 from libc.string cimport memcmp, strerror, strlen
 from libc.time cimport time
 from posix.fcntl cimport open, O_RDONLY

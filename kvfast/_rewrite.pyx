@@ -57,7 +57,24 @@ cdef bint aof_rewrite_due(const AppendLog *log, size_t live_keys, int64_t now_ms
 cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     """Fork the rewrite child (see rewrite_child_main). Returns 0 (``rewrite_pipe``
     is then the descriptor to watch: it hangs up when the child exits), or -1
-    with errno set (EBUSY: one is running; a failure leaves no child and no file).
+    with errno set (EBUSY: one is running). A failure leaves no child and no
+    file, counts as a failed rewrite and holds the next one back REWRITE_RETRY_MS.
+    """
+    cdef int error
+    if log.rewrite_child != 0:
+        set_errno(EBUSY)
+        return -1
+    if fork_rewrite_child(log, store) == 0:
+        return 0
+    error = errno
+    log.last_rewrite_failed = True
+    log.rewrite_not_before_ms = monotonic_ms() + REWRITE_RETRY_MS
+    set_errno(error)
+    return -1
+
+
+cdef int fork_rewrite_child(AppendLog *log, const Store *store) noexcept nogil:
+    """aof_start_rewrite's work: 0, or -1 with errno set.
 
     Pending records are flushed first, so the snapshot (the store as of the
     fork) and the old log's first ``rewrite_started_at`` bytes hold the same
@@ -69,9 +86,6 @@ cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil:
     cdef char *buffer
     cdef pid_t child, parent = getpid()
     cdef int64_t started
-    if log.rewrite_child != 0:
-        set_errno(EBUSY)
-        return -1
     if not log.needs_rewrite and aof_flush(log) < 0:
         return -1
     if log.shared == NULL:
@@ -152,20 +166,18 @@ cdef int copy_tail(const AppendLog *log, int source, int out, uint64_t *copied, 
         copied[0] += <uint64_t>got
 
 
-cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *written,
-                        uint64_t *records) noexcept nogil:
+cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *written) noexcept nogil:
     """Write a header and one set record per key of ``store`` to ``out`` from
     offset 0, through ``buffer`` (COPY_BUFFER_BYTES). Returns 0 with the bytes
-    and records written, or -1 with errno set."""
+    written in ``written``, or -1 with errno set."""
     cdef size_t used = HEADER_BYTES, slot
     cdef const Table *table
     cdef int i
-    written[0] = records[0] = 0
+    written[0] = 0
     encode_header(<uint8_t *>buffer)
     if store.has_empty_key:
         encode_set(<uint8_t *>buffer + used, 0, store.empty_key_value)
         used += SET_BYTES
-        records[0] += 1
     for i in range(2):
         table = &store.main if i == 0 else &store.draining
         for slot in range(table.capacity):
@@ -178,7 +190,6 @@ cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *wri
                 used = 0
             encode_set(<uint8_t *>buffer + used, table.slots[slot].key, table.slots[slot].value)
             used += SET_BYTES
-            records[0] += 1
     if write_all(out, buffer, used, written[0]) < 0:
         return -1
     written[0] += used
@@ -194,7 +205,7 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, i
     ``shared.error``. Never returns; runs only C code (no Python in a forked
     child) and dies with its parent."""
     cdef int out = -1, source, rounds
-    cdef uint64_t written = 0, copied, records = 0
+    cdef uint64_t written = 0, copied
     set_signal_handler(SIGTERM, SIG_DFL)
     set_signal_handler(SIGINT, SIG_DFL)
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
@@ -208,7 +219,7 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, i
     out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     if out < 0:
         child_exit(log, errno)
-    if write_snapshot(store, out, buffer, &written, &records) < 0:
+    if write_snapshot(store, out, buffer, &written) < 0:
         child_exit(log, errno)
     copied = log.rewrite_started_at
     for rounds in range(3):
@@ -216,7 +227,6 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, i
             child_exit(log, errno)
         if rounds < 2 and copy_tail(log, source, out, &copied, &written, buffer) < 0:
             child_exit(log, errno)
-    log.shared.snapshot_records = records
     log.shared.temp_size = written
     log.shared.copied_to = copied
     store_release(&log.shared.done, 1)
@@ -361,12 +371,12 @@ cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogi
     log. Returns 0 (the failure state is left), or -1 with errno set."""
     cdef char *buffer = <char *>malloc(COPY_BUFFER_BYTES)
     cdef int out, folder, error = 0
-    cdef uint64_t written = 0, records = 0
+    cdef uint64_t written = 0
     if buffer == NULL:
         set_errno(ENOMEM)
         return -1
     out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    if out < 0 or write_snapshot(store, out, buffer, &written, &records) < 0 or fdatasync(out) < 0 \
+    if out < 0 or write_snapshot(store, out, buffer, &written) < 0 or fdatasync(out) < 0 \
             or rename(log.rewrite_path, log.path) < 0:
         error = errno
     free(buffer)
