@@ -20,19 +20,20 @@ Anything else: ``Invalid request: <reason>``. The exact behaviour is defined by
 ``kvfast/protocol_model.py``, which the tests hold this module to.
 """
 from libc.stdint cimport int64_t
-from libc.string cimport strerror
+from libc.string cimport memchr, strerror
 
 from kvfast._context cimport Counters, ServerContext, Session
 from kvfast._output cimport Output, output_append, output_text, output_int64
 from kvfast._persist cimport begin_write, log_set, log_delete
 from kvfast._store cimport store_insert, store_upsert, store_lookup, store_delete, store_count, \
-    store_increment, store_memory_bytes
+    store_increment, store_memory_bytes, store_prefetch
 from kvfast._text cimport IntParse, INT_OK, INT_OUT_OF_RANGE, parse_int64, equals_nocase, secrets_equal
 
 
 cdef enum:
     MAX_WORDS = 4              # command + two arguments + one to notice extra words
     ECHO_LIMIT = 32            # bytes of an unknown command echoed back in the error
+    PREFETCH_MAX_LINE = 64     # longer lines end a prefetch walk (a "set K V" line is at most 47 bytes)
 
 
 cdef struct Word:
@@ -63,6 +64,28 @@ cdef size_t split_words(const char *line, size_t length, Word *words) noexcept n
             words[count].start = line + start
             words[count].length = i - start
         count += 1
+
+
+cdef size_t native_prefetch_key(const Store *store, const char *data, size_t length) noexcept nogil:
+    """Start loading the table slot of the key of the native request line at the
+    start of ``data`` (its second word), so that the cache misses of a pipelined
+    batch overlap (see EventLoop.prefetch_keys). Nothing is judged here:
+    native_answer does that. Returns the line's length with its newline, or 0
+    when no newline ends it within PREFETCH_MAX_LINE bytes (the walk stops).
+    """
+    cdef Word words[MAX_WORDS]
+    cdef const char *newline = <const char *>memchr(data, c'\n', min(length, <size_t>PREFETCH_MAX_LINE))
+    cdef size_t line_length
+    cdef int64_t key
+    if newline == NULL:
+        return 0
+    line_length = newline - data
+    if line_length > 0 and data[line_length - 1] == c'\r':
+        line_length -= 1
+    if split_words(data, line_length, words) >= 2 \
+            and parse_int64(words[1].start, words[1].length, &key) == INT_OK:
+        store_prefetch(store, key)
+    return newline - data + 1
 
 
 cdef inline bint is_command(const Word *word, const char *name) noexcept nogil:

@@ -23,7 +23,7 @@ from kvfast._output cimport Output, output_append, output_text, output_int64, ou
 from kvfast._persist cimport begin_write, log_set, log_delete, log_clear
 from kvfast._store cimport (
     store_insert, store_upsert, store_lookup, store_delete, store_count, store_increment,
-    store_clear, store_memory_bytes,
+    store_clear, store_memory_bytes, store_prefetch,
 )
 from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, secrets_equal
 
@@ -31,6 +31,7 @@ from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, secr
 cdef enum:
     MAX_ARGUMENTS = 1024 * 1024            # largest multibulk count accepted
     MAX_HEADER_DIGITS = 18                 # "*<n>" / "$<n>" with more digits are malformed
+    PREFETCH_MAX_ARGUMENTS = 8             # longer requests end a prefetch walk
     ERROR_ECHO_LIMIT = 128                 # bytes of an unknown command echoed, as Redis does
 
 cdef int64_t MAX_BULK_BYTES = 512 * 1024 * 1024    # Redis's proto-max-bulk-len
@@ -157,6 +158,35 @@ cdef int scan_request(const char *data, size_t length, size_t max_request_bytes,
         position += <size_t>size + 2
     request.length = position
     return 1
+
+
+cdef size_t resp_prefetch_key(const Store *store, const char *data, size_t length) noexcept nogil:
+    """Start loading the table slot of the key of the RESP request at the start
+    of ``data``, so that the cache misses of a pipelined batch overlap instead of
+    coming one request after another (see EventLoop.prefetch_keys).
+
+    The key is the second argument, where every key command (GET, SET, DEL, ...)
+    has it; for other commands the prefetch is merely useless. Nothing is
+    validated here beyond what staying inside ``data`` needs: resp_answer judges
+    the request. Returns the request's length, or 0 when it is incomplete, not
+    well formed or has more than PREFETCH_MAX_ARGUMENTS arguments (the walk
+    stops there).
+    """
+    cdef int64_t count, size, key
+    cdef size_t position, i
+    if scan_header(data, length, 0, True, &count, &position) != SCAN_COMPLETE \
+            or count <= 0 or count > PREFETCH_MAX_ARGUMENTS:
+        return 0
+    for i in range(<size_t>count):
+        if position >= length or data[position] != c'$':
+            return 0
+        if scan_header(data, length, position, False, &size, &position) != SCAN_COMPLETE \
+                or <size_t>size + 2 > length - position:
+            return 0
+        if i == 1 and parse_int64(data + position, <size_t>size, &key) == INT_OK:
+            store_prefetch(store, key)
+        position += <size_t>size + 2
+    return position
 
 
 cdef inline size_t data_header_start(const char *data, size_t data_at) noexcept nogil:
