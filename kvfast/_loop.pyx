@@ -721,7 +721,10 @@ cdef class EventLoop:
         a native line. Returns the bytes consumed, or (size_t)-1 when a reply
         could not be buffered (out of memory)."""
         cdef size_t start = 0, end, line_length, skip
-        cdef size_t prefetched = 0          # keys of the requests before this offset are prefetched
+        # Keys of the requests before this offset are prefetched. The first
+        # request is answered at once, so prefetching its key would gain
+        # nothing: the walk starts at the second (and never runs at pipeline 1).
+        cdef size_t prefetched = 1
         cdef const char *newline
         cdef ssize_t used
         cdef int result

@@ -25,7 +25,7 @@ from kvfast._store cimport (
     store_insert, store_upsert, store_lookup, store_delete, store_count, store_increment,
     store_clear, store_memory_bytes, store_prefetch,
 )
-from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, secrets_equal
+from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, same_letters_nocase, secrets_equal
 
 
 cdef enum:
@@ -83,6 +83,16 @@ cdef inline Scan scan_header(const char *data, size_t length, size_t at, bint si
     cdef size_t i = at + 1, first_digit
     cdef bint negative = False
     cdef int64_t value = 0
+    # Fast path for the usual one- or two-digit header with its CRLF in view.
+    if i + 3 < length and <unsigned char>(data[i] - c'0') <= 9:
+        if data[i + 1] == c'\r' and data[i + 2] == c'\n':
+            number[0] = data[i] - c'0'
+            next[0] = i + 3
+            return SCAN_COMPLETE
+        if <unsigned char>(data[i + 1] - c'0') <= 9 and data[i + 2] == c'\r' and data[i + 3] == c'\n':
+            number[0] = (data[i] - c'0') * 10 + (data[i + 1] - c'0')
+            next[0] = i + 4
+            return SCAN_COMPLETE
     if signed_number and i < length and data[i] == c'-':
         negative = True
         i += 1
@@ -445,7 +455,7 @@ cdef const CommandInfo *find_command(const Argument *name) noexcept nogil:
     """The table entry of a command name (any case), or NULL."""
     cdef int i
     for i in range(<int>COMMAND_COUNT):
-        if COMMANDS[i].name_length == name.length and equals_nocase(name.start, name.length, COMMANDS[i].name):
+        if COMMANDS[i].name_length == name.length and same_letters_nocase(name.start, name.length, COMMANDS[i].name):
             return &COMMANDS[i]
     return NULL
 

@@ -51,6 +51,7 @@ cdef extern from *:
 
 cdef int64_t EMPTY_KEY = 0
 cdef size_t MIN_CAPACITY = 16
+cdef size_t QUICK_PROBES = 4       # slots a lookup checks by key alone (one cache line)
 cdef size_t MIGRATE_MOVES = 8      # entries moved per operation while draining
 cdef size_t MIGRATE_VISITS = 128   # slots visited per operation while draining
 cdef size_t MAPPED_BYTES = 1 << 20       # tables this large are mmap'd, and released as drained
@@ -100,8 +101,12 @@ cdef Slot *table_locate(const Table *table, int64_t key, size_t *insert_at) noex
     own home than the searched key would be, instead of running to a free slot;
     that entry's slot is exactly where the key belongs.
     """
-    cdef size_t slot = home_slot(table, key)
-    cdef size_t distance = 0
+    return table_probe(table, key, home_slot(table, key), 0, insert_at)
+
+
+cdef inline Slot *table_probe(const Table *table, int64_t key, size_t slot, size_t distance,
+                              size_t *insert_at) noexcept nogil:
+    """table_locate's walk, starting ``distance`` slots into the key's probe run."""
     cdef int64_t resident
     while True:
         resident = table.slots[slot].key
@@ -115,11 +120,30 @@ cdef Slot *table_locate(const Table *table, int64_t key, size_t *insert_at) noex
 
 
 cdef inline Slot *table_find(const Table *table, int64_t key) noexcept nogil:
-    """Slot holding ``key``, or NULL (also for a table not allocated yet)."""
-    cdef size_t ignored
+    """Slot holding ``key``, or NULL (also for a table not allocated yet).
+
+    The first QUICK_PROBES slots of the key's probe run are checked by comparing
+    keys alone: finding the key or a free slot there settles it (linear probing
+    never leaves a free slot between a key's home and the key). Only then does
+    the walk go on with table_locate's Robin Hood exit, which costs a hash of
+    every resident it passes. Skipping that check for the first slots cannot
+    miss the exit, only delay it: probe distances grow by at most one per
+    slot along a run, so once a resident sits closer to its home than the
+    searched key would, every resident after it (up to a free slot) does too.
+    """
+    cdef size_t ignored, slot, probe
+    cdef int64_t resident
     if table.capacity == 0:
         return NULL
-    return table_locate(table, key, &ignored)
+    slot = home_slot(table, key)
+    for probe in range(QUICK_PROBES):
+        resident = table.slots[slot].key
+        if resident == key:
+            return &table.slots[slot]
+        if resident == EMPTY_KEY:
+            return NULL
+        slot = next_slot(table, slot)
+    return table_probe(table, key, slot, QUICK_PROBES, &ignored)
 
 
 cdef void table_insert_at(Table *table, size_t slot, int64_t key, int64_t value) noexcept nogil:

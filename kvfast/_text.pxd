@@ -1,12 +1,85 @@
 # Byte-string helpers shared by both protocols, inlined where they are used.
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport strlen
+from libc.string cimport memcpy, strlen
 
 
 cdef enum IntParse:
     INT_OK = 0
     INT_NOT_INTEGER = 1
     INT_OUT_OF_RANGE = 2
+
+
+cdef extern from *:
+    """
+    #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    #error "kvfast's digit parsing (eight_digits) assumes a little-endian machine"
+    #endif
+    static const unsigned long long kvfast_powers_of_ten[9] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL};
+    """
+    const uint64_t POWERS_OF_TEN "kvfast_powers_of_ten" [9]
+
+
+cdef inline bint eight_digits(uint64_t chunk, uint64_t *value) noexcept nogil:
+    """The value of eight ASCII decimal digits packed into a word as loaded from
+    memory on a little-endian machine (the first digit in the lowest byte), or
+    False if any byte is not a digit.
+
+    SWAR (SIMD within a register): every byte is a digit when its high nibble
+    is 3 and adding 6 does not carry into that nibble (0x3A..0x3F would). Then
+    neighbouring digits combine in three multiply-and-shift steps: pairs (each
+    byte times 10 plus the next byte), quads (times 100), the whole (times
+    10,000); no lane can overflow into the next because each result fits its
+    lane. About 15 instructions instead of 8 rounds of the byte loop.
+    """
+    if (chunk & 0xF0F0F0F0F0F0F0F0ULL) != 0x3030303030303030ULL \
+            or ((chunk + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) != 0x3030303030303030ULL:
+        return False
+    chunk -= 0x3030303030303030ULL
+    chunk = (chunk * 10 + (chunk >> 8)) & 0x00FF00FF00FF00FFULL
+    chunk = (chunk * 100 + (chunk >> 16)) & 0x0000FFFF0000FFFFULL
+    value[0] = (chunk * 10000 + (chunk >> 32)) & 0xFFFFFFFFULL
+    return True
+
+
+cdef inline bint digits_value(const char *text, size_t length, uint64_t *value) noexcept nogil:
+    """The value of ``text[:length]`` when it is 1 to 18 ASCII decimal digits
+    (leading zeros allowed; 18 digits cannot overflow), else False.
+
+    Runs of 8 or more digits go through eight_digits, eight at a time; the last
+    partial run re-reads the word that ends at the last digit and replaces the
+    bytes already counted by "0"s, so no byte outside ``text`` is ever read.
+    Shorter numbers take the byte loop.
+    """
+    cdef uint64_t magnitude = 0, chunk, part
+    cdef size_t i = 0, rest
+    if length >= 8:
+        while length - i >= 8:
+            memcpy(&chunk, text + i, 8)
+            if not eight_digits(chunk, &part):
+                return False
+            magnitude = magnitude * 100000000ULL + part
+            i += 8
+        rest = length - i
+        if rest > 0:
+            memcpy(&chunk, text + length - 8, 8)
+            # The low (8 - rest) bytes were counted already: make them leading zeros.
+            chunk = (chunk & ~((<uint64_t>1 << (8 * (8 - rest))) - 1)) \
+                | (0x3030303030303030ULL & ((<uint64_t>1 << (8 * (8 - rest))) - 1))
+            if not eight_digits(chunk, &part):
+                return False
+            magnitude = magnitude * POWERS_OF_TEN[rest] + part
+        value[0] = magnitude
+        return True
+    if length == 0:
+        return False
+    while i < length:
+        if text[i] < c'0' or text[i] > c'9':
+            return False
+        magnitude = magnitude * 10 + <uint64_t>(text[i] - c'0')
+        i += 1
+    value[0] = magnitude
+    return True
 
 
 cdef inline IntParse parse_int64(const char *text, size_t length, int64_t *out) noexcept nogil:
@@ -25,11 +98,8 @@ cdef inline IntParse parse_int64(const char *text, size_t length, int64_t *out) 
     if i == length:
         return INT_NOT_INTEGER
     if length - i <= 18:                     # fewer than 19 digits cannot overflow int64
-        while i < length:
-            if text[i] < c'0' or text[i] > c'9':
-                return INT_NOT_INTEGER
-            magnitude = magnitude * 10 + <uint64_t>(text[i] - c'0')
-            i += 1
+        if not digits_value(text + i, length - i, &magnitude):
+            return INT_NOT_INTEGER
         out[0] = <int64_t>(0 - magnitude) if negative else <int64_t>magnitude
         return INT_OK
     limit = (<uint64_t>1 << 63) if negative else ((<uint64_t>1 << 63) - 1)
@@ -69,9 +139,14 @@ cdef inline bint equals_nocase(const char *word, size_t length, const char *lowe
     of letters (``x | 0x20`` maps an upper-case letter to its lower case and
     never turns any other byte into a lower-case letter; names with other bytes,
     such as ``*``, may match a few more spellings)."""
-    cdef size_t i
     if length != strlen(lowercase):
         return False
+    return same_letters_nocase(word, length, lowercase)
+
+
+cdef inline bint same_letters_nocase(const char *word, size_t length, const char *lowercase) noexcept nogil:
+    """equals_nocase for a name already known to be ``length`` bytes long."""
+    cdef size_t i
     for i in range(length):
         if (word[i] | 0x20) != lowercase[i]:
             return False
