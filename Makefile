@@ -1,7 +1,7 @@
 # The commands people type. `make test` is the one CI runs (see .ci/run).
 PYTHON ?= python3
 
-.PHONY: install serve develop test sanitize soak compare bench growth persistence clean
+.PHONY: install serve develop test sanitize soak compare floor bench growth persistence clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -23,6 +23,9 @@ soak: develop       ## 5,000 connections churning for 60 s, then fds, RSS and ev
 
 compare: develop    ## kvfast vs redis-server vs asyncio -> docs/benchmarks.md, docs/benchmarks.png
 	$(PYTHON) -m bench.compare --publish
+
+floor: develop      ## kvfast and redis-server next to a bare epoll server (the syscalls alone), pipeline 1
+	$(PYTHON) -m bench.floor
 
 bench: develop      ## pytest-benchmark load and store runs (KVFAST_BENCH_QUICK=1 for a smoke run)
 	$(PYTHON) -m pip install -e '.[bench]'

@@ -91,3 +91,17 @@ def test_persistence_quick_reports_every_part(tmp_path):
             assert all(run["errors"] == 0 and run["requests_per_second"] > 0 for run in runs[policy]), runs
     assert report["problems"] == [] or all("other" in problem or "rebuilt" in problem
                                            for problem in map(str, report["problems"])), report["problems"]
+
+
+def test_floor_quick_prints_the_table():
+    for tool in ("redis-server", "redis-benchmark"):
+        require_tool(tool)
+    result = subprocess.run([sys.executable, "-m", "bench.floor", "--quick"], cwd=REPO,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| SET NX P1") or
+            line.startswith("| GET P1")]
+    assert len(rows) == 2, result.stdout
+    for row in rows:
+        floor, kvfast, redis = (float(cell) for cell in row.split("|")[2:5])
+        assert min(floor, kvfast, redis) >= 0 and max(floor, kvfast, redis) < 1000, row
