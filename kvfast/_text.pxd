@@ -51,7 +51,7 @@ cdef inline bint digits_value(const char *text, size_t length, uint64_t *value) 
     bytes already counted by "0"s, so no byte outside ``text`` is ever read.
     Shorter numbers take the byte loop.
     """
-    cdef uint64_t magnitude = 0, chunk, part
+    cdef uint64_t magnitude = 0, chunk, part, counted
     cdef size_t i = 0, rest
     if length >= 8:
         while length - i >= 8:
@@ -63,9 +63,9 @@ cdef inline bint digits_value(const char *text, size_t length, uint64_t *value) 
         rest = length - i
         if rest > 0:
             memcpy(&chunk, text + length - 8, 8)
-            # The low (8 - rest) bytes were counted already: make them leading zeros.
-            chunk = (chunk & ~((<uint64_t>1 << (8 * (8 - rest))) - 1)) \
-                | (0x3030303030303030ULL & ((<uint64_t>1 << (8 * (8 - rest))) - 1))
+            # Its low (8 - rest) bytes were counted already: make them leading zeros.
+            counted = (<uint64_t>1 << (8 * (8 - rest))) - 1
+            chunk = (chunk & ~counted) | (0x3030303030303030ULL & counted)
             if not eight_digits(chunk, &part):
                 return False
             magnitude = magnitude * POWERS_OF_TEN[rest] + part
