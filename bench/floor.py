@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 
-from bench.harness import (BenchError, HOST, find_program, free_port, install_sigterm_handler,
-                           redis_benchmark, start_servers, with_server_cpu, _die_with_parent)
+from bench.harness import (BenchError, HOST, die_with_parent, find_program, free_port,
+                           install_sigterm_handler, redis_benchmark, start_servers, with_server_cpu)
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_server.c")
 COMMANDS = {"SET NX": ["set", "__rand_int__", "__rand_int__", "nx"], "GET": ["get", "__rand_int__"]}
@@ -38,7 +38,7 @@ class FloorServer:
         subprocess.run([compiler, "-O2", "-o", binary, SOURCE], check=True, timeout=120)
         self.port = free_port()
         self.proc = subprocess.Popen([binary, str(self.port)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+                                     stdout=subprocess.PIPE, preexec_fn=die_with_parent)
         if self.proc.stdout.readline().strip() != b"ready":
             self.close()
             raise BenchError(f"floor_server did not start on {HOST}:{self.port}")
@@ -103,7 +103,8 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.requests = 1, 5_000
     install_sigterm_handler()
-    find_program("redis-server"), find_program("redis-benchmark")
+    for program in ("redis-server", "redis-benchmark"):
+        find_program(program)       # a clear error now rather than after the floor server is built
     runs = measure(args.rounds, args.requests, args.pipeline)
     print("\n".join(table(runs, args.pipeline)))
     return 0

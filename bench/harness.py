@@ -124,7 +124,7 @@ def info_fields(address, section=None, timeout=30.0):
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 
 
-def _die_with_parent():
+def die_with_parent():
     """In the child before exec: get SIGTERM if the benchmark process dies, even
     by SIGKILL, so no server outlives it."""
     PR_SET_PDEATHSIG = 1
@@ -187,7 +187,7 @@ class ServerProcess:
                 self._log_start = log.tell()          # a restart appends: read only what it writes
                 self.proc = subprocess.Popen(self._argv(port), stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT, cwd=self.log_dir,
-                                             start_new_session=True, preexec_fn=_die_with_parent)
+                                             start_new_session=True, preexec_fn=die_with_parent)
             try:
                 self.port = self._wait_until_ready(port)
                 return self
