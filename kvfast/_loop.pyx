@@ -15,7 +15,9 @@ One iteration, as in Redis's ae/networking:
      bounded read (``read_chunk_bytes``); its complete requests are answered in
      order into its output buffer, until that buffer reaches the high-water
      mark (backpressure: the rest waits, reading pauses), and the connection
-     is queued for writing.
+     is queued for writing. A client's requests are answered just after the
+     next client's read, so that its first key is loaded from memory while
+     that recv runs (see receive()).
   3. After the batch, the append-only log's new records (if the log is on)
      are written, and under ``--fsync always`` synced, in one go (persist);
      then queued output is written directly. Only a connection
@@ -159,7 +161,7 @@ cdef class EventLoop:
         if password is not None:
             self.context.password = self.password
             self.context.password_length = len(self.password)
-        self.shared_input = <char *>malloc(read_chunk_bytes)
+        self.shared_input = <char *>malloc(2 * read_chunk_bytes)     # two halves: see receive()
         if self.shared_input == NULL:
             raise MemoryError()
         self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
@@ -308,6 +310,12 @@ cdef class EventLoop:
         cdef eventfd_t ignored
         cdef char drained[64]
         cdef Connection *connection
+        cdef Connection *held = NULL        # read, answered after the next read (see receive)
+        cdef char *held_data = NULL
+        cdef size_t held_length = 0
+        cdef char *data
+        cdef ssize_t length
+        cdef int spare = 0                  # which half of shared_input the next read may use
         while True:
             ready = epoll_wait(self.epoll_fd, events, MAX_EVENTS, timeout)
             if ready < 0:
@@ -342,10 +350,24 @@ cdef class EventLoop:
                     if connection == NULL:
                         continue        # closed earlier in this batch
                     if events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP):
-                        if self.read_requests(connection) < 0:
+                        length = self.receive(connection, self.shared_input + spare * self.read_chunk_bytes,
+                                              &data)
+                        if length < 0:
                             continue    # the connection was closed
+                        if length > 0:
+                            # Answer the previous read now, while this one's first key loads.
+                            if i + 1 < ready:
+                                self.prefetch_keys(data, <size_t>length, 0, 1)
+                            if held != NULL:
+                                self.answer_received(held, held_data, held_length)
+                            held, held_data, held_length = connection, data, <size_t>length
+                            if data != connection.input:
+                                spare ^= 1      # the held bytes occupy that shared buffer
                     if events[i].events & EPOLLOUT:
                         self.queue_write(connection)
+            if held != NULL:
+                self.answer_received(held, held_data, held_length)
+                held = NULL
             self.write_queued()
             timeout = self.next_timeout()
             if stop_requested:
@@ -545,38 +567,49 @@ cdef class EventLoop:
 
     # ---- input ------------------------------------------------------------------
 
-    cdef int read_requests(self, Connection *connection) noexcept nogil:
-        """One bounded read from the connection, then answer every complete request.
+    cdef ssize_t receive(self, Connection *connection, char *spare, char **data) noexcept nogil:
+        """One bounded read from the connection: into ``spare`` (half of the shared
+        buffer) when it holds no incomplete request, else after that request in
+        its own buffer.
 
-        Returns 0, or -1 if the connection was closed (peer gone, read error, or
-        out of memory). An incomplete request that can no longer fit its limit
-        (a native line over ``max_line_bytes``, a RESP request over
-        ``max_request_bytes``) is refused and the connection closes after the reply.
+        Returns the number of bytes now waiting at ``*data`` to be answered
+        (answer_received), 0 when there is nothing to answer (nothing arrived, the
+        connection waits for its output to drain, or it was refused), or -1 if
+        the connection was closed (peer gone, read error, or out of memory).
+        Reading and answering are split so the loop can answer one connection's
+        requests after issuing the next connection's read: with many clients at
+        pipeline 1, the table miss of one request then overlaps the next recv.
         """
-        cdef char *data
         cdef ssize_t received
-        cdef size_t length, consumed, leftover
-        cdef int refused = 0
         if connection.session.closing or connection.reading_paused:
             self.queue_write(connection)         # woken by ERR/HUP: let the write decide
             return 0
         connection.last_active_ms = self.now_ms
         if connection.refusal != REFUSE_NONE:
-            return self.refuse(connection)
+            return self.refuse(connection, spare)
         if connection.input_len == 0:
-            data = self.shared_input
-            received = recv(connection.fd, data, self.read_chunk_bytes, 0)
+            data[0] = spare
+            received = recv(connection.fd, spare, self.read_chunk_bytes, 0)
         else:
             if self.reserve_input(connection) < 0:
                 self.close_connection(connection)
                 return -1
-            data = connection.input
-            received = recv(connection.fd, data + connection.input_len, self.read_chunk_bytes, 0)
+            data[0] = connection.input
+            received = recv(connection.fd, connection.input + connection.input_len, self.read_chunk_bytes, 0)
         if received <= 0:
             if received < 0 and (errno == EAGAIN or errno == EINTR):
                 return 0
             return self.end_of_input(connection)
-        if self.consume(connection, data, connection.input_len + <size_t>received) < 0:
+        return <ssize_t>connection.input_len + received
+
+    cdef int answer_received(self, Connection *connection, char *data, size_t length) noexcept nogil:
+        """Answer every complete request of what receive() returned, queue the
+        replies for writing, and pause or resume reading. Returns 0, or -1 if the
+        connection was closed. An incomplete request that can no longer fit its
+        limit (a native line over ``max_line_bytes``, a RESP request over
+        ``max_request_bytes``) is refused and the connection closes after the reply.
+        """
+        if self.consume(connection, data, length) < 0:
             return -1
         if output_pending(&connection.session.output) > 0:
             self.queue_write(connection)
@@ -633,11 +666,11 @@ cdef class EventLoop:
         authenticated, as Redis keeps unauthenticated requests small."""
         return self.context.max_line_bytes if session.authenticated else UNAUTHENTICATED_MAX_LINE
 
-    cdef int refuse(self, Connection *connection) noexcept nogil:
+    cdef int refuse(self, Connection *connection, char *scratch) noexcept nogil:
         """Turn a refused connection away in the protocol its first bytes speak
         (``*``: RESP, anything else: native), then close it. Returns -1 if it was
         closed at once (nothing to read: the peer left)."""
-        cdef ssize_t received = recv(connection.fd, self.shared_input, self.read_chunk_bytes, 0)
+        cdef ssize_t received = recv(connection.fd, scratch, self.read_chunk_bytes, 0)
         cdef bint resp
         cdef int result
         if received <= 0:
@@ -645,7 +678,7 @@ cdef class EventLoop:
                 return 0
             self.close_connection(connection)
             return -1
-        resp = self.shared_input[0] == c'*'
+        resp = scratch[0] == c'*'
         if connection.refusal == REFUSE_MAX_CLIENTS:
             result = output_text(&connection.session.output, b"-ERR max number of clients reached\r\n" if resp
                                  else b"Error: max number of clients reached\n")
@@ -696,7 +729,7 @@ cdef class EventLoop:
         if leftover == 0:
             self.discard_input(connection)
             return 0
-        if data == self.shared_input:
+        if data != connection.input:       # a shared buffer: copy the tail out
             connection.input = <char *>malloc(leftover)
             if connection.input == NULL:
                 return -1
@@ -732,7 +765,7 @@ cdef class EventLoop:
         while (start < length and not session.closing
                and output_pending(&session.output) < self.output_high_water_bytes):
             if start >= prefetched:
-                prefetched = self.prefetch_keys(data, length, start)
+                prefetched = self.prefetch_keys(data, length, start, PREFETCH_REQUESTS)
             if data[start] == c'*':
                 used = resp_answer(&self.context, session, data + start, length - start)
                 if used < 0:
@@ -758,8 +791,9 @@ cdef class EventLoop:
             start = end + 1
         return start
 
-    cdef size_t prefetch_keys(self, const char *data, size_t length, size_t start) noexcept nogil:
-        """Start loading the table slots of the keys of the next PREFETCH_REQUESTS
+    cdef size_t prefetch_keys(self, const char *data, size_t length, size_t start,
+                              size_t requests) noexcept nogil:
+        """Start loading the table slots of the keys of the next ``requests``
         requests in ``data`` from ``start`` on, without executing anything.
 
         With a random key per request the table lookup is a cache (and TLB)
@@ -770,7 +804,7 @@ cdef class EventLoop:
         walk stopped at a request it cannot see whole, so it is not walked again.
         """
         cdef size_t walked, i
-        for i in range(PREFETCH_REQUESTS):
+        for i in range(requests):
             if start >= length:
                 return length
             if data[start] == c'*':

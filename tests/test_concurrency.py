@@ -1,5 +1,10 @@
 """Many clients at once against one real server: one shared store, fair service."""
 import asyncio
+import os
+import signal
+import time
+
+from conftest import command, read_line
 
 CLIENTS = 250
 KEYS_PER_CLIENT = 20
@@ -77,3 +82,51 @@ def test_clients_that_vanish_do_not_disturb_others(server):
             writer.close()
 
     asyncio.run(scenario())
+
+
+BATCH_CLIENTS = 40
+
+
+def read_exactly(sock, size, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < size and time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_clients_read_in_one_batch_each_get_their_own_replies(server):
+    """The loop answers one client's read after issuing the next client's read,
+    so two reads are in flight in the shared input buffer: many clients made
+    ready in one batch (the server is stopped while they send) must each be
+    answered from their own bytes, including a request completed from an
+    earlier read and an incomplete tail kept for a later one."""
+    clients = [server.connect() for _ in range(BATCH_CLIENTS)]
+    key = [700_000 + index for index in range(BATCH_CLIENTS)]
+    value = [-(10 ** 12) - index * 7 for index in range(BATCH_CLIENTS)]
+    for index, sock in enumerate(clients):
+        if index % 2:
+            sock.sendall(b"put %d " % key[index])      # completed by the next send
+    time.sleep(0.3)                                     # read and held by the server
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        for index, sock in enumerate(clients):
+            start = b"" if index % 2 else b"put %d " % key[index]
+            sock.sendall(start + b"%d\nget %d\n" % (value[index], key[index])
+                         + command("GET", str(key[index])) + b"get %d" % key[index])
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    for index, sock in enumerate(clients):
+        assert read_line(sock) == b"OK", index
+        assert read_line(sock) == b"%d" % value[index], index
+        resp_value = b"%d" % value[index]
+        expected = b"$%d\r\n%s\r\n" % (len(resp_value), resp_value)
+        assert read_exactly(sock, len(expected)) == expected, index
+    for index, sock in enumerate(clients):
+        sock.sendall(b"\n")                                 # ends the kept "get K"
+        assert read_line(sock) == b"%d" % value[index], index
+        sock.close()
