@@ -24,7 +24,7 @@ soak: develop       ## 5,000 connections churning for 60 s, then fds, RSS and ev
 compare: develop    ## kvfast vs redis-server vs asyncio -> docs/benchmarks.md, docs/benchmarks.png
 	$(PYTHON) -m bench.compare --publish
 
-floor: develop      ## kvfast and redis-server next to a bare epoll server (the syscalls alone), pipeline 1
+floor: develop      ## kvfast next to a bare epoll server (the syscalls alone) and Redis / the asyncio reference, pipeline 1
 	$(PYTHON) -m bench.floor
 
 bench: develop      ## pytest-benchmark load and store runs (KVFAST_BENCH_QUICK=1 for a smoke run)

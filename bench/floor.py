@@ -1,16 +1,20 @@
 """How close kvfast comes to the floor: kvfast, redis-server and a bare epoll
 server (bench/floor_server.c: the system calls alone, a constant reply, no
-parsing, no store) under the same redis-benchmark loads, side by side.
+parsing, no store) under the same redis-benchmark loads, side by side; then
+the native protocol: kvfast, the asyncio reference and the floor server under
+the same kvfast-bench loads.
 
     python -m bench.floor [--rounds 5] [--requests 400000] [--pipeline 1] [--quick]
 
-The issue's targets put kvfast's server CPU per request at most 0.85x Redis's at
-pipeline 1; the floor server shows how much of that ratio is the kernel's work
-that every such server pays (one recv and one send per request, the epoll
-wake-ups) and so cannot be bought back in user space. For each round and load
-(SET NX on an emptied store, then GET of what it wrote; 50 clients, random keys
-in 1M) each server runs the load in turn; ratios to Redis are taken within the
-round, and the medians and ranges are printed as a Markdown table.
+The issue's targets put kvfast's server CPU per request at most 0.85x Redis's,
+and the asyncio reference's at least 3x kvfast's, at pipeline 1. The floor
+server shows how much of each ratio is the kernel's work that every such server
+pays (one recv and one send per request, the epoll wake-ups) and so cannot be
+bought back in user space: no server of this design can do better than the
+floor's ratio. For each round and load (a set on an emptied store, then a get
+of what it wrote; 50 clients, random keys in 1M) each server runs the load in
+turn; ratios are taken within the round, and the medians and ranges are
+printed as Markdown tables.
 """
 import argparse
 import os
@@ -21,24 +25,33 @@ import sys
 import tempfile
 
 from bench.harness import (BenchError, HOST, die_with_parent, find_program, free_port,
-                           install_sigterm_handler, redis_benchmark, start_servers, with_server_cpu)
+                           install_sigterm_handler, kvfast_bench, redis_benchmark, start_servers,
+                           with_server_cpu)
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_server.c")
 COMMANDS = {"SET NX": ["set", "__rand_int__", "__rand_int__", "nx"], "GET": ["get", "__rand_int__"]}
+NATIVE_TESTS = {"native set": "set", "native get": "get"}     # kvfast-bench -t, as in bench.compare
+
+
+def build_floor_server(workdir):
+    """Compile bench/floor_server.c into ``workdir``; returns the binary's path."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        raise BenchError("no C compiler (cc or gcc) to build bench/floor_server.c")
+    binary = os.path.join(workdir, "floor_server")
+    subprocess.run([compiler, "-O2", "-o", binary, SOURCE], check=True, timeout=120)
+    return binary
 
 
 class FloorServer:
-    """bench/floor_server.c, compiled into a scratch folder and run on a free port."""
+    """The floor server (built by build_floor_server) on a free port, answering
+    RESP requests or, with ``native``, native request lines."""
 
-    def __init__(self, workdir):
-        compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-        if compiler is None:
-            raise BenchError("no C compiler (cc or gcc) to build bench/floor_server.c")
-        binary = os.path.join(workdir, "floor_server")
-        subprocess.run([compiler, "-O2", "-o", binary, SOURCE], check=True, timeout=120)
+    def __init__(self, binary, native=False):
         self.port = free_port()
-        self.proc = subprocess.Popen([binary, str(self.port)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen([binary, str(self.port), *(["native"] if native else [])],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     preexec_fn=die_with_parent)
         if self.proc.stdout.readline().strip() != b"ready":
             self.close()
             raise BenchError(f"floor_server did not start on {HOST}:{self.port}")
@@ -52,24 +65,42 @@ class FloorServer:
         self.proc.wait(10)
 
 
+def run_rounds(servers, loads, rounds, pipeline, run_load):
+    """Each load on each server in turn, ``rounds`` times; a set load first
+    empties the store. Returns {(load, kind): [CPU us/request per round]}."""
+    runs = {}
+    for repeat in range(rounds):
+        for load in loads:
+            for kind, server in servers.items():
+                if load in ("SET NX", "native set"):
+                    server.flush()
+                result = with_server_cpu(server.pid, lambda: run_load(server, load))
+                runs.setdefault((load, kind), []).append(result["server_cpu_us_per_request"])
+                print(f"  round {repeat + 1}/{rounds} {load + f' P{pipeline}':<14} {kind:<8}"
+                      f"{result['server_cpu_us_per_request']:8.2f} us/req", file=sys.stderr, flush=True)
+    return runs
+
+
 def measure(rounds, requests, pipeline):
-    """{(load, server): [CPU us/request per round]} for floor, kvfast and redis."""
+    """{(load, server): [CPU us/request per round]}: RESP loads (redis-benchmark)
+    on floor, kvfast and redis, then native loads (kvfast-bench) on floor,
+    kvfast and the asyncio reference."""
     workdir = tempfile.mkdtemp(prefix="kvfast-floor-")
-    servers = start_servers(["kvfast", "redis"], workdir)
+    servers = {}
     try:
-        servers["floor"] = FloorServer(workdir)
-        runs = {}
-        for repeat in range(rounds):
-            for label, command in COMMANDS.items():
-                for kind in ("floor", "kvfast", "redis"):
-                    server = servers[kind]
-                    if command[0] == "set":
-                        server.flush()
-                    result = with_server_cpu(server.pid, lambda: redis_benchmark(
-                        server.port, command, requests=requests, pipeline=pipeline))
-                    runs.setdefault((label, kind), []).append(result["server_cpu_us_per_request"])
-                    print(f"  round {repeat + 1}/{rounds} {label:<6} P{pipeline} {kind:<7}"
-                          f"{result['server_cpu_us_per_request']:8.2f} us/req", file=sys.stderr, flush=True)
+        binary = build_floor_server(workdir)
+        servers["floor"] = FloorServer(binary)
+        servers.update(start_servers(["kvfast", "redis"], workdir))
+        runs = run_rounds(servers, COMMANDS, rounds, pipeline,
+                          lambda server, load: redis_benchmark(server.port, COMMANDS[load],
+                                                               requests=requests, pipeline=pipeline))
+        for kind in ("floor", "redis"):
+            servers.pop(kind).close()
+        servers = {"floor": FloorServer(binary, native=True), **servers,
+                   **start_servers(["asyncio"], workdir)}
+        runs.update(run_rounds(servers, NATIVE_TESTS, rounds, pipeline,
+                               lambda server, load: kvfast_bench(server.port, NATIVE_TESTS[load],
+                                                                 requests=requests, pipeline=pipeline)))
         return runs
     finally:
         for server in servers.values():
@@ -77,19 +108,29 @@ def measure(rounds, requests, pipeline):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def paired(runs, load, top, bottom):
+    """Median and range of the per-round ratios top ÷ bottom, as table text."""
+    ratios = [a / b for a, b in zip(runs[(load, top)], runs[(load, bottom)])]
+    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def table(runs, pipeline):
+    """Markdown: the RESP table (ratios to Redis), then the native one (the
+    asyncio reference's CPU over each server's, the target's direction)."""
     lines = [f"| load | floor µs/req | kvfast µs/req | Redis µs/req | floor ÷ Redis | kvfast ÷ Redis | "
              f"kvfast ÷ floor |", "|---|---:|---:|---:|---:|---:|---:|"]
-
-    def paired(label, top, bottom):
-        ratios = [a / b for a, b in zip(runs[(label, top)], runs[(label, bottom)])]
-        return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
-
-    for label in COMMANDS:
-        medians = [statistics.median(runs[(label, kind)]) for kind in ("floor", "kvfast", "redis")]
-        lines.append(f"| {label} P{pipeline} | " + " | ".join(f"{value:.2f}" for value in medians)
-                     + f" | {paired(label, 'floor', 'redis')} | {paired(label, 'kvfast', 'redis')}"
-                     f" | {paired(label, 'kvfast', 'floor')} |")
+    for load in COMMANDS:
+        medians = [statistics.median(runs[(load, kind)]) for kind in ("floor", "kvfast", "redis")]
+        lines.append(f"| {load} P{pipeline} | " + " | ".join(f"{value:.2f}" for value in medians)
+                     + f" | {paired(runs, load, 'floor', 'redis')} | {paired(runs, load, 'kvfast', 'redis')}"
+                     f" | {paired(runs, load, 'kvfast', 'floor')} |")
+    lines += ["", f"| load | floor µs/req | kvfast µs/req | asyncio µs/req | asyncio ÷ floor | "
+                  f"asyncio ÷ kvfast | kvfast ÷ floor |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for load in NATIVE_TESTS:
+        medians = [statistics.median(runs[(load, kind)]) for kind in ("floor", "kvfast", "asyncio")]
+        lines.append(f"| {load} P{pipeline} | " + " | ".join(f"{value:.2f}" for value in medians)
+                     + f" | {paired(runs, load, 'asyncio', 'floor')} | {paired(runs, load, 'asyncio', 'kvfast')}"
+                     f" | {paired(runs, load, 'kvfast', 'floor')} |")
     return lines
 
 
@@ -103,7 +144,7 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.requests = 1, 5_000
     install_sigterm_handler()
-    for program in ("redis-server", "redis-benchmark"):
+    for program in ("redis-server", "redis-benchmark", "kvfast-bench"):
         find_program(program)       # a clear error now rather than after the floor server is built
     runs = measure(args.rounds, args.requests, args.pipeline)
     print("\n".join(table(runs, args.pipeline)))

@@ -1,15 +1,17 @@
 /* The floor of the CPU-per-request comparison with Redis: a bare
  * level-triggered epoll server that does nothing but the system calls every
  * server of this kind must make (epoll_wait, one recv per readable event, one
- * send of the replies) and answers each RESP request with a constant "+OK".
+ * send of the replies) and answers each RESP request with a constant "+OK"
+ * (or, started with the argument "native", each native request line with "OK").
  * It parses nothing and stores nothing, so kvfast can come close to its
  * figure but not below it. Built and run by bench/floor.py; not part of kvfast.
  *
- *     cc -O2 -o floor_server bench/floor_server.c && ./floor_server PORT
+ *     cc -O2 -o floor_server bench/floor_server.c && ./floor_server PORT [native]
  *
- * Requests are counted by their '*' bytes (the benchmark's keys and values
- * are digits), so a request split across two reads is still answered once.
- * Prints "ready" once listening on 127.0.0.1:PORT.
+ * RESP requests are counted by their '*' bytes (the benchmark's keys and
+ * values are digits), native ones by their '\n', so a request split across
+ * two reads is still answered once. Prints "ready" once listening on
+ * 127.0.0.1:PORT.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -25,17 +27,20 @@
 
 #define MAX_EVENTS 256
 #define READ_BYTES 16384
-#define REPLY "+OK\r\n"
-#define REPLY_BYTES 5
+#define LONGEST_REPLY_BYTES 5
 
 int main(int argc, char **argv) {
-    static char input[READ_BYTES], output[READ_BYTES * REPLY_BYTES];
+    static char input[READ_BYTES], output[READ_BYTES * LONGEST_REPLY_BYTES];
     struct epoll_event event, events[MAX_EVENTS];
     struct sockaddr_in address = {.sin_family = AF_INET};
     int one = 1, listener, poller;
+    int native = argc == 3 && strcmp(argv[2], "native") == 0;
+    const char *reply = native ? "OK\n" : "+OK\r\n";
+    size_t reply_bytes = strlen(reply);
+    char request_end = native ? '\n' : '*';
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    if (argc != 2 && !native) {
+        fprintf(stderr, "usage: %s PORT [native]\n", argv[0]);
         return 2;
     }
     address.sin_port = htons((unsigned short)atoi(argv[1]));
@@ -76,10 +81,10 @@ int main(int argc, char **argv) {
                 continue;
             }
             for (ssize_t j = 0; j < received; j++)
-                if (input[j] == '*')
-                    memcpy(output + REPLY_BYTES * replies++, REPLY, REPLY_BYTES);
+                if (input[j] == request_end)
+                    memcpy(output + reply_bytes * replies++, reply, reply_bytes);
             if (replies > 0)
-                send(fd, output, REPLY_BYTES * replies, MSG_NOSIGNAL);
+                send(fd, output, reply_bytes * replies, MSG_NOSIGNAL);
         }
     }
 }

@@ -93,15 +93,15 @@ def test_persistence_quick_reports_every_part(tmp_path):
                                            for problem in map(str, report["problems"])), report["problems"]
 
 
-def test_floor_quick_prints_the_table():
-    for tool in ("redis-server", "redis-benchmark"):
+def test_floor_quick_prints_the_tables():
+    for tool in ("redis-server", "redis-benchmark", "kvfast-bench"):
         require_tool(tool)
     result = subprocess.run([sys.executable, "-m", "bench.floor", "--quick"], cwd=REPO,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| SET NX P1") or
-            line.startswith("| GET P1")]
-    assert len(rows) == 2, result.stdout
+    rows = [line for line in result.stdout.splitlines()
+            if line.startswith(("| SET NX P1", "| GET P1", "| native set P1", "| native get P1"))]
+    assert len(rows) == 4, result.stdout
     for row in rows:
-        floor, kvfast, redis = (float(cell) for cell in row.split("|")[2:5])
-        assert min(floor, kvfast, redis) >= 0 and max(floor, kvfast, redis) < 1000, row
+        floor, kvfast, reference = (float(cell) for cell in row.split("|")[2:5])   # Redis or asyncio
+        assert min(floor, kvfast, reference) >= 0 and max(floor, kvfast, reference) < 1000, row
