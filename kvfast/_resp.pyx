@@ -77,13 +77,12 @@ cdef inline Scan scan_header(const char *data, size_t length, size_t at, bint si
     Returns SCAN_COMPLETE (``number`` and ``next``, the offset after the CRLF,
     are set), SCAN_INCOMPLETE, or SCAN_MALFORMED: not ``[0-9]{1,18}`` (with an
     optional ``-`` when ``signed_number``: only ``*-1`` is a valid negative
-    header; a bulk length never has a sign) followed by CRLF. One pass over the
-    bytes: this runs for every argument.
+    header; a bulk length never has a sign) followed by CRLF. This runs for
+    every argument, so the usual one- or two-digit header with its CRLF in view
+    is read here, inlined into the callers; anything else goes to
+    scan_long_header.
     """
-    cdef size_t i = at + 1, first_digit
-    cdef bint negative = False
-    cdef int64_t value = 0
-    # Fast path for the usual one- or two-digit header with its CRLF in view.
+    cdef size_t i = at + 1
     if i + 3 < length and <unsigned char>(data[i] - c'0') <= 9:
         if data[i + 1] == c'\r' and data[i + 2] == c'\n':
             number[0] = data[i] - c'0'
@@ -93,6 +92,15 @@ cdef inline Scan scan_header(const char *data, size_t length, size_t at, bint si
             number[0] = (data[i] - c'0') * 10 + (data[i + 1] - c'0')
             next[0] = i + 4
             return SCAN_COMPLETE
+    return scan_long_header(data, length, at, signed_number, number, next)
+
+
+cdef Scan scan_long_header(const char *data, size_t length, size_t at, bint signed_number,
+                           int64_t *number, size_t *next) noexcept nogil:
+    """scan_header for any header: one pass over the bytes, whatever their number."""
+    cdef size_t i = at + 1, first_digit
+    cdef bint negative = False
+    cdef int64_t value = 0
     if signed_number and i < length and data[i] == c'-':
         negative = True
         i += 1
