@@ -30,7 +30,9 @@ Each request is routed by its first byte: ``*`` starts a RESP (Redis protocol)
 request, answered by ``_resp``; anything else is a native text line, answered
 by ``_native``. One connection may mix both. Requests that arrive in one piece
 are answered straight from a buffer shared by the whole loop; a connection owns
-an input buffer only while it holds an incomplete request.
+an input buffer only while it holds an incomplete request. The shared buffer has
+two halves, because one client's read is held, unanswered, while the next
+client's read lands in the other half.
 """
 import os
 
@@ -315,7 +317,9 @@ cdef class EventLoop:
         cdef size_t held_length = 0
         cdef char *data
         cdef ssize_t length
-        cdef int spare = 0                  # which half of shared_input the next read may use
+        # The half of shared_input the next read (or refusal) may use; held bytes
+        # read into the shared buffer are always in the other half.
+        cdef int free_half = 0
         while True:
             ready = epoll_wait(self.epoll_fd, events, MAX_EVENTS, timeout)
             if ready < 0:
@@ -350,19 +354,19 @@ cdef class EventLoop:
                     if connection == NULL:
                         continue        # closed earlier in this batch
                     if events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP):
-                        length = self.receive(connection, self.shared_input + spare * self.read_chunk_bytes,
+                        length = self.receive(connection, self.shared_input + free_half * self.read_chunk_bytes,
                                               &data)
                         if length < 0:
                             continue    # the connection was closed
                         if length > 0:
                             # Answer the previous read now, while this one's first key loads.
-                            if i + 1 < ready:
+                            if i + 1 < ready or held != NULL:
                                 self.prefetch_keys(data, <size_t>length, 0, 1)
                             if held != NULL:
                                 self.answer_received(held, held_data, held_length)
                             held, held_data, held_length = connection, data, <size_t>length
                             if data != connection.input:
-                                spare ^= 1      # the held bytes occupy that shared buffer
+                                free_half ^= 1      # the held bytes occupy that half now
                     if events[i].events & EPOLLOUT:
                         self.queue_write(connection)
             if held != NULL:
@@ -567,10 +571,10 @@ cdef class EventLoop:
 
     # ---- input ------------------------------------------------------------------
 
-    cdef ssize_t receive(self, Connection *connection, char *spare, char **data) noexcept nogil:
-        """One bounded read from the connection: into ``spare`` (half of the shared
-        buffer) when it holds no incomplete request, else after that request in
-        its own buffer.
+    cdef ssize_t receive(self, Connection *connection, char *scratch, char **data) noexcept nogil:
+        """One bounded read from the connection: into ``scratch`` (the free half of
+        the shared buffer) when it holds no incomplete request, else after that
+        request in its own buffer.
 
         Returns the number of bytes now waiting at ``*data`` to be answered
         (answer_received), 0 when there is nothing to answer (nothing arrived, the
@@ -586,10 +590,10 @@ cdef class EventLoop:
             return 0
         connection.last_active_ms = self.now_ms
         if connection.refusal != REFUSE_NONE:
-            return self.refuse(connection, spare)
+            return self.refuse(connection, scratch)
         if connection.input_len == 0:
-            data[0] = spare
-            received = recv(connection.fd, spare, self.read_chunk_bytes, 0)
+            data[0] = scratch
+            received = recv(connection.fd, scratch, self.read_chunk_bytes, 0)
         else:
             if self.reserve_input(connection) < 0:
                 self.close_connection(connection)
@@ -729,7 +733,10 @@ cdef class EventLoop:
         if leftover == 0:
             self.discard_input(connection)
             return 0
-        if data != connection.input:       # a shared buffer: copy the tail out
+        # Bytes outside the connection's own buffer are in the shared one: copy the
+        # tail out (a connection reads into the shared buffer only while it has no
+        # input, and discard_input leaves input NULL then, so nothing leaks here).
+        if data != connection.input:
             connection.input = <char *>malloc(leftover)
             if connection.input == NULL:
                 return -1
