@@ -96,8 +96,8 @@ def measure(rounds, requests, pipeline):
                                                                requests=requests, pipeline=pipeline))
         for kind in ("floor", "redis"):
             servers.pop(kind).close()
-        servers = {"floor": FloorServer(binary, native=True), **servers,
-                   **start_servers(["asyncio"], workdir)}
+        servers["floor"] = FloorServer(binary, native=True)
+        servers.update(start_servers(["asyncio"], workdir))
         runs.update(run_rounds(servers, NATIVE_TESTS, rounds, pipeline,
                                lambda server, load: kvfast_bench(server.port, NATIVE_TESTS[load],
                                                                  requests=requests, pipeline=pipeline)))
