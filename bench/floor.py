@@ -114,24 +114,28 @@ def paired(runs, load, top, bottom):
     return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
+def table_lines(runs, loads, pipeline, reference, label, ratios):
+    """One Markdown table: per load, the median µs/request of the floor, kvfast
+    and ``reference``, then the median (and range) of each (top, bottom) ratio."""
+    names = {"floor": "floor", "kvfast": "kvfast", reference: label}
+    lines = [f"| load | floor µs/req | kvfast µs/req | {label} µs/req | "
+             + " | ".join(f"{names[top]} ÷ {names[bottom]}" for top, bottom in ratios) + " |",
+             "|---|" + "---:|" * (3 + len(ratios))]
+    for load in loads:
+        medians = [statistics.median(runs[(load, kind)]) for kind in ("floor", "kvfast", reference)]
+        lines.append(f"| {load} P{pipeline} | " + " | ".join(f"{value:.2f}" for value in medians) + " | "
+                     + " | ".join(paired(runs, load, top, bottom) for top, bottom in ratios) + " |")
+    return lines
+
+
 def table(runs, pipeline):
     """Markdown: the RESP table (ratios to Redis), then the native one (the
     asyncio reference's CPU over each server's, the target's direction)."""
-    lines = [f"| load | floor µs/req | kvfast µs/req | Redis µs/req | floor ÷ Redis | kvfast ÷ Redis | "
-             f"kvfast ÷ floor |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for load in COMMANDS:
-        medians = [statistics.median(runs[(load, kind)]) for kind in ("floor", "kvfast", "redis")]
-        lines.append(f"| {load} P{pipeline} | " + " | ".join(f"{value:.2f}" for value in medians)
-                     + f" | {paired(runs, load, 'floor', 'redis')} | {paired(runs, load, 'kvfast', 'redis')}"
-                     f" | {paired(runs, load, 'kvfast', 'floor')} |")
-    lines += ["", f"| load | floor µs/req | kvfast µs/req | asyncio µs/req | asyncio ÷ floor | "
-                  f"asyncio ÷ kvfast | kvfast ÷ floor |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for load in NATIVE_TESTS:
-        medians = [statistics.median(runs[(load, kind)]) for kind in ("floor", "kvfast", "asyncio")]
-        lines.append(f"| {load} P{pipeline} | " + " | ".join(f"{value:.2f}" for value in medians)
-                     + f" | {paired(runs, load, 'asyncio', 'floor')} | {paired(runs, load, 'asyncio', 'kvfast')}"
-                     f" | {paired(runs, load, 'kvfast', 'floor')} |")
-    return lines
+    return (table_lines(runs, COMMANDS, pipeline, "redis", "Redis",
+                        [("floor", "redis"), ("kvfast", "redis"), ("kvfast", "floor")])
+            + [""]
+            + table_lines(runs, NATIVE_TESTS, pipeline, "asyncio", "asyncio",
+                          [("asyncio", "floor"), ("asyncio", "kvfast"), ("kvfast", "floor")]))
 
 
 def main(argv=None):
