@@ -12,13 +12,14 @@ compile_args = ["-O2"]
 link_args = []
 if os.environ.get("KVFAST_SANITIZE") == "1":
     sanitizers = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
-    compile_args = ["-O1", "-g", *sanitizers]
+    compile_args = ["-O1", "-g", "-DKVFAST_DEBUG", *sanitizers]     # KVFAST_ASSERT checks on too
     link_args = sanitizers
 
 extensions = [
     Extension(f"kvfast.{name}", [f"kvfast/{name}.pyx"],
               extra_compile_args=compile_args, extra_link_args=link_args)
-    for name in ("_text", "_store", "_record", "_replay", "_aof", "_rewrite", "_native", "_resp", "_loop", "_bench")
+    for name in ("_text", "_store", "_record", "_replay", "_aof", "_rewrite", "_stats", "_native", "_resp", "_protocol",
+                 "_loop", "_bench")
 ]
 
 setup(

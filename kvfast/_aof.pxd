@@ -4,7 +4,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from posix.types cimport pid_t
 
 from kvfast._store cimport Store
-from kvfast._system cimport pthread_t, pthread_mutex_t, timespec, clock_gettime, CLOCK_MONOTONIC
+from kvfast._system cimport pthread_t, pthread_mutex_t
 
 
 cdef enum:
@@ -15,6 +15,13 @@ cdef enum FsyncPolicy:
     FSYNC_NO = 0            # the kernel decides when the page cache reaches the disk
     FSYNC_EVERYSEC = 1      # a background thread fdatasyncs about once a second
     FSYNC_ALWAYS = 2        # every loop iteration's records are fdatasynced before its replies
+
+
+cdef inline const char *fsync_policy_text(FsyncPolicy policy) noexcept nogil:
+    """A policy's name, as --fsync, INFO and CONFIG spell it."""
+    if policy == FSYNC_EVERYSEC:
+        return b"everysec"
+    return b"always" if policy == FSYNC_ALWAYS else b"no"
 
 
 cdef struct RewriteShared:
@@ -68,6 +75,7 @@ cdef struct AppendLog:
     int64_t latest_fork_us      # how long the last fork() stopped the loop (page tables are copied)
     int64_t last_rewrite_pause_us   # the swap's duration in the loop (copy tail, sync, rename)
     int64_t max_rewrite_pause_us
+    void *logger                # borrowed: AppendOnlyFile.logger, for aof_warn and friends
 
 
 cdef int aof_reserve(AppendLog *log, size_t records) noexcept nogil
@@ -80,18 +88,7 @@ cdef int aof_retry(AppendLog *log) noexcept nogil
 cdef int fail(AppendLog *log, int error) noexcept nogil
 cdef int fail_sync(AppendLog *log, int error) noexcept nogil
 cdef int write_all(int fd, const char *data, size_t length, uint64_t offset) noexcept nogil
-
-
-cdef inline int64_t monotonic_ms() noexcept nogil:
-    cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return <int64_t>now.tv_sec * 1000 + now.tv_nsec // 1000000
-
-
-cdef inline int64_t monotonic_us() noexcept nogil:
-    cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return <int64_t>now.tv_sec * 1000000 + now.tv_nsec // 1000
+cdef void aof_warn(const AppendLog *log, const char *message, int error) noexcept nogil
 
 
 cdef class AppendOnlyFile:

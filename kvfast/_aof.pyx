@@ -53,7 +53,7 @@ from kvfast._store cimport Store, store_begin_bulk_load, store_end_bulk_load
 from kvfast._system cimport (
     set_errno, eventfd, eventfd_write, EFD_CLOEXEC, pthread_create, pthread_join, pthread_mutex_init,
     pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock, poll, pollfd, POLLIN,
-    load_acquire, store_release,
+    load_acquire, store_release, monotonic_ms, raise_os_error,
 )
 
 log = logging.getLogger("kvfast.aof")
@@ -290,6 +290,7 @@ cdef class AppendOnlyFile:
             raise ValueError(f"fsync policy must be always, everysec or no, not {policy!r}")
         self.path_text = os.fspath(path)
         self.logger = logger if logger is not None else log
+        self.log.logger = <void *>self.logger
         self.log.policy = FSYNC_POLICIES[policy]
         self.log.rewrite_min_bytes = rewrite_min_bytes
         absolute = os.path.abspath(self.path_text)     # a later chdir must not move the log
@@ -441,23 +442,6 @@ cdef class AppendOnlyFile:
             close(self.log.retired_fd)
             self.log.retired_fd = -1
 
-    def stats(self):
-        return {
-            "aof_fsync": {FSYNC_NO: "no", FSYNC_EVERYSEC: "everysec", FSYNC_ALWAYS: "always"}[self.log.policy],
-            "aof_current_size": self.log.size,
-            "aof_base_size": self.log.base_size,
-            "aof_pending_bytes": self.log.pending_len,
-            "aof_last_write_status": "err" if self.log.failure else "ok",
-            "aof_last_write_error": os.strerror(self.log.failure) if self.log.failure else "",
-            "aof_rewrite_in_progress": 1 if self.log.rewrite_child else 0,
-            "aof_rewrites": self.log.rewrites,
-            "aof_rewrite_failures": self.log.rewrite_failures,
-            "aof_last_bgrewrite_status": "err" if self.log.last_rewrite_failed else "ok",
-            "aof_latest_fork_us": self.log.latest_fork_us,
-            "aof_last_rewrite_pause_us": self.log.last_rewrite_pause_us,
-            "aof_max_rewrite_pause_us": self.log.max_rewrite_pause_us,
-        }
-
     def __dealloc__(self):
         if self.log.fd >= 0:
             try:
@@ -472,7 +456,14 @@ cdef class AppendOnlyFile:
         free(self.log.rewrite_path)
         pthread_mutex_destroy(&self.log.lock)
 
-cdef int raise_os_error() except -1:
-    cdef int error = errno
-    raise OSError(error, os.strerror(error))
 
+
+cdef void aof_warn(const AppendLog *log, const char *message, int error) noexcept nogil:
+    """Log a warning about the log through its logger (takes the GIL: rare
+    events only). ``message`` has one ``%s`` for the error's description when
+    ``error`` is not 0, and none otherwise."""
+    with gil:
+        if error != 0:
+            (<object>log.logger).warning(message.decode(), os.strerror(error))
+        else:
+            (<object>log.logger).warning(message.decode())

@@ -1,5 +1,6 @@
-# State shared by the loop and the protocol modules: the server's (one store and
-# its counters) and each connection's session. Declarations only.
+# State shared by the loop and the protocol modules: the server's (one store,
+# its counters and limits) and each connection's session. Declarations only;
+# kvfast/_stats.pyx renders the counters, kvfast/_keyspace.pxd changes the store.
 from libc.stdint cimport int64_t, uint64_t
 
 from kvfast._aof cimport AppendLog
@@ -7,28 +8,43 @@ from kvfast._output cimport Output
 from kvfast._store cimport Store
 
 
-cdef struct Counters:
-    uint64_t connections_accepted
-    uint64_t connected_clients
-    uint64_t commands_processed
-    uint64_t invalid_requests       # native "Invalid request" and RESP error replies
-    uint64_t protocol_errors        # requests that closed their connection
-    uint64_t keyspace_hits
-    uint64_t keyspace_misses
-    uint64_t accept_pauses
-    uint64_t rejected_connections   # refused: max clients reached
-    uint64_t protected_refusals     # refused: protected mode, not a loopback peer
-    uint64_t timed_out_clients      # closed after the idle timeout
-    uint64_t auth_failures          # wrong passwords
+cdef enum Counter:
+    # Indexes of ServerContext.counters. Their names, and where each is shown
+    # (native ``stats``, INFO, EventLoop.stats()), are rows of _stats.pyx.
+    COUNTER_CONNECTIONS_RECEIVED    # clients accepted (refused ones not counted)
+    COUNTER_CONNECTED_CLIENTS
+    COUNTER_COMMANDS_PROCESSED
+    COUNTER_ERROR_REPLIES           # native "Invalid request" and RESP error replies
+    COUNTER_PROTOCOL_ERRORS         # requests that closed their connection
+    COUNTER_KEYSPACE_HITS
+    COUNTER_KEYSPACE_MISSES
+    COUNTER_ACCEPT_PAUSES           # accepting stopped: out of descriptors
+    COUNTER_REJECTED_CONNECTIONS    # refused: max clients reached
+    COUNTER_PROTECTED_REFUSALS      # refused: protected mode, not a local peer
+    COUNTER_TIMED_OUT_CLIENTS       # closed after the idle timeout
+    COUNTER_AUTH_FAILURES           # wrong passwords
+    COUNTER_COUNT
+
+
+cdef struct Limits:
+    # What the protocols enforce; every value comes from kvfast/config.py.
+    size_t max_line_bytes                   # longest native request line
+    size_t max_request_bytes                # largest RESP request
+    size_t max_arguments                    # most arguments of a RESP request
+    size_t max_bulk_bytes                   # largest RESP argument (Redis's proto-max-bulk-len)
+    size_t unauthenticated_max_line_bytes   # ...the same three before AUTH, when a password is set
+    size_t unauthenticated_max_arguments
+    size_t unauthenticated_max_bulk_bytes
+    size_t output_high_water_bytes          # unsent reply bytes at which a client is answered no further
 
 
 cdef struct ServerContext:
     Store store
-    Counters counters
+    uint64_t counters[<int>COUNTER_COUNT]
+    Limits limits
     int port                        # for INFO
     int64_t started_at              # Unix time, for INFO's uptime
-    size_t max_line_bytes           # longest native request line
-    size_t max_request_bytes        # largest RESP request
+    const char *version             # kvfast's version, for INFO (points into EventLoop.version)
     const char *password            # requirepass, or NULL: no authentication
     size_t password_length
     AppendLog *aof                  # the append-only log, or NULL: no persistence
@@ -40,6 +56,7 @@ cdef struct Session:
     int resp_version                # 2 or 3, set by HELLO
     bint closing                    # reply, then close: read no further requests
     bint authenticated              # always true when no password is set
+    size_t native_scanned           # leading bytes of the held incomplete native line known to hold no newline
     size_t scan_position            # where scanning of an incomplete RESP request resumes (0: none)
     size_t scan_arguments           # ...its arguments already checked
     size_t scan_argc                # ...and its argument count

@@ -2,37 +2,41 @@
 """The server's event loop: one thread, level-triggered epoll, no GIL.
 
 Everything between ``epoll_wait`` and the replies leaving the socket (reads,
-request splitting, parsing, store access, writes) is C code running inside
+request framing, parsing, store access, writes) is C code running inside
 ``with nogil:``. The GIL is taken only at the edges: construction, ``run()``
 returning to Python for a signal or a stop, ``close()``, ``stats()`` and the
 rare warning log line.
 
-One iteration, as in Redis's ae/networking:
+The loop only moves bytes, as Redis's ae/networking do: it knows descriptors
+and what kind each is (a listener, a client, the wake-up eventfd, the signal
+pipe, the rewrite child's pipe: ``descriptors``), and hands what a client
+sent to the protocol router (_protocol.pyx), which frames and answers it and
+says how many bytes it used. One iteration:
   1. ``epoll_wait`` returns ready descriptors.
-  2. The listening socket accepts a bounded number of clients (over
-     ``max_clients``, or not from loopback in protected mode, they are refused
-     in the protocol of their first bytes); each client with input gets one
-     bounded read (``read_chunk_bytes``); its complete requests are answered in
-     order into its output buffer, until that buffer reaches the high-water
-     mark (backpressure: the rest waits, reading pauses), and the connection
-     is queued for writing. A client's requests are answered just after the
-     next client's read, so that its first key is loaded from memory while
-     that recv runs (see receive()).
-  3. After the batch, the append-only log's new records (if the log is on)
-     are written, and under ``--fsync always`` synced, in one go (persist);
-     then queued output is written directly. Only a connection
-     whose output did not all fit in the socket gets EPOLLOUT armed, and it is
-     disarmed once the output has drained.
+  2. Each listener accepts a bounded number of clients (over ``max_clients``,
+     or not local in protected mode, they are refused in the protocol of their
+     first bytes); each client with input gets one bounded read
+     (``read_chunk_bytes``); its complete requests are answered in order into
+     its output buffer, until that buffer reaches the high-water mark
+     (backpressure: the rest waits, reading pauses), and the connection is
+     queued for writing. A client's requests are answered just after the next
+     client's read, so that its first key is loaded from memory while that
+     recv runs (see receive()).
+  3. After the batch the append-only log's side runs (_rewrite's
+     aof_persist_batch: the records are written, and under ``--fsync
+     always`` synced, in one go); the loop withholds the replies of writes
+     that did not reach the log. Then queued output is written directly. Only
+     a connection whose output did not all fit in the socket gets EPOLLOUT
+     armed, and it is disarmed once the output has drained.
   4. Every 250 ms at most, idle clients past the timeout are closed and client
      trouble (refusals, protocol errors, wrong passwords) is logged, once per
      kind per 10 s.
-Each request is routed by its first byte: ``*`` starts a RESP (Redis protocol)
-request, answered by ``_resp``; anything else is a native text line, answered
-by ``_native``. One connection may mix both. Requests that arrive in one piece
-are answered straight from a buffer shared by the whole loop; a connection owns
-an input buffer only while it holds an incomplete request. The shared buffer has
-two halves, because one client's read is held, unanswered, while the next
-client's read lands in the other half.
+Requests that arrive in one piece are answered straight from a buffer shared
+by the whole loop; a connection owns an input buffer only while it holds an
+incomplete request. The shared buffer has two halves, because one client's
+read is held, unanswered, while the next client's read lands in the other half.
+Listeners are TCP or unix-domain sockets; the transports differ only in
+TCP_NODELAY and in which peers count as local (is_local_peer).
 """
 import os
 
@@ -41,7 +45,7 @@ from libc.errno cimport errno, EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.time cimport time
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memchr, memcpy, memmove
+from libc.string cimport memcpy, memmove
 from posix.unistd cimport close, read
 
 from kvfast._system cimport (
@@ -50,44 +54,63 @@ from kvfast._system cimport (
     accept4, setsockopt, recv, send, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL,
     IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, sockaddr, sockaddr_storage,
     sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, INADDR_LOOPBACK, htonl,
-    timespec, clock_gettime, CLOCK_MONOTONIC, eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
+    eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
+    monotonic_ms, raise_os_error, debug_assert, set_errno,
 )
-from kvfast._aof cimport AppendOnlyFile, AppendLog, aof_flush, aof_poll_sync_thread, aof_retry
-from kvfast._rewrite cimport (
-    aof_rewrite_due, aof_start_rewrite, aof_finish_rewrite, aof_rewrite_to_recover, aof_save_snapshot_now,
+from kvfast._aof cimport AppendOnlyFile, AppendLog
+from kvfast._rewrite cimport aof_persist_batch, aof_retry_failed, aof_save_snapshot_now
+from kvfast._context cimport (
+    ServerContext, Session, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS, COUNTER_PROTOCOL_ERRORS,
+    COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
+    COUNTER_AUTH_FAILURES,
 )
-from kvfast._context cimport ServerContext, Session
-from kvfast._native cimport native_answer, native_refuse_long_line, native_prefetch_key
-from kvfast._output cimport Output, output_pending, output_free, output_text
-from kvfast._resp cimport resp_answer, resp_refuse_too_large, resp_prefetch_key
-from kvfast._store cimport store_init, store_free, store_count, store_memory_bytes, store_migrate_idle
+from kvfast._output cimport Output, output_pending, output_free
+from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_PROTECTED, protocol_answer, \
+    protocol_prefetch, protocol_refuse
+from kvfast._stats cimport stats_as_dict
+from kvfast._store cimport store_init, store_free, store_count, store_migrate_idle, store_is_resizing
 
 
 cdef enum:
     MAX_EVENTS = 256            # descriptors taken from one epoll_wait
-    ACCEPTS_PER_EVENT = 1000    # new clients accepted per readable event of the listener (as Redis)
+    ACCEPTS_PER_EVENT = 1000    # new clients accepted per readable event of a listener (as Redis)
     SPARE_OUTPUT_BYTES = 16384  # an emptied output buffer larger than this is freed
     MAX_REFUSING = 1024         # connections being refused at once; beyond, closed without a word
     REFUSAL_GRACE_MS = 1000     # a refused client that sends nothing is closed after this
     SWEEP_INTERVAL_MS = 250     # how often idle and refused connections are looked for
-    UNAUTHENTICATED_MAX_LINE = 1024   # native line limit until ``auth`` succeeds
     EVENT_LOG_INTERVAL_MS = 10000     # each kind of client trouble is logged at most this often
     EVENT_KINDS = 4
-    PREFETCH_REQUESTS = 16      # pipelined requests whose keys are prefetched ahead of answering them
-
-cdef enum Refusal:
-    REFUSE_NONE = 0
-    REFUSE_MAX_CLIENTS = 1      # max_clients already connected
-    REFUSE_PROTECTED = 2        # protected mode and the peer is not 127.0.0.1 or ::1
+    MAX_LISTENERS = 16          # sockets one loop can listen on
 
 cdef enum RunResult:
     RUN_FAILED = -1             # a system call failed; errno says why
     RUN_STOPPED = 0             # wake() was called
     RUN_INTERRUPTED = 1         # a signal arrived; Python handlers must run
 
+cdef enum DescriptorKind:
+    # What a descriptor in the epoll set is, and so who handles its events.
+    DESCRIPTOR_FREE = 0
+    DESCRIPTOR_CLIENT           # a connection (descriptors[fd].connection)
+    DESCRIPTOR_LISTENER         # a listening socket (listeners[descriptors[fd].listener])
+    DESCRIPTOR_WAKE             # the eventfd wake() writes to
+    DESCRIPTOR_SIGNAL           # the pipe Python's signal wake-up writes to
+    DESCRIPTOR_REWRITE          # the rewrite child's pipe: it hangs up when the child exits
+
+cdef enum Transport:
+    TRANSPORT_TCP = 0
+    TRANSPORT_UNIX = 1
+
+TRANSPORTS = {"tcp": TRANSPORT_TCP, "unix": TRANSPORT_UNIX}
+
+
+cdef struct Listener:
+    int fd
+    Transport transport
+
 
 cdef struct Connection:
     int fd
+    Transport transport         # the listener's it came through
     uint32_t interest           # epoll events currently registered
     bint reading_paused         # too much unsent output: stop reading (backpressure)
     bint write_blocked          # the socket refused part of the output: EPOLLOUT armed
@@ -95,64 +118,80 @@ cdef struct Connection:
     char *input                 # unanswered requests (usually one incomplete one), or NULL
     size_t input_len
     size_t input_cap
-    size_t input_scanned        # leading bytes of an incomplete native line known to hold no newline
     int64_t last_active_ms      # last read or write, for the idle timeout
     Refusal refusal             # why the connection is being turned away, if it is
     Session session             # protocol state and the output buffer
 
 
-cdef class EventLoop:
-    """The compiled server loop over an already listening, non-blocking socket.
+cdef struct Descriptor:
+    DescriptorKind kind
+    int listener                # DESCRIPTOR_LISTENER: index in EventLoop.listeners
+    Connection *connection      # DESCRIPTOR_CLIENT
 
-    ``run()`` serves until ``wake()`` is called (from any thread, or a signal
-    handler). The listening socket stays owned by the caller; the loop owns its
-    epoll, eventfd and signal-pipe descriptors, every client connection and the
-    store (inside ``context``).
+
+cdef class EventLoop:
+    """The compiled server loop over already listening, non-blocking sockets.
+
+    ``listeners`` is a sequence of ``(fd, transport)`` pairs, ``transport``
+    being ``"tcp"`` or ``"unix"``. ``run()`` serves until ``wake()`` is called
+    (from any thread, or a signal handler). The listening sockets stay owned
+    by the caller; the loop owns its epoll, eventfd and signal-pipe
+    descriptors, every client connection and the store (inside ``context``).
+    Every limit is a keyword argument, from kvfast.config (no copies here).
     """
     cdef int epoll_fd
     cdef int wake_fd
     cdef int signal_pipe[2]             # Python's signal.set_wakeup_fd writes to [1]
-    cdef int listen_fd
+    cdef Listener listeners[MAX_LISTENERS]
+    cdef int listener_count
     cdef bint accept_paused
     cdef size_t read_chunk_bytes
-    cdef size_t output_high_water_bytes
     cdef char *shared_input
-    cdef Connection **connections       # indexed by file descriptor
-    cdef size_t connections_cap
+    cdef Descriptor *descriptors        # indexed by file descriptor
+    cdef size_t descriptors_cap
     cdef int *write_queue               # descriptors with output to write this iteration
     cdef size_t write_queue_len
     cdef size_t write_queue_cap
     cdef uint64_t next_client_id
     cdef size_t max_clients
     cdef int64_t idle_timeout_ms        # 0: never
-    cdef bint protected_mode            # only 127.0.0.1 and ::1 may connect
+    cdef bint protected_mode            # only local peers may connect
     cdef size_t refusing                # connections being turned away (not clients)
     cdef int64_t now_ms                 # monotonic clock, read after each epoll_wait
     cdef int64_t next_sweep_ms
     cdef bytes password                 # kept alive: context.password points into it
+    cdef bytes version                  # kept alive: context.version points into it
     cdef uint64_t events_logged[EVENT_KINDS]    # counter values already reported in the log
     cdef int64_t events_logged_at[EVENT_KINDS]
-    cdef ServerContext context          # the store and the counters, shared with the protocols
+    cdef ServerContext context          # the store, counters and limits, shared with the protocols
     cdef AppendOnlyFile append_only_file    # kept alive: context.aof points into it (None: no log)
     cdef bint rewrite_watched           # the rewrite child's pipe is registered with epoll
     cdef object logger
 
-    def __cinit__(self, int listen_fd, int port, size_t max_line_bytes, size_t max_request_bytes,
-                  size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients=10000,
-                  double timeout=0, bytes password=None, bint protected_mode=False, logger=None,
+    def __cinit__(self, listeners, *, int port, size_t max_line_bytes, size_t max_request_bytes,
+                  size_t max_arguments, size_t max_bulk_bytes, size_t unauthenticated_max_line_bytes,
+                  size_t unauthenticated_max_arguments, size_t unauthenticated_max_bulk_bytes,
+                  size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients,
+                  double timeout, str version, bytes password=None, bint protected_mode=False, logger=None,
                   AppendOnlyFile append_only_file=None):
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
-        self.listen_fd = listen_fd
         self.read_chunk_bytes = read_chunk_bytes
-        self.output_high_water_bytes = output_high_water_bytes
         self.logger = logger
         store_init(&self.context.store)
         self.context.port = port
         self.context.started_at = time(NULL)
-        self.context.max_line_bytes = max_line_bytes
-        self.context.max_request_bytes = max_request_bytes
+        self.context.limits.max_line_bytes = max_line_bytes
+        self.context.limits.max_request_bytes = max_request_bytes
+        self.context.limits.max_arguments = max_arguments
+        self.context.limits.max_bulk_bytes = max_bulk_bytes
+        self.context.limits.unauthenticated_max_line_bytes = unauthenticated_max_line_bytes
+        self.context.limits.unauthenticated_max_arguments = unauthenticated_max_arguments
+        self.context.limits.unauthenticated_max_bulk_bytes = unauthenticated_max_bulk_bytes
+        self.context.limits.output_high_water_bytes = output_high_water_bytes
+        self.version = version.encode()
+        self.context.version = self.version
         self.max_clients = max_clients
         self.idle_timeout_ms = <int64_t>(timeout * 1000)
         self.protected_mode = protected_mode
@@ -174,10 +213,17 @@ cdef class EventLoop:
             raise_os_error()
         if pipe2(self.signal_pipe, O_NONBLOCK | O_CLOEXEC) < 0:
             raise_os_error()
-        if self.watch(self.listen_fd, EPOLL_CTL_ADD, EPOLLIN) < 0 \
-                or self.watch(self.wake_fd, EPOLL_CTL_ADD, EPOLLIN) < 0 \
-                or self.watch(self.signal_pipe[0], EPOLL_CTL_ADD, EPOLLIN) < 0:
+        if self.register(self.wake_fd, DESCRIPTOR_WAKE) < 0 \
+                or self.register(self.signal_pipe[0], DESCRIPTOR_SIGNAL) < 0:
             raise_os_error()
+        for fd, transport in listeners:
+            if self.listener_count == MAX_LISTENERS:
+                raise ValueError(f"at most {MAX_LISTENERS} listening sockets")
+            self.listeners[self.listener_count].fd = fd
+            self.listeners[self.listener_count].transport = TRANSPORTS[transport]
+            if self.register(fd, DESCRIPTOR_LISTENER, self.listener_count) < 0:
+                raise_os_error()
+            self.listener_count += 1
 
     def __dealloc__(self):
         self.release()
@@ -249,35 +295,19 @@ cdef class EventLoop:
         self.release()
 
     def stats(self):
-        """Counters of the loop and the store, as a dict of ints."""
-        return {
-            "connected_clients": self.context.counters.connected_clients,
-            "connections_accepted": self.context.counters.connections_accepted,
-            "commands_processed": self.context.counters.commands_processed,
-            "invalid_requests": self.context.counters.invalid_requests,
-            "protocol_errors": self.context.counters.protocol_errors,
-            "keyspace_hits": self.context.counters.keyspace_hits,
-            "keyspace_misses": self.context.counters.keyspace_misses,
-            "accept_pauses": self.context.counters.accept_pauses,
-            "rejected_connections": self.context.counters.rejected_connections,
-            "protected_mode_refusals": self.context.counters.protected_refusals,
-            "timed_out_clients": self.context.counters.timed_out_clients,
-            "auth_failures": self.context.counters.auth_failures,
-            "keys": store_count(&self.context.store),
-            "store_bytes": store_memory_bytes(&self.context.store),
-            "max_moved_per_step": self.context.store.stats.max_moved_per_step,
-            **(self.append_only_file.stats() if self.append_only_file is not None else {}),
-        }
+        """Counters of the loop, the store and the log, as a dict (the IN_API
+        rows of _stats.pyx)."""
+        return stats_as_dict(&self.context)
 
     cdef void release(self) noexcept:
         cdef size_t fd
         cdef int i
-        for fd in range(self.connections_cap):
-            if self.connections[fd] != NULL:
-                self.close_connection(self.connections[fd])
-        free(self.connections)
-        self.connections = NULL
-        self.connections_cap = 0
+        for fd in range(self.descriptors_cap):
+            if self.descriptors[fd].kind == DESCRIPTOR_CLIENT:
+                self.close_connection(self.descriptors[fd].connection)
+        free(self.descriptors)
+        self.descriptors = NULL
+        self.descriptors_cap = 0
         free(self.write_queue)
         self.write_queue = NULL
         self.write_queue_cap = self.write_queue_len = 0
@@ -307,6 +337,7 @@ cdef class EventLoop:
         """
         cdef epoll_event events[MAX_EVENTS]
         cdef int ready, i, fd
+        cdef DescriptorKind kind
         cdef int timeout = -1
         cdef bint stop_requested = False, signalled = False
         cdef eventfd_t ignored
@@ -329,30 +360,17 @@ cdef class EventLoop:
                 self.sweep()
                 self.log_client_trouble()
             if self.context.aof != NULL and self.context.aof.failure != 0:
-                self.retry_log()
+                aof_retry_failed(self.context.aof, &self.context.store, self.now_ms)
+                self.watch_rewrite()
             if ready == 0:
                 store_migrate_idle(&self.context.store)
                 timeout = self.next_timeout()
                 continue
             for i in range(ready):
                 fd = events[i].data.fd
-                if fd == self.listen_fd:
-                    self.accept_clients()
-                elif fd == self.wake_fd:
-                    eventfd_read(self.wake_fd, &ignored)
-                    stop_requested = True
-                elif fd == self.signal_pipe[0]:
-                    while read(fd, drained, sizeof(drained)) > 0:
-                        pass
-                    signalled = True
-                elif self.context.aof != NULL and fd == self.context.aof.rewrite_pipe:
-                    self.watch(fd, EPOLL_CTL_DEL, 0)
-                    self.rewrite_watched = False
-                    self.context.aof.rewrite_exited = True     # finished after the next flush
-                else:
-                    connection = self.connections[fd]
-                    if connection == NULL:
-                        continue        # closed earlier in this batch
+                kind = self.descriptors[fd].kind
+                if kind == DESCRIPTOR_CLIENT:
+                    connection = self.descriptors[fd].connection
                     if events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP):
                         length = self.receive(connection, self.shared_input + free_half * self.read_chunk_bytes,
                                               &data)
@@ -361,7 +379,7 @@ cdef class EventLoop:
                         if length > 0:
                             # Answer the previous read now, while this one's first key loads.
                             if i + 1 < ready or held != NULL:
-                                self.prefetch_keys(data, <size_t>length, 0, 1)
+                                protocol_prefetch(&self.context, data, <size_t>length, 0, 1)
                             if held != NULL:
                                 self.answer_received(held, held_data, held_length)
                             held, held_data, held_length = connection, data, <size_t>length
@@ -369,6 +387,20 @@ cdef class EventLoop:
                                 free_half ^= 1      # the held bytes occupy that half now
                     if events[i].events & EPOLLOUT:
                         self.queue_write(connection)
+                elif kind == DESCRIPTOR_LISTENER:
+                    self.accept_clients(&self.listeners[self.descriptors[fd].listener])
+                elif kind == DESCRIPTOR_WAKE:
+                    eventfd_read(fd, &ignored)
+                    stop_requested = True
+                elif kind == DESCRIPTOR_SIGNAL:
+                    while read(fd, drained, sizeof(drained)) > 0:
+                        pass
+                    signalled = True
+                elif kind == DESCRIPTOR_REWRITE:
+                    self.unregister(fd)
+                    self.rewrite_watched = False
+                    self.context.aof.rewrite_exited = True     # finished after the next flush
+                # DESCRIPTOR_FREE: a client closed earlier in this batch
             if held != NULL:
                 self.answer_received(held, held_data, held_length)
                 held = NULL
@@ -382,7 +414,7 @@ cdef class EventLoop:
     cdef int next_timeout(self) noexcept nogil:
         """epoll_wait's timeout: 0 while a resize can use idle time; until the next
         sweep while idle clients may time out or refused ones wait; else forever."""
-        if self.context.store.draining.capacity != 0:
+        if store_is_resizing(&self.context.store):
             return 0
         if self.context.aof != NULL and self.context.aof.failure != 0:
             return <int>(self.context.aof.retry_at_ms - self.now_ms) if self.context.aof.retry_at_ms > self.now_ms \
@@ -401,16 +433,16 @@ cdef class EventLoop:
         self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
         if self.idle_timeout_ms == 0 and self.refusing == 0:
             return
-        for fd in range(self.connections_cap):
-            connection = self.connections[fd]
-            if connection == NULL:
+        for fd in range(self.descriptors_cap):
+            if self.descriptors[fd].kind != DESCRIPTOR_CLIENT:
                 continue
+            connection = self.descriptors[fd].connection
             idle = self.now_ms - connection.last_active_ms
             if connection.refusal != REFUSE_NONE:
                 if idle > REFUSAL_GRACE_MS:
                     self.close_connection(connection)
             elif self.idle_timeout_ms > 0 and idle > self.idle_timeout_ms:
-                self.context.counters.timed_out_clients += 1
+                self.context.counters[<int>COUNTER_TIMED_OUT_CLIENTS] += 1
                 self.close_connection(connection)
 
     cdef void log_client_trouble(self) noexcept nogil:
@@ -420,13 +452,13 @@ cdef class EventLoop:
         cdef uint64_t counts[EVENT_KINDS]
         cdef const char *what[EVENT_KINDS]
         cdef int kind
-        counts[0] = self.context.counters.rejected_connections
+        counts[0] = self.context.counters[<int>COUNTER_REJECTED_CONNECTIONS]
         what[0] = b"clients refused: max number of clients reached"
-        counts[1] = self.context.counters.protected_refusals
+        counts[1] = self.context.counters[<int>COUNTER_PROTECTED_REFUSALS]
         what[1] = b"clients refused by protected mode (not from 127.0.0.1 or ::1)"
-        counts[2] = self.context.counters.protocol_errors
+        counts[2] = self.context.counters[<int>COUNTER_PROTOCOL_ERRORS]
         what[2] = b"connections closed for a protocol error or an oversized request"
-        counts[3] = self.context.counters.auth_failures
+        counts[3] = self.context.counters[<int>COUNTER_AUTH_FAILURES]
         what[3] = b"wrong passwords"
         for kind in range(EVENT_KINDS):
             if counts[kind] != self.events_logged[kind] \
@@ -434,6 +466,52 @@ cdef class EventLoop:
                 self.log_count(counts[kind] - self.events_logged[kind], what[kind])
                 self.events_logged[kind] = counts[kind]
                 self.events_logged_at[kind] = self.now_ms
+
+    # ---- descriptors --------------------------------------------------------------
+
+    cdef int register(self, int fd, DescriptorKind kind, int listener=0,
+                      Connection *connection=NULL) noexcept nogil:
+        """Record what ``fd`` is and add it to epoll for reading. Returns 0, or
+        -1 with errno set (ENOMEM, or epoll_ctl's)."""
+        if <size_t>fd >= self.descriptors_cap and self.grow_descriptor_table(fd) < 0:
+            set_errno(ENOMEM)
+            return -1
+        if self.watch(fd, EPOLL_CTL_ADD, EPOLLIN) < 0:
+            return -1
+        self.descriptors[fd].kind = kind
+        self.descriptors[fd].listener = listener
+        self.descriptors[fd].connection = connection
+        return 0
+
+    cdef void unregister(self, int fd) noexcept nogil:
+        """Take ``fd`` out of epoll and the table (the caller closes it, if it owns it)."""
+        self.watch(fd, EPOLL_CTL_DEL, 0)
+        self.descriptors[fd].kind = DESCRIPTOR_FREE
+        self.descriptors[fd].connection = NULL
+
+    cdef int grow_descriptor_table(self, int fd) noexcept nogil:
+        """Make ``descriptors`` (and the write queue, twice its size, since a
+        descriptor closed and reused in one iteration may be queued twice) hold
+        index ``fd``. Returns 0 or -1 (out of memory)."""
+        cdef size_t capacity = self.descriptors_cap * 2 if self.descriptors_cap else 1024
+        cdef size_t i
+        while capacity <= <size_t>fd:
+            capacity *= 2
+        cdef int *queue = <int *>realloc(self.write_queue, 2 * capacity * sizeof(int))
+        if queue == NULL:
+            return -1
+        self.write_queue = queue
+        self.write_queue_cap = 2 * capacity
+        cdef Descriptor *descriptors = <Descriptor *>realloc(self.descriptors, capacity * sizeof(Descriptor))
+        if descriptors == NULL:
+            return -1
+        for i in range(self.descriptors_cap, capacity):
+            descriptors[i].kind = DESCRIPTOR_FREE
+            descriptors[i].listener = 0
+            descriptors[i].connection = NULL
+        self.descriptors = descriptors
+        self.descriptors_cap = capacity
+        return 0
 
     cdef int watch(self, int fd, int operation, uint32_t events) noexcept nogil:
         """epoll_ctl with the descriptor itself as the event's data; 0 or -1 (errno)."""
@@ -445,11 +523,11 @@ cdef class EventLoop:
 
     # ---- connections ------------------------------------------------------------
 
-    cdef void accept_clients(self) noexcept nogil:
-        """Accept up to ACCEPTS_PER_EVENT pending clients.
+    cdef void accept_clients(self, const Listener *listener) noexcept nogil:
+        """Accept up to ACCEPTS_PER_EVENT pending clients of one listener.
 
         When the process is out of descriptors (or memory), accepting pauses
-        (the listener leaves the epoll set, so level-triggered readiness does not
+        (the listeners leave the epoll set, so level-triggered readiness does not
         spin) until a connection closes; waiting clients stay in the backlog.
         """
         cdef int fd, attempt
@@ -458,7 +536,7 @@ cdef class EventLoop:
         cdef Refusal refusal
         for attempt in range(ACCEPTS_PER_EVENT):
             peer_length = sizeof(peer)
-            fd = accept4(self.listen_fd, <sockaddr *>&peer, &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            fd = accept4(listener.fd, <sockaddr *>&peer, &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
                 if errno == EINTR:
                     continue
@@ -466,92 +544,78 @@ cdef class EventLoop:
                     self.pause_accepting()
                 return      # EAGAIN: backlog empty; ECONNABORTED and the like: try later
             refusal = REFUSE_NONE
-            if self.protected_mode and not is_loopback(&peer):
+            if self.protected_mode and not is_local_peer(listener.transport, &peer):
                 refusal = REFUSE_PROTECTED
-                self.context.counters.protected_refusals += 1
-            elif self.context.counters.connected_clients >= self.max_clients:
+                self.context.counters[<int>COUNTER_PROTECTED_REFUSALS] += 1
+            elif self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] >= self.max_clients:
                 refusal = REFUSE_MAX_CLIENTS
-                self.context.counters.rejected_connections += 1
+                self.context.counters[<int>COUNTER_REJECTED_CONNECTIONS] += 1
             if (refusal != REFUSE_NONE and self.refusing >= MAX_REFUSING) \
-                    or self.add_connection(fd, refusal) < 0:
+                    or self.add_connection(fd, listener.transport, refusal) < 0:
                 close(fd)
+            if self.accept_paused:
+                return
 
     cdef void pause_accepting(self) noexcept nogil:
+        """Stop watching every listener (out of descriptors); a closing
+        connection resumes it."""
+        cdef int i
         if self.accept_paused:
             return
-        if self.watch(self.listen_fd, EPOLL_CTL_DEL, 0) == 0:
-            self.accept_paused = True
-            self.context.counters.accept_pauses += 1
-            self.log_warning(b"out of file descriptors: not accepting until a client leaves")
+        for i in range(self.listener_count):
+            self.watch(self.listeners[i].fd, EPOLL_CTL_DEL, 0)
+        self.accept_paused = True
+        self.context.counters[<int>COUNTER_ACCEPT_PAUSES] += 1
+        self.log_warning(b"out of file descriptors: not accepting until a client leaves")
 
     cdef void resume_accepting(self) noexcept nogil:
-        if self.accept_paused and self.watch(self.listen_fd, EPOLL_CTL_ADD, EPOLLIN) == 0:
-            self.accept_paused = False
+        cdef int i
+        if not self.accept_paused:
+            return
+        for i in range(self.listener_count):
+            self.watch(self.listeners[i].fd, EPOLL_CTL_ADD, EPOLLIN)
+        self.accept_paused = False
 
-    cdef int add_connection(self, int fd, Refusal refusal) noexcept nogil:
+    cdef int add_connection(self, int fd, Transport transport, Refusal refusal) noexcept nogil:
         """Register a freshly accepted socket; 0, or -1 if out of memory. A refused
         one is kept only until its first bytes say which protocol to refuse it in
         (see refuse), and is not counted as a client."""
         cdef int one = 1
-        cdef Connection *connection
-        if <size_t>fd >= self.connections_cap and self.grow_connection_table(fd) < 0:
-            return -1
-        connection = <Connection *>calloc(1, sizeof(Connection))
+        cdef Connection *connection = <Connection *>calloc(1, sizeof(Connection))
         if connection == NULL:
             return -1
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+        if transport == TRANSPORT_TCP:
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         connection.fd = fd
+        connection.transport = transport
         connection.refusal = refusal
         connection.last_active_ms = self.now_ms
         connection.session.resp_version = 2
         connection.session.authenticated = self.context.password == NULL
         self.next_client_id += 1
         connection.session.id = self.next_client_id
-        if self.watch(fd, EPOLL_CTL_ADD, EPOLLIN) < 0:
+        if self.register(fd, DESCRIPTOR_CLIENT, 0, connection) < 0:
             free(connection)
             return -1
         connection.interest = EPOLLIN
-        self.connections[fd] = connection
         if refusal != REFUSE_NONE:
             self.refusing += 1
             self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
             return 0
-        self.context.counters.connections_accepted += 1
-        self.context.counters.connected_clients += 1
-        return 0
-
-    cdef int grow_connection_table(self, int fd) noexcept nogil:
-        """Make ``connections`` (and the write queue, twice its size, since a
-        descriptor closed and reused in one iteration may be queued twice) hold
-        index ``fd``. Returns 0 or -1 (ENOMEM)."""
-        cdef size_t capacity = self.connections_cap * 2 if self.connections_cap else 1024
-        cdef size_t i
-        while capacity <= <size_t>fd:
-            capacity *= 2
-        cdef int *queue = <int *>realloc(self.write_queue, 2 * capacity * sizeof(int))
-        if queue == NULL:
-            return -1
-        self.write_queue = queue
-        self.write_queue_cap = 2 * capacity
-        cdef Connection **connections = <Connection **>realloc(
-            self.connections, capacity * sizeof(Connection *))
-        if connections == NULL:
-            return -1
-        for i in range(self.connections_cap, capacity):
-            connections[i] = NULL
-        self.connections = connections
-        self.connections_cap = capacity
+        self.context.counters[<int>COUNTER_CONNECTIONS_RECEIVED] += 1
+        self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] += 1
         return 0
 
     cdef void close_connection(self, Connection *connection) noexcept nogil:
         """Close the socket (which also removes it from epoll) and free everything
         the connection held."""
-        self.connections[connection.fd] = NULL
+        self.descriptors[connection.fd].kind = DESCRIPTOR_FREE
+        self.descriptors[connection.fd].connection = NULL
         close(connection.fd)
         if connection.refusal != REFUSE_NONE:
             self.refusing -= 1
         else:
-            self.context.counters.connected_clients -= 1
+            self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] -= 1
         free(connection.input)
         output_free(&connection.session.output)
         free(connection)
@@ -621,81 +685,44 @@ cdef class EventLoop:
         return 0
 
     cdef int consume(self, Connection *connection, char *data, size_t length) noexcept nogil:
-        """Answer the complete requests in ``data[:length]`` (the shared buffer or
-        the connection's own) and keep what is left in the connection's buffer.
+        """Hand ``data[:length]`` (the shared buffer or the connection's own) to
+        the protocol router and keep what it did not use in the connection's
+        buffer.
 
-        Stops early when the connection starts closing, or when its unsent output
-        reaches the high-water mark: the requests not answered yet then wait in
-        its buffer and reading pauses (backpressure) until write_output has sent
-        enough. An incomplete request that can no longer fit its limit (a native
-        line over the line limit, a RESP request over ``max_request_bytes``) is
-        refused and the connection closes after the reply. Returns 0, or -1 if
-        the connection was closed (out of memory).
+        The router stops early when the connection starts closing, or when its
+        unsent output reaches the high-water mark: the requests not answered
+        yet then wait in its buffer and reading pauses (backpressure) until
+        write_output has sent enough. (An incomplete request that can no longer
+        fit its limit is refused by its protocol, and the connection closes
+        after the reply.) Returns 0, or -1 if the connection was closed (out of
+        memory).
         """
         cdef size_t consumed, leftover
-        cdef int refused = 0
-        cdef bint stalled
-        consumed = self.answer_requests(connection, data, length)
+        consumed = protocol_answer(&self.context, &connection.session, data, length)
         if consumed == <size_t>-1:
             self.close_connection(connection)
             return -1
-        leftover = length - consumed
-        stalled = (leftover > 0 and not connection.session.closing
-                   and output_pending(&connection.session.output) >= self.output_high_water_bytes)
-        if not stalled and not connection.session.closing and leftover > 0:
-            if data[consumed] == c'*':
-                if leftover > self.context.max_request_bytes:
-                    refused = resp_refuse_too_large(&self.context, &connection.session)
-            elif leftover > self.line_limit(&connection.session) + 1:
-                # No newline can make this line short enough ("+ 1": a "\r" may still end it).
-                refused = native_refuse_long_line(&self.context, &connection.session)
-        if refused < 0:
-            self.close_connection(connection)
-            return -1
-        if connection.session.closing:
-            leftover = 0
+        leftover = 0 if connection.session.closing else length - consumed
         if self.keep_leftover(connection, data, consumed, leftover) < 0:
             self.close_connection(connection)
             return -1
-        # An incomplete native line was searched to its end; requests left by
-        # backpressure (or a RESP request, tracked by its own scan state) were not.
-        connection.input_scanned = leftover if (leftover > 0 and not stalled and data[consumed] != c'*') \
-            else 0
-        if output_pending(&connection.session.output) >= self.output_high_water_bytes:
+        if output_pending(&connection.session.output) >= self.context.limits.output_high_water_bytes:
             connection.reading_paused = True
         return 0
 
-    cdef inline size_t line_limit(self, const Session *session) noexcept nogil:
-        """Longest native line: tight until a password-protected session has
-        authenticated, as Redis keeps unauthenticated requests small."""
-        return self.context.max_line_bytes if session.authenticated else UNAUTHENTICATED_MAX_LINE
-
     cdef int refuse(self, Connection *connection, char *scratch) noexcept nogil:
         """Turn a refused connection away in the protocol its first bytes speak
-        (``*``: RESP, anything else: native), then close it. Returns -1 if it was
-        closed at once (nothing to read: the peer left)."""
+        (see protocol_refuse), then close it. Returns -1 if it was closed at
+        once (nothing to read: the peer left, or out of memory)."""
         cdef ssize_t received = recv(connection.fd, scratch, self.read_chunk_bytes, 0)
-        cdef bint resp
-        cdef int result
         if received <= 0:
             if received < 0 and (errno == EAGAIN or errno == EINTR):
                 return 0
             self.close_connection(connection)
             return -1
-        resp = scratch[0] == c'*'
-        if connection.refusal == REFUSE_MAX_CLIENTS:
-            result = output_text(&connection.session.output, b"-ERR max number of clients reached\r\n" if resp
-                                 else b"Error: max number of clients reached\n")
-        else:
-            result = output_text(&connection.session.output, b"-DENIED " if resp else b"Error: ")
-            if result == 0:
-                result = output_text(&connection.session.output, PROTECTED_MODE_MESSAGE)
-            if result == 0:
-                result = output_text(&connection.session.output, b"\r\n" if resp else b"\n")
-        if result < 0:
+        if protocol_refuse(&connection.session, connection.refusal, scratch) < 0:
             self.close_connection(connection)
             return -1
-        connection.session.closing = True
         self.update_interest(connection)
         self.queue_write(connection)
         return 0
@@ -750,78 +777,8 @@ cdef class EventLoop:
     cdef void discard_input(self, Connection *connection) noexcept nogil:
         free(connection.input)
         connection.input = NULL
-        connection.input_len = connection.input_cap = connection.input_scanned = 0
-        connection.session.scan_position = 0
-
-    cdef size_t answer_requests(self, Connection *connection, const char *data,
-                                size_t length) noexcept nogil:
-        """Answer each complete request in ``data`` in order, stopping early once
-        the connection starts closing or its unsent output reaches the
-        high-water mark. A request starting with ``*`` is RESP; anything else is
-        a native line. Returns the bytes consumed, or (size_t)-1 when a reply
-        could not be buffered (out of memory)."""
-        cdef size_t start = 0, end, line_length, skip
-        # Keys of the requests before this offset are prefetched. The first
-        # request is answered at once, so prefetching its key would gain
-        # nothing: the walk starts at the second (and never runs at pipeline 1).
-        cdef size_t prefetched = 1
-        cdef const char *newline
-        cdef ssize_t used
-        cdef int result
-        cdef Session *session = &connection.session
-        while (start < length and not session.closing
-               and output_pending(&session.output) < self.output_high_water_bytes):
-            if start >= prefetched:
-                prefetched = self.prefetch_keys(data, length, start, PREFETCH_REQUESTS)
-            if data[start] == c'*':
-                used = resp_answer(&self.context, session, data + start, length - start)
-                if used < 0:
-                    return <size_t>-1
-                if used == 0:
-                    break                   # incomplete: wait for more bytes
-                start += <size_t>used
-                continue
-            skip = connection.input_scanned if start == 0 and data == connection.input else 0
-            newline = <const char *>memchr(data + start + skip, c'\n', length - start - skip)
-            if newline == NULL:
-                break
-            end = newline - data
-            line_length = end - start
-            if line_length > 0 and data[end - 1] == c'\r':
-                line_length -= 1
-            if line_length > self.line_limit(session):
-                result = native_refuse_long_line(&self.context, session)
-            else:
-                result = native_answer(&self.context, session, data + start, line_length)
-            if result < 0:
-                return <size_t>-1
-            start = end + 1
-        return start
-
-    cdef size_t prefetch_keys(self, const char *data, size_t length, size_t start,
-                              size_t requests) noexcept nogil:
-        """Start loading the table slots of the keys of the next ``requests``
-        requests in ``data`` from ``start`` on, without executing anything.
-
-        With a random key per request the table lookup is a cache (and TLB)
-        miss: done one request after another, a pipelined batch pays them in
-        series; prefetched together they overlap. Walking the requests costs a
-        second pass over their headers, small beside the misses it hides.
-        Returns the offset after the last request walked, or ``length`` when the
-        walk stopped at a request it cannot see whole, so it is not walked again.
-        """
-        cdef size_t walked, i
-        for i in range(requests):
-            if start >= length:
-                return length
-            if data[start] == c'*':
-                walked = resp_prefetch_key(&self.context.store, data + start, length - start)
-            else:
-                walked = native_prefetch_key(&self.context.store, data + start, length - start)
-            if walked == 0:
-                return length
-            start += walked
-        return start
+        connection.input_len = connection.input_cap = 0
+        connection.session.native_scanned = connection.session.scan_position = 0
 
     # ---- output -----------------------------------------------------------------
 
@@ -829,6 +786,7 @@ cdef class EventLoop:
         """Remember to write this connection's output after the current batch."""
         if connection.queued:
             return
+        debug_assert(self.write_queue_len < self.write_queue_cap)
         if self.write_queue_len == self.write_queue_cap:
             return      # cannot happen (twice the table); EPOLLOUT or the next read retries
         connection.queued = True
@@ -850,7 +808,7 @@ cdef class EventLoop:
             if end == 0:
                 break
             for i in range(end):
-                connection = self.connections[self.write_queue[i]]
+                connection = self.descriptors[self.write_queue[i]].connection
                 if connection != NULL and connection.queued:
                     connection.queued = False
                     self.write_output(connection)
@@ -859,60 +817,36 @@ cdef class EventLoop:
             self.write_queue_len -= end
 
     cdef void persist(self) noexcept nogil:
-        """Write the log records of the requests answered since the last call
-        (one pwrite, and under ``always`` one fdatasync: a group commit), before
-        any of their replies is sent.
-
-        If that fails, each queued connection's replies from its first
-        unpersisted write on are withheld and the connection closes after the
-        earlier ones: a write not in the log is never acknowledged. The log then
-        refuses writes until retry_log (or, after a failed sync, a rewrite from
-        memory) ends the failure. Afterwards a finished rewrite is swapped in,
-        or a due or requested (BGREWRITEAOF) one started.
+        """Before any reply of the batch is sent: the log's side
+        (aof_persist_batch writes the batch's records, and rewrites are
+        finished or started there). If the records could not be written, each
+        queued connection's replies from its first unpersisted write on are
+        withheld and the connection closes after the earlier ones: a write
+        not in the log is never acknowledged.
         """
         cdef AppendLog *aof = self.context.aof
         cdef size_t i
-        cdef bint persisted, recovering
+        cdef bint persisted
         cdef Connection *connection
         cdef Session *session
         if aof == NULL:
             return
-        aof_poll_sync_thread(aof)
-        persisted = aof_flush(aof) == 0
+        persisted = aof_persist_batch(aof, &self.context.store, self.now_ms)
         for i in range(self.write_queue_len):
-            connection = self.connections[self.write_queue[i]]
+            connection = self.descriptors[self.write_queue[i]].connection
             if connection == NULL or not connection.session.unpersisted:
                 continue
             session = &connection.session
             session.unpersisted = False
             if not persisted:
-                if session.unpersisted_from > output_pending(&session.output):      # (cannot happen)
+                debug_assert(session.unpersisted_from <= output_pending(&session.output))
+                if session.unpersisted_from > output_pending(&session.output):
                     session.unpersisted_from = output_pending(&session.output)
                 session.output.end = session.output.start + session.unpersisted_from
                 session.closing = True
                 self.discard_input(connection)
                 connection.reading_paused = False
                 self.update_interest(connection)
-        if aof.failure != 0 and not aof.failure_reported:
-            aof.failure_reported = True
-            self.log_errno(b"append-only file: writing failed (%s); refusing writes until it works again",
-                           aof.failure)
-        if aof.rewrite_exited:
-            recovering = aof.needs_rewrite
-            if aof_finish_rewrite(aof) < 0:
-                if not aof.rewrite_failure_reported:            # once per run of failures
-                    aof.rewrite_failure_reported = True
-                    self.log_errno(b"append-only file: rewrite failed (%s); the old log stays in use", errno)
-            else:
-                self.log_rewrite_done()
-                if recovering and aof.failure == 0:
-                    self.log_warning(b"append-only file: rewritten from memory after a failed sync; "
-                                     b"accepting writes")
-        elif persisted and (aof.rewrite_requested
-                            or aof_rewrite_due(aof, store_count(&self.context.store), self.now_ms)):
-            aof.rewrite_requested = False
-            if aof_start_rewrite(aof, &self.context.store) < 0:
-                self.log_errno(b"append-only file: cannot start a rewrite (%s)", errno)
         self.watch_rewrite()
 
     cdef void watch_rewrite(self) noexcept nogil:
@@ -920,23 +854,8 @@ cdef class EventLoop:
         when the child exits, and persist() then finishes the rewrite."""
         cdef AppendLog *aof = self.context.aof
         if aof.rewrite_pipe >= 0 and not self.rewrite_watched:
-            if self.watch(aof.rewrite_pipe, EPOLL_CTL_ADD, EPOLLIN) == 0:
+            if self.register(aof.rewrite_pipe, DESCRIPTOR_REWRITE) == 0:
                 self.rewrite_watched = True
-
-    cdef void retry_log(self) noexcept nogil:
-        """While the log is failing: try again every RETRY_INTERVAL_MS (see
-        aof_retry) and say so once it works again."""
-        cdef AppendLog *aof = self.context.aof
-        if self.now_ms < aof.retry_at_ms:
-            return
-        if aof.needs_rewrite:
-            # After a failed sync only a rewrite from memory can be trusted:
-            # persist() finishes it and leaves the failure state.
-            if aof_rewrite_to_recover(aof, &self.context.store) == 0:
-                self.watch_rewrite()
-            return
-        if aof_retry(aof) == 0:
-            self.log_warning(b"append-only file: writing works again; accepting writes")
 
     cdef void write_output(self, Connection *connection) noexcept nogil:
         """Write as much pending output as the socket takes.
@@ -971,11 +890,12 @@ cdef class EventLoop:
                 if connection.session.closing:
                     self.close_connection(connection)
                     return
-            if not connection.reading_paused or output_pending(output) * 2 >= self.output_high_water_bytes:
+            if not connection.reading_paused \
+                    or output_pending(output) * 2 >= self.context.limits.output_high_water_bytes:
                 break
             connection.reading_paused = False
-            if connection.input_len == 0 or connection.input_scanned == connection.input_len:
-                break                           # nothing complete waits: reading resumes
+            if connection.input_len == 0:
+                break                           # nothing waits: reading resumes
             if self.consume(connection, connection.input, connection.input_len) < 0:
                 return
             if self.context.aof != NULL and self.context.aof.pending_len > 0:
@@ -1002,36 +922,20 @@ cdef class EventLoop:
             if self.logger is not None:
                 self.logger.warning(message.decode(), os.strerror(error))
 
-    cdef void log_rewrite_done(self) noexcept nogil:
-        with gil:
-            if self.logger is not None:
-                self.logger.info("append-only file rewritten: %d bytes, %d keys; the loop paused %.1f ms for "
-                                 "the swap", self.context.aof.size, store_count(&self.context.store),
-                                 self.context.aof.last_rewrite_pause_us / 1000.0)
-
     cdef void log_count(self, uint64_t count, const char *what) noexcept nogil:
         with gil:
             if self.logger is not None:
                 self.logger.warning("%d %s", count, what.decode())
 
 
-cdef const char *PROTECTED_MODE_MESSAGE = (
-    b"kvfast is running in protected mode: it listens on a non-loopback address with no password, "
-    b"so only clients on 127.0.0.1 and ::1 are served. Set a password (requirepass in the config file, "
-    b"or KVFAST_PASSWORD), or start the server with --protected-mode no.")
-
-
-cdef inline int64_t monotonic_ms() noexcept nogil:
-    cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return <int64_t>now.tv_sec * 1000 + now.tv_nsec // 1000000
-
-
-cdef bint is_loopback(const sockaddr_storage *peer) noexcept nogil:
-    """Whether a peer is 127.0.0.1 or ::1 (or ::ffff:127.0.0.1): the clients
-    protected mode still serves, as Redis does."""
+cdef bint is_local_peer(Transport transport, const sockaddr_storage *peer) noexcept nogil:
+    """Whether a peer counts as local, the clients protected mode still serves
+    (as Redis does): anyone on a unix socket (the file's permissions decide
+    who can connect), and 127.0.0.1 or ::1 (or ::ffff:127.0.0.1) over TCP."""
     cdef const unsigned char *address
     cdef int i
+    if transport == TRANSPORT_UNIX:
+        return True
     if peer.ss_family == AF_INET:
         return (<const sockaddr_in *>peer).sin_addr.s_addr == htonl(INADDR_LOOPBACK)
     if peer.ss_family != AF_INET6:
@@ -1047,8 +951,3 @@ cdef bint is_loopback(const sockaddr_storage *peer) noexcept nogil:
         return address[15] == 1
     return (address[10] == 0xff and address[11] == 0xff and address[12] == 127 and address[13] == 0
             and address[14] == 0 and address[15] == 1)
-
-
-cdef int raise_os_error() except -1:
-    cdef int error = errno
-    raise OSError(error, os.strerror(error))

@@ -17,16 +17,28 @@ With the append-only log on and failing, writes get
 ``Error: persistence failed: <reason>`` (reads are still answered).
 
 Anything else: ``Invalid request: <reason>``. The exact behaviour is defined by
-``kvfast/protocol_model.py``, which the tests hold this module to.
+``kvfast/protocol_model.py``, which the tests hold this module to (an oracle
+written apart on purpose: built from the table below, it could not catch a
+wrong row).
+
+The commands are rows of one table (COMMANDS, defined at the end of the
+command section): name, word counts, usage text, flags and proc, plus the
+synopsis ``kvfast-client --help`` shows. execute() makes the generic checks
+once; each proc works on the store only through _keyspace.pxd.
 """
 from libc.stdint cimport int64_t
 from libc.string cimport memchr, strerror
 
-from kvfast._context cimport Counters, ServerContext, Session
+from kvfast._context cimport (
+    ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
+    COUNTER_AUTH_FAILURES,
+)
+from kvfast._keyspace cimport (
+    keyspace_begin_write, keyspace_read, keyspace_insert, keyspace_upsert, keyspace_delete, keyspace_increment,
+)
 from kvfast._output cimport Output, output_append, output_text, output_int64
-from kvfast._persist cimport begin_write, log_set, log_delete
-from kvfast._store cimport store_insert, store_upsert, store_lookup, store_delete, store_count, \
-    store_increment, store_memory_bytes, store_prefetch
+from kvfast._stats cimport write_stats_line
+from kvfast._store cimport Store, store_prefetch
 from kvfast._text cimport IntParse, INT_OK, INT_OUT_OF_RANGE, parse_int64, equals_nocase, secrets_equal
 
 
@@ -88,162 +100,250 @@ cdef size_t native_prefetch_key(const Store *store, const char *data, size_t len
     return newline - data + 1
 
 
-cdef inline bint is_command(const Word *word, const char *name) noexcept nogil:
-    return equals_nocase(word.start, word.length, name)
+cdef inline size_t line_limit(const ServerContext *context, const Session *session) noexcept nogil:
+    """Longest native line: tight until a password-protected session has
+    authenticated, as Redis keeps unauthenticated requests small."""
+    return context.limits.max_line_bytes if session.authenticated \
+        else context.limits.unauthenticated_max_line_bytes
 
 
-cdef int native_answer(ServerContext *context, Session *session,
-                       const char *line, size_t length) noexcept nogil:
-    """Execute one request line (without its line ending, at most the line limit
-    long) and buffer its one-line reply in the session; blank lines get none.
-    Returns 0, or -1 if the reply could not be buffered (out of memory)."""
+cdef ssize_t native_answer(ServerContext *context, Session *session,
+                           const char *data, size_t length) noexcept nogil:
+    """Frame and answer the native request line at the start of ``data``.
+
+    Returns the bytes it used (the line and its ``\n``), 0 when the line is
+    not complete yet, or -1 if the reply could not be buffered (out of memory).
+    A line over the limit (or an incomplete one that can no longer end within
+    it) is refused with ``Invalid request: line too long``, the session is
+    marked closing and all of ``data`` counts as used. For an incomplete line,
+    ``session.native_scanned`` remembers how much of it holds no newline, so
+    the next call (with more bytes after the same start) does not search those
+    bytes again: each byte is searched once however finely a line is split.
+    """
+    cdef size_t skip = session.native_scanned, end, line_length
+    cdef const char *newline = <const char *>memchr(data + skip, c'\n', length - skip)
+    cdef int result
+    session.native_scanned = 0
+    if newline == NULL:
+        if length > line_limit(context, session) + 1:     # "+ 1": a "\r" may still end it
+            return -1 if refuse_long_line(context, session) < 0 else <ssize_t>length
+        session.native_scanned = length
+        return 0
+    end = newline - data
+    line_length = end - 1 if end > 0 and data[end - 1] == c'\r' else end
+    if line_length > line_limit(context, session):
+        result = refuse_long_line(context, session)
+    else:
+        result = execute(context, session, data, line_length)
+    return -1 if result < 0 else <ssize_t>(end + 1)
+
+
+# ---- the command table ----------------------------------------------------------
+
+ctypedef int (*NativeProc)(ServerContext *context, Session *session, const Word *words,
+                           size_t count) noexcept nogil
+
+
+cdef enum NativeFlag:
+    NATIVE_WRITE = 1            # changes the store: refused while the append-only log is failing
+    NATIVE_NO_AUTH = 2          # allowed before a password-protected session has authenticated
+
+
+cdef struct NativeCommand:
+    const char *name
+    size_t min_words            # words of a well-formed request, the command included
+    size_t max_words
+    const char *usage           # the reply to a wrong word count, after "Invalid request: "
+    int flags                   # NativeFlag
+    NativeProc proc
+    const char *synopsis        # kvfast-client --help: the request, what it does, its replies
+    const char *summary
+    const char *replies
+
+
+cdef enum:
+    MAX_COMMANDS = 32
+
+cdef NativeCommand COMMANDS[MAX_COMMANDS]
+cdef int COMMAND_COUNT = 0
+
+
+cdef void define(const char *name, NativeProc proc, size_t min_words, size_t max_words, int flags,
+                 const char *usage, const char *synopsis, const char *summary, const char *replies):
+    """Append one row to COMMANDS (at import; the order is --help's)."""
+    global COMMAND_COUNT
+    COMMANDS[COMMAND_COUNT] = NativeCommand(name, min_words, max_words, usage, flags, proc,
+                                            synopsis, summary, replies)
+    COMMAND_COUNT += 1
+
+
+def command_help():
+    """(synopsis, summary, replies) of every native command, in table order:
+    what ``kvfast-client --help`` lists."""
+    return [(COMMANDS[i].synopsis.decode(), COMMANDS[i].summary.decode(), COMMANDS[i].replies.decode())
+            for i in range(COMMAND_COUNT)]
+
+
+cdef const NativeCommand *find_command(const Word *word) noexcept nogil:
+    """The row of a command word (any case), or NULL. A linear search: the
+    native protocol has a handful of commands, the first ones the hottest."""
+    cdef int i
+    for i in range(COMMAND_COUNT):
+        if equals_nocase(word.start, word.length, COMMANDS[i].name):
+            return &COMMANDS[i]
+    return NULL
+
+
+cdef int execute(ServerContext *context, Session *session, const char *line, size_t length) noexcept nogil:
+    """Execute one request line (without its line ending, at most the line
+    limit long) and buffer its one-line reply in the session; blank lines get
+    none. The generic checks are made here, once, in this order:
+    authentication (by the row's NATIVE_NO_AUTH flag), a known command, the
+    word count (its usage text), the log's state for writes; then the row's
+    proc runs. Returns 0, or -1 if the reply could not be buffered (out of memory)."""
     cdef Word words[MAX_WORDS]
     cdef size_t count = split_words(line, length, words)
-    cdef Output *output = &session.output
-    cdef int64_t key, value
-    cdef int64_t *found
-    cdef int result
+    cdef const NativeCommand *command
+    cdef int refusal
     if count == 0:
         return 0
-    context.counters.commands_processed += 1
-    if is_command(&words[0], b"auth"):
-        return authenticate(context, session, words, count)
-    if not session.authenticated and not is_command(&words[0], b"bye"):
-        context.counters.invalid_requests += 1
-        return output_text(output, b"Authentication required\n")
-    if is_command(&words[0], b"get"):
-        if count != 2:
-            return invalid(context, output, b"usage: get <key>")
-        if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
-            return result
-        found = store_lookup(&context.store, key)
-        if found == NULL:
-            context.counters.keyspace_misses += 1
-            return output_text(output, b"Key not found\n")
-        context.counters.keyspace_hits += 1
-        return output_int64(output, found[0], b"\n")
-
-    if is_command(&words[0], b"put"):
-        return write_value(context, session, words, count, True)
-
-    if is_command(&words[0], b"set"):
-        return write_value(context, session, words, count, False)
-
-    if is_command(&words[0], b"del"):
-        if count != 2:
-            return invalid(context, output, b"usage: del <key>")
-        if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
-            return result
-        result = begin_write(context)
-        if result != 0:
-            return refuse_write(output, result)
-        if not store_delete(&context.store, key):
-            return output_text(output, b"Key not found\n")
-        log_delete(context, session, key)
-        return output_text(output, b"OK\n")
-
-    if is_command(&words[0], b"incr"):
-        if count != 2 and count != 3:
-            return invalid(context, output, b"usage: incr <key> [<delta>]")
-        if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
-            return result
-        value = 1
-        if count == 3 and not integer_argument(context, output, &words[2], &value, b"delta is not an integer",
-                                               &result):
-            return result
-        result = begin_write(context)
-        if result != 0:
-            return refuse_write(output, result)
-        result = store_increment(&context.store, key, value, &value)
-        if result == 1:
-            return invalid(context, output, b"increment would overflow")
-        if result < 0:
-            return output_text(output, b"Error: out of memory\n")
-        log_set(context, session, key, value)
-        return output_int64(output, value, b"\n")
-
-    if is_command(&words[0], b"bye"):
-        if count != 1:
-            return invalid(context, output, b"usage: bye")
-        session.closing = True
-        return output_text(output, b"Goodbye\n")
-
-    if is_command(&words[0], b"stats"):
-        if count != 1:
-            return invalid(context, output, b"usage: stats")
-        return write_stats(context, output)
-
-    return unknown_command(context, output, &words[0])
+    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
+    command = find_command(&words[0])
+    if not session.authenticated and (command == NULL or not (command.flags & NATIVE_NO_AUTH)):
+        context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+        return output_text(&session.output, b"Authentication required\n")
+    if command == NULL:
+        return unknown_command(context, &session.output, &words[0])
+    if count < command.min_words or count > command.max_words:
+        return invalid(context, &session.output, command.usage)
+    if command.flags & NATIVE_WRITE:
+        refusal = keyspace_begin_write(context, 1)
+        if refusal != 0:
+            return refuse_write(&session.output, refusal)
+    return command.proc(context, session, words, count)
 
 
-cdef int authenticate(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+cdef int command_get(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``get K``: the value, or ``Key not found``."""
+    cdef int64_t key
+    cdef int64_t *found
+    cdef int result
+    if not integer_argument(context, &session.output, &words[1], &key, b"key is not an integer", &result):
+        return result
+    found = keyspace_read(context, key)
+    if found == NULL:
+        return output_text(&session.output, b"Key not found\n")
+    return output_int64(&session.output, found[0], b"\n")
+
+
+cdef int command_put(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``put K V``: insert only; ``OK`` or ``Key already exists`` (the stored value is kept)."""
+    return write_value(context, session, words, True)
+
+
+cdef int command_set(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``set K V``: insert or overwrite; ``OK``."""
+    return write_value(context, session, words, False)
+
+
+cdef int write_value(ServerContext *context, Session *session, const Word *words, bint insert_only) noexcept nogil:
+    """put and set: parse both integers, then insert (``insert_only``) or
+    upsert. Returns 0, or -1 if out of memory for the reply."""
+    cdef Output *output = &session.output
+    cdef int64_t key, value
+    cdef int result
+    if not (integer_argument(context, output, &words[1], &key, b"key is not an integer", &result)
+            and integer_argument(context, output, &words[2], &value, b"value is not an integer", &result)):
+        return result
+    if insert_only:
+        result = keyspace_insert(context, session, key, value)
+        if result == 0:
+            return output_text(output, b"Key already exists\n")
+    else:
+        result = keyspace_upsert(context, session, key, value)
+    if result < 0:
+        return output_text(output, b"Error: out of memory\n")
+    return output_text(output, b"OK\n")
+
+
+cdef int command_del(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``del K``: ``OK``, or ``Key not found``."""
+    cdef int64_t key
+    cdef int result
+    if not integer_argument(context, &session.output, &words[1], &key, b"key is not an integer", &result):
+        return result
+    if not keyspace_delete(context, session, key):
+        return output_text(&session.output, b"Key not found\n")
+    return output_text(&session.output, b"OK\n")
+
+
+cdef int command_incr(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``incr K [D]``: add D (default 1; an absent key counts as 0); the new value."""
+    cdef Output *output = &session.output
+    cdef int64_t key, value = 1
+    cdef int result
+    if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
+        return result
+    if count == 3 and not integer_argument(context, output, &words[2], &value, b"delta is not an integer",
+                                           &result):
+        return result
+    result = keyspace_increment(context, session, key, value, &value)
+    if result == 1:
+        return invalid(context, output, b"increment would overflow")
+    if result < 0:
+        return output_text(output, b"Error: out of memory\n")
+    return output_int64(output, value, b"\n")
+
+
+cdef int command_stats(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``stats``: one line of ``name=value`` counters (see _stats.pyx)."""
+    return write_stats_line(&session.output, context)
+
+
+cdef int command_bye(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``bye``: ``Goodbye``, then the connection closes."""
+    session.closing = True
+    return output_text(&session.output, b"Goodbye\n")
+
+
+cdef int command_auth(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
     """``auth PASSWORD``: ``OK`` (the session may now send anything) or
     ``Invalid password``; without a configured password it is an invalid request."""
-    if count != 2:
-        return invalid(context, &session.output, b"usage: auth <password>")
     if context.password == NULL:
         return invalid(context, &session.output, b"no password is set")
     if secrets_equal(words[1].start, words[1].length, context.password, context.password_length):
         session.authenticated = True
         return output_text(&session.output, b"OK\n")
-    context.counters.auth_failures += 1
+    context.counters[<int>COUNTER_AUTH_FAILURES] += 1
     return output_text(&session.output, b"Invalid password\n")
 
 
-cdef int write_value(ServerContext *context, Session *session, const Word *words, size_t count,
-                     bint insert_only) noexcept nogil:
-    """``put K V`` (insert_only: an existing key keeps its value) or ``set K V``
-    (insert or overwrite). Returns 0, or -1 if out of memory for the reply."""
-    cdef Output *output = &session.output
-    cdef int64_t key, value
-    cdef int result
-    if count != 3:
-        return invalid(context, output, b"usage: put <key> <value>" if insert_only
-                       else b"usage: set <key> <value>")
-    if not (integer_argument(context, output, &words[1], &key, b"key is not an integer", &result)
-            and integer_argument(context, output, &words[2], &value, b"value is not an integer", &result)):
-        return result
-    result = begin_write(context)
-    if result != 0:
-        return refuse_write(output, result)
-    if insert_only:
-        result = store_insert(&context.store, key, value)
-        if result == 0:
-            return output_text(output, b"Key already exists\n")
-    else:
-        result = store_upsert(&context.store, key, value)
-    if result < 0:
-        return output_text(output, b"Error: out of memory\n")
-    log_set(context, session, key, value)
-    return output_text(output, b"OK\n")
+# One row per command: name, proc, word counts, flags, usage; then --help's
+# synopsis, summary and replies.
+define(b"put", command_put, 3, 3, NATIVE_WRITE, b"usage: put <key> <value>",
+       b"put K V", b"store V under K", b"OK | Key already exists")
+define(b"get", command_get, 2, 2, 0, b"usage: get <key>",
+       b"get K", b"read the value of K", b"V  | Key not found")
+define(b"del", command_del, 2, 2, NATIVE_WRITE, b"usage: del <key>",
+       b"del K", b"remove K", b"OK | Key not found")
+define(b"set", command_set, 3, 3, NATIVE_WRITE, b"usage: set <key> <value>",
+       b"set K V", b"store V, overwriting", b"OK")
+define(b"incr", command_incr, 2, 3, NATIVE_WRITE, b"usage: incr <key> [<delta>]",
+       b"incr K [D]", b"add D (default 1)", b"the new value (an absent key counts as 0)")
+define(b"stats", command_stats, 1, 1, 0, b"usage: stats",
+       b"stats", b"server counters", b"name=value pairs on one line")
+define(b"bye", command_bye, 1, 1, NATIVE_NO_AUTH, b"usage: bye",
+       b"Bye", b"end the session", b"Goodbye")
+define(b"auth", command_auth, 2, 2, NATIVE_NO_AUTH, b"usage: auth <password>",
+       b"auth P", b"log in with password P", b"OK | Invalid password")
 
 
 cdef int refuse_write(Output *output, int error) noexcept nogil:
     """Reply ``Error: persistence failed: <reason>``: the append-only log cannot
-    take the write (see _persist.begin_write); 0 or -1 (out of memory)."""
+    take the write (see _keyspace.keyspace_begin_write); 0 or -1 (out of memory)."""
     if output_text(output, b"Error: persistence failed: ") < 0 or output_text(output, strerror(error)) < 0:
         return -1
     return output_text(output, b"\n")
-
-
-cdef int write_stats(ServerContext *context, Output *output) noexcept nogil:
-    """One line of name=value pairs (names as in Redis's INFO); 0 or -1."""
-    cdef Counters *counters = &context.counters
-    return -1 if (
-        output_text(output, b"keys=") < 0
-        or output_int64(output, store_count(&context.store), b" connected_clients=") < 0
-        or output_int64(output, counters.connected_clients, b" total_connections_received=") < 0
-        or output_int64(output, counters.connections_accepted, b" total_commands_processed=") < 0
-        or output_int64(output, counters.commands_processed, b" keyspace_hits=") < 0
-        or output_int64(output, counters.keyspace_hits, b" keyspace_misses=") < 0
-        or output_int64(output, counters.keyspace_misses, b" rejected_connections=") < 0
-        or output_int64(output, counters.rejected_connections, b" protected_mode_refusals=") < 0
-        or output_int64(output, counters.protected_refusals, b" timed_out_clients=") < 0
-        or output_int64(output, counters.timed_out_clients, b" protocol_errors=") < 0
-        or output_int64(output, counters.protocol_errors, b" auth_failures=") < 0
-        or output_int64(output, counters.auth_failures, b" used_memory=") < 0
-        or output_int64(output, store_memory_bytes(&context.store), b"\n") < 0
-    ) else 0
 
 
 cdef bint integer_argument(ServerContext *context, Output *output, const Word *word, int64_t *number,
@@ -268,15 +368,15 @@ cdef int refuse_integer(ServerContext *context, Output *output, IntParse parsed,
 
 cdef int invalid(ServerContext *context, Output *output, const char *reason) noexcept nogil:
     """Reply ``Invalid request: <reason>``; 0 or -1 (out of memory)."""
-    context.counters.invalid_requests += 1
+    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     if output_text(output, b"Invalid request: ") < 0 or output_text(output, reason) < 0:
         return -1
     return output_text(output, b"\n")
 
 
-cdef int native_refuse_long_line(ServerContext *context, Session *session) noexcept nogil:
+cdef int refuse_long_line(ServerContext *context, Session *session) noexcept nogil:
     """Reply ``Invalid request: line too long`` and mark the session closing."""
-    context.counters.protocol_errors += 1
+    context.counters[<int>COUNTER_PROTOCOL_ERRORS] += 1
     session.closing = True
     return invalid(context, &session.output, b"line too long")
 
@@ -304,7 +404,7 @@ cdef int unknown_command(ServerContext *context, Output *output, const Word *wor
         length += 3
     echo[length] = c'\''
     echo[length + 1] = c'\n'
-    context.counters.invalid_requests += 1
+    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     if output_text(output, b"Invalid request: unknown command '") < 0:
         return -1
     return output_append(output, echo, length + 2)

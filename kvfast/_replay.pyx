@@ -21,7 +21,7 @@ from kvfast._record cimport (
 )
 from kvfast._record import crc32c
 from kvfast._store cimport Store, store_upsert, store_delete, store_clear, store_prefetch
-from kvfast._system cimport madvise, MADV_SEQUENTIAL
+from kvfast._system cimport madvise, MADV_SEQUENTIAL, raise_os_error
 
 
 cdef enum:
@@ -259,7 +259,3 @@ def damage_at(const uint8_t[::1] data, size_t offset):
     cdef ScanStatus damage = SCAN_BAD_TYPE if length == 0 else SCAN_BAD_CHECKSUM
     return classify_damage(&data[0], data.shape[0], offset, damage)
 
-
-cdef int raise_os_error() except -1:
-    cdef int error = errno
-    raise OSError(error, os.strerror(error))

@@ -3,5 +3,4 @@ from kvfast._store cimport Store
 
 cdef ssize_t resp_answer(ServerContext *context, Session *session,
                          const char *data, size_t length) noexcept nogil
-cdef int resp_refuse_too_large(ServerContext *context, Session *session) noexcept nogil
 cdef size_t resp_prefetch_key(const Store *store, const char *data, size_t length) noexcept nogil

@@ -14,32 +14,31 @@ shapes and error texts; see the README for the list of commands.
 from libc.stdint cimport int64_t, INT64_MIN
 from libc.string cimport memcmp, strerror, strlen
 from libc.time cimport time
-from posix.fcntl cimport open, O_RDONLY
-from posix.unistd cimport getpid, read, close, sysconf, _SC_PAGESIZE
+from posix.unistd cimport getpid
 
-from kvfast._aof cimport AppendLog, FSYNC_ALWAYS, FSYNC_EVERYSEC
-from kvfast._context cimport Counters, ServerContext, Session
-from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
-from kvfast._persist cimport begin_write, log_set, log_delete, log_clear
-from kvfast._store cimport (
-    store_insert, store_upsert, store_lookup, store_delete, store_count, store_increment,
-    store_clear, store_memory_bytes, store_prefetch,
+from kvfast._aof cimport fsync_policy_text
+from kvfast._context cimport (
+    ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
+    COUNTER_AUTH_FAILURES,
 )
+from kvfast._keyspace cimport (
+    keyspace_begin_write, keyspace_read, keyspace_contains, keyspace_size, keyspace_insert, keyspace_upsert,
+    keyspace_delete, keyspace_increment, keyspace_clear,
+)
+from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
+from kvfast._stats cimport (
+    StatsSection, INFO_NONE, INFO_CLIENTS, INFO_MEMORY, INFO_PERSISTENCE, INFO_STATS, write_info_section,
+)
+from kvfast._store cimport Store, store_prefetch
 from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, same_letters_nocase, secrets_equal
 
 
 cdef enum:
-    MAX_ARGUMENTS = 1024 * 1024            # largest multibulk count accepted
     MAX_HEADER_DIGITS = 18                 # "*<n>" / "$<n>" with more digits are malformed
     PREFETCH_MAX_ARGUMENTS = 8             # longer requests end a prefetch walk
     ERROR_ECHO_LIMIT = 128                 # bytes of an unknown command echoed, as Redis does
 
-cdef int64_t MAX_BULK_BYTES = 512 * 1024 * 1024    # Redis's proto-max-bulk-len
-cdef int64_t UNAUTHENTICATED_MAX_ARGUMENTS = 10       # until AUTH, when a password is set
-cdef int64_t UNAUTHENTICATED_MAX_BULK_BYTES = 16384
-
 cdef const char *VERSION = b"7.0.0"        # the Redis version whose behaviour this follows
-cdef const char *KVFAST_VERSION = b"0.1.0"
 
 cdef const char *ERR_NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
 cdef const char *ERR_KEY_NOT_INTEGER = b"-ERR key is not an integer or out of range\r\n"
@@ -243,24 +242,32 @@ cdef ssize_t resp_answer(ServerContext *context, Session *session,
     """Answer the RESP request at the start of ``data`` (which starts with ``*``).
 
     Returns the bytes it used, 0 if the request is not complete yet, or -1 if a
-    reply could not be buffered (out of memory). A malformed request gets
-    Redis's protocol error reply, the session is marked closing, and all of
-    ``data`` counts as used.
+    reply could not be buffered (out of memory). A malformed request, or an
+    incomplete one already larger than ``max_request_bytes``, gets Redis's
+    protocol error reply, the session is marked closing, and all of ``data``
+    counts as used.
     """
     cdef Request request
     cdef const char *error = NULL
     cdef int scanned
     if session.authenticated:
-        scanned = scan_request(data, length, context.max_request_bytes, MAX_ARGUMENTS, MAX_BULK_BYTES,
+        scanned = scan_request(data, length, context.limits.max_request_bytes,
+                               <int64_t>context.limits.max_arguments, <int64_t>context.limits.max_bulk_bytes,
                                session, &request, &error)
     else:       # as Redis does before AUTH: a few small arguments only
-        scanned = scan_request(data, length, context.max_request_bytes, UNAUTHENTICATED_MAX_ARGUMENTS,
-                               UNAUTHENTICATED_MAX_BULK_BYTES, session, &request, &error)
+        scanned = scan_request(data, length, context.limits.max_request_bytes,
+                               <int64_t>context.limits.unauthenticated_max_arguments,
+                               <int64_t>context.limits.unauthenticated_max_bulk_bytes, session, &request, &error)
     if scanned == 0:
-        return 0
+        if length > context.limits.max_request_bytes:
+            scanned = -1
+            error = b"-ERR Protocol error: request too large\r\n"
+        else:
+            return 0
     if scanned < 0:
-        context.counters.protocol_errors += 1
+        context.counters[<int>COUNTER_PROTOCOL_ERRORS] += 1
         session.closing = True
+        session.scan_position = 0
         if scanned == -2:
             if expected_dollar(&session.output, data, length) < 0:
                 return -1
@@ -292,13 +299,6 @@ cdef int expected_dollar(Output *output, const char *data, size_t length) noexce
             or output_append(output, got, 1) < 0:
         return -1
     return output_text(output, b"'\r\n")
-
-
-cdef int resp_refuse_too_large(ServerContext *context, Session *session) noexcept nogil:
-    """A request that outgrew the limit argument by argument: refuse, then close."""
-    context.counters.protocol_errors += 1
-    session.closing = True
-    return output_text(&session.output, b"-ERR Protocol error: request too large\r\n")
 
 
 # ---- reply shapes -------------------------------------------------------------
@@ -356,14 +356,14 @@ cdef inline int reply_map(Session *session, size_t pairs) noexcept nogil:
 
 
 cdef int reply_wrong_arity(ServerContext *context, Output *output, const char *name) noexcept nogil:
-    context.counters.invalid_requests += 1
+    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     if output_text(output, b"-ERR wrong number of arguments for '") < 0 or output_text(output, name) < 0:
         return -1
     return output_text(output, b"' command\r\n")
 
 
 cdef int reply_error(ServerContext *context, Output *output, const char *error) noexcept nogil:
-    context.counters.invalid_requests += 1
+    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     return output_text(output, error)
 
 
@@ -387,7 +387,7 @@ cdef int reply_unknown(ServerContext *context, Output *output, const Request *re
     about 128 bytes in all)."""
     cdef size_t position = request.arguments_at, i, shown = 0, take
     cdef Argument argument
-    context.counters.invalid_requests += 1
+    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     next_argument(request.data, &position, &argument)
     if output_text(output, prefix) < 0 or append_sanitized(
             output, argument.start, argument.length if argument.length < ERROR_ECHO_LIMIT else ERROR_ECHO_LIMIT) < 0 \
@@ -405,155 +405,147 @@ cdef int reply_unknown(ServerContext *context, Output *output, const Request *re
     return output_append(output, b"\r\n", 2)
 
 
-# ---- commands -----------------------------------------------------------------
+# ---- the command table ------------------------------------------------------------
+#
+# As Redis's commands.def + processCommand: one row per command with its proc,
+# arity, flags and key positions; execute() makes the generic checks once,
+# then calls the proc. A new command is one row (at the end of this file) and
+# one function.
 
-cdef enum CommandId:
-    CMD_GET, CMD_SET, CMD_SETNX, CMD_PUT, CMD_DEL, CMD_EXISTS, CMD_INCR, CMD_DECR,
-    CMD_INCRBY, CMD_DECRBY, CMD_MGET, CMD_DBSIZE, CMD_FLUSHALL, CMD_FLUSHDB, CMD_PING,
-    CMD_ECHO, CMD_QUIT, CMD_BYE, CMD_SELECT, CMD_HELLO, CMD_COMMAND, CMD_CLIENT,
-    CMD_CONFIG, CMD_INFO, CMD_AUTH, CMD_BGREWRITEAOF, COMMAND_COUNT
+ctypedef int (*RespProc)(ServerContext *context, Session *session, const Request *request,
+                         size_t position) noexcept nogil
 
 
-cdef struct CommandInfo:
-    CommandId id
-    const char *name
-    size_t name_length            # filled in at import
-    int arity                     # Redis's convention: -N means at least N arguments
-    const char *flag              # the command's main flag, as COMMAND reports it
-    int first_key                 # key positions, as COMMAND reports them
-    int last_key
+cdef enum CommandFlag:
+    # As Redis names them in COMMAND's reply (FLAG_NAMES, in bit order).
+    CMD_WRITE = 1 << 0          # may change the store: refused while the log fails; records reserved
+    CMD_READONLY = 1 << 1
+    CMD_ADMIN = 1 << 2
+    CMD_LOADING = 1 << 3        # allowed while loading
+    CMD_FAST = 1 << 4
+    CMD_NO_AUTH = 1 << 5        # allowed before a password-protected session has authenticated
+    CMD_NO_MULTI = 1 << 6       # not allowed inside a transaction
+    FLAG_COUNT = 7
+
+cdef const char *FLAG_NAMES[<int>FLAG_COUNT]
+FLAG_NAMES[0] = b"write"
+FLAG_NAMES[1] = b"readonly"
+FLAG_NAMES[2] = b"admin"
+FLAG_NAMES[3] = b"loading"
+FLAG_NAMES[4] = b"fast"
+FLAG_NAMES[5] = b"no_auth"
+FLAG_NAMES[6] = b"no_multi"
+
+
+cdef struct RespCommand:
+    const char *name            # lower case
+    size_t name_length
+    RespProc proc
+    int arity                   # Redis's convention: -N means at least N arguments
+    int flags                   # CommandFlag
+    int first_key               # key positions, as COMMAND reports them (0: no keys;
+    int last_key                # a negative last counts from the end)
     int key_step
 
 
-# The command table: the order is the order of the CommandId values.
-cdef CommandInfo COMMANDS[<int>COMMAND_COUNT]
-COMMANDS[<int>CMD_GET] = CommandInfo(CMD_GET, b"get", 0, 2, b"readonly", 1, 1, 1)
-COMMANDS[<int>CMD_SET] = CommandInfo(CMD_SET, b"set", 0, -3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_SETNX] = CommandInfo(CMD_SETNX, b"setnx", 0, 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_PUT] = CommandInfo(CMD_PUT, b"put", 0, 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_DEL] = CommandInfo(CMD_DEL, b"del", 0, -2, b"write", 1, -1, 1)
-COMMANDS[<int>CMD_EXISTS] = CommandInfo(CMD_EXISTS, b"exists", 0, -2, b"readonly", 1, -1, 1)
-COMMANDS[<int>CMD_INCR] = CommandInfo(CMD_INCR, b"incr", 0, 2, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_DECR] = CommandInfo(CMD_DECR, b"decr", 0, 2, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_INCRBY] = CommandInfo(CMD_INCRBY, b"incrby", 0, 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_DECRBY] = CommandInfo(CMD_DECRBY, b"decrby", 0, 3, b"write", 1, 1, 1)
-COMMANDS[<int>CMD_MGET] = CommandInfo(CMD_MGET, b"mget", 0, -2, b"readonly", 1, -1, 1)
-COMMANDS[<int>CMD_DBSIZE] = CommandInfo(CMD_DBSIZE, b"dbsize", 0, 1, b"readonly", 0, 0, 0)
-COMMANDS[<int>CMD_FLUSHALL] = CommandInfo(CMD_FLUSHALL, b"flushall", 0, -1, b"write", 0, 0, 0)
-COMMANDS[<int>CMD_FLUSHDB] = CommandInfo(CMD_FLUSHDB, b"flushdb", 0, -1, b"write", 0, 0, 0)
-COMMANDS[<int>CMD_PING] = CommandInfo(CMD_PING, b"ping", 0, -1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_ECHO] = CommandInfo(CMD_ECHO, b"echo", 0, 2, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_QUIT] = CommandInfo(CMD_QUIT, b"quit", 0, -1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_BYE] = CommandInfo(CMD_BYE, b"bye", 0, 1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_SELECT] = CommandInfo(CMD_SELECT, b"select", 0, 2, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_HELLO] = CommandInfo(CMD_HELLO, b"hello", 0, -1, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_COMMAND] = CommandInfo(CMD_COMMAND, b"command", 0, -1, b"loading", 0, 0, 0)
-COMMANDS[<int>CMD_CLIENT] = CommandInfo(CMD_CLIENT, b"client", 0, -2, b"admin", 0, 0, 0)
-COMMANDS[<int>CMD_CONFIG] = CommandInfo(CMD_CONFIG, b"config", 0, -2, b"admin", 0, 0, 0)
-COMMANDS[<int>CMD_INFO] = CommandInfo(CMD_INFO, b"info", 0, -1, b"loading", 0, 0, 0)
-COMMANDS[<int>CMD_AUTH] = CommandInfo(CMD_AUTH, b"auth", 0, -2, b"fast", 0, 0, 0)
-COMMANDS[<int>CMD_BGREWRITEAOF] = CommandInfo(CMD_BGREWRITEAOF, b"bgrewriteaof", 0, 1, b"admin", 0, 0, 0)
+cdef enum:
+    MAX_COMMANDS = 256          # rows the table can hold
+    INDEX_SLOTS = 512           # the name index: open addressing, at most half full
+
+cdef RespCommand COMMANDS[MAX_COMMANDS]
+cdef int COMMAND_COUNT = 0
+cdef unsigned short COMMAND_INDEX[INDEX_SLOTS]       # row + 1, or 0: free
 
 
-for _i in range(<int>COMMAND_COUNT):
-    COMMANDS[_i].name_length = strlen(COMMANDS[_i].name)
+cdef inline size_t name_hash(const char *name, size_t length) noexcept nogil:
+    """A hash of a command name that ignores ASCII case (``| 0x20`` folds
+    letters; other bytes merely collide more, and the compare settles it)."""
+    cdef size_t h = length, i
+    for i in range(length):
+        h = h * 31 + (<unsigned char>name[i] | 0x20)
+    return h
 
 
-cdef const CommandInfo *find_command(const Argument *name) noexcept nogil:
-    """The table entry of a command name (any case), or NULL."""
-    cdef int i
-    for i in range(<int>COMMAND_COUNT):
-        if COMMANDS[i].name_length == name.length and same_letters_nocase(name.start, name.length, COMMANDS[i].name):
-            return &COMMANDS[i]
+cdef void define(const char *name, RespProc proc, int arity, int flags, int first_key=0, int last_key=0,
+                 int key_step=0):
+    """Add one row to COMMANDS and to the name index (at import)."""
+    global COMMAND_COUNT
+    cdef size_t length = strlen(name)
+    cdef size_t slot = name_hash(name, length) % INDEX_SLOTS
+    if COMMAND_COUNT == MAX_COMMANDS:
+        raise RuntimeError("the RESP command table is full: raise MAX_COMMANDS")
+    COMMANDS[COMMAND_COUNT] = RespCommand(name, length, proc, arity, flags, first_key, last_key, key_step)
+    while COMMAND_INDEX[slot] != 0:
+        slot = (slot + 1) % INDEX_SLOTS
+    COMMAND_COUNT += 1
+    COMMAND_INDEX[slot] = <unsigned short>COMMAND_COUNT
+
+
+cdef const RespCommand *find_command(const Argument *name) noexcept nogil:
+    """The row of a command name (any case), or NULL: one hash and, nearly
+    always, one compare, however many rows the table has."""
+    cdef size_t slot = name_hash(name.start, name.length) % INDEX_SLOTS
+    cdef const RespCommand *command
+    while COMMAND_INDEX[slot] != 0:
+        command = &COMMANDS[COMMAND_INDEX[slot] - 1]
+        if command.name_length == name.length and same_letters_nocase(name.start, name.length, command.name):
+            return command
+        slot = (slot + 1) % INDEX_SLOTS
     return NULL
 
 
-cdef inline bint arity_ok(const CommandInfo *command, size_t argc) noexcept nogil:
+def command_names():
+    """The name of every RESP command kvfast implements, in table order (for
+    the README check and the tests)."""
+    return [COMMANDS[i].name.decode() for i in range(COMMAND_COUNT)]
+
+
+cdef inline bint arity_ok(const RespCommand *command, size_t argc) noexcept nogil:
     return argc == <size_t>command.arity if command.arity > 0 else argc >= <size_t>(-command.arity)
 
 
+cdef size_t keys_named(const RespCommand *command, size_t argc) noexcept nogil:
+    """How many keys a request names, from the row's key positions."""
+    cdef int last
+    if command.first_key <= 0:
+        return 0
+    last = command.last_key if command.last_key >= 0 else <int>argc + command.last_key
+    if last < command.first_key:
+        return 0
+    return <size_t>((last - command.first_key) // command.key_step + 1)
+
+
 cdef int execute(ServerContext *context, Session *session, const Request *request) noexcept nogil:
-    """Run one complete request and buffer its reply; 0, or -1 (out of memory)."""
-    cdef Output *output = &session.output
+    """Run one complete request and buffer its reply; 0, or -1 (out of memory).
+
+    The generic checks, once for every command and in Redis's order: a known
+    command, authentication (unless the row says CMD_NO_AUTH), arity, and for
+    a CMD_WRITE command the log's state (refused with -MISCONF while it
+    fails; room reserved for one record per key the request names, so the
+    command's effects can always be logged). Then the row's proc runs with the
+    position of the first argument after the name.
+    """
     cdef size_t position = request.arguments_at
-    cdef Argument name, argument
-    cdef const CommandInfo *command
-    cdef int64_t number
+    cdef Argument name
+    cdef const RespCommand *command
+    cdef size_t changes
+    cdef int refusal
     next_argument(request.data, &position, &name)
     command = find_command(&name)
-    context.counters.commands_processed += 1
+    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
     if command == NULL:
-        return reply_unknown(context, output, request, b"-ERR unknown command '",
+        return reply_unknown(context, &session.output, request, b"-ERR unknown command '",
                              b"', with args beginning with: ")
-    if not session.authenticated and not (command.id == CMD_AUTH or command.id == CMD_HELLO
-                                          or command.id == CMD_QUIT or command.id == CMD_BYE):
-        return reply_error(context, output, ERR_NOAUTH)
+    if not session.authenticated and not (command.flags & CMD_NO_AUTH):
+        return reply_error(context, &session.output, ERR_NOAUTH)
     if not arity_ok(command, request.argc):
-        return reply_wrong_arity(context, output, command.name)
-
-    if command.id == CMD_GET:
-        return command_get(context, session, request, position)
-    if command.id == CMD_SET:
-        return command_set(context, session, request, position)
-    if command.id == CMD_SETNX or command.id == CMD_PUT:
-        return command_insert(context, session, request, position, command.id == CMD_PUT)
-    if command.id == CMD_DEL or command.id == CMD_EXISTS:
-        return command_count_keys(context, session, request, position, command.id == CMD_DEL)
-    if command.id == CMD_INCR or command.id == CMD_DECR:
-        return command_increment(context, session, request, position, command.id == CMD_DECR, False)
-    if command.id == CMD_INCRBY or command.id == CMD_DECRBY:
-        return command_increment(context, session, request, position, command.id == CMD_DECRBY, True)
-    if command.id == CMD_MGET:
-        return command_mget(context, session, request, position)
-    if command.id == CMD_DBSIZE:
-        return reply_integer(output, <int64_t>store_count(&context.store))
-    if command.id == CMD_FLUSHALL or command.id == CMD_FLUSHDB:
-        if request.argc > 2:
-            return reply_error(context, output, ERR_SYNTAX)
-        if request.argc == 2:
-            next_argument(request.data, &position, &argument)
-            if not (equals_nocase(argument.start, argument.length, b"sync")
-                    or equals_nocase(argument.start, argument.length, b"async")):
-                return reply_error(context, output, ERR_SYNTAX)
-        result = begin_write(context)
-        if result != 0:
-            return refuse_write(context, output, result)
-        store_clear(&context.store)
-        log_clear(context, session)
-        return output_text(output, b"+OK\r\n")
-    if command.id == CMD_PING:
-        if request.argc > 2:
-            return reply_wrong_arity(context, output, command.name)
-        if request.argc == 1:
-            return output_text(output, b"+PONG\r\n")
-        next_argument(request.data, &position, &argument)
-        return reply_bulk(output, argument.start, argument.length)
-    if command.id == CMD_ECHO:
-        next_argument(request.data, &position, &argument)
-        return reply_bulk(output, argument.start, argument.length)
-    if command.id == CMD_QUIT or command.id == CMD_BYE:
-        session.closing = True
-        return output_text(output, b"+OK\r\n" if command.id == CMD_QUIT else b"+Goodbye\r\n")
-    if command.id == CMD_SELECT:
-        next_argument(request.data, &position, &argument)
-        if parse_int64(argument.start, argument.length, &number) != INT_OK:
-            return reply_error(context, output, ERR_NOT_INTEGER)
-        if number != 0:
-            return reply_error(context, output, b"-ERR DB index is out of range\r\n")
-        return output_text(output, b"+OK\r\n")
-    if command.id == CMD_HELLO:
-        return command_hello(context, session, request, position)
-    if command.id == CMD_COMMAND:
-        return command_command(context, session, request, position)
-    if command.id == CMD_CLIENT:
-        return command_client(context, session, request, position)
-    if command.id == CMD_CONFIG:
-        return command_config(context, session, request, position)
-    if command.id == CMD_INFO:
-        return command_info(context, session, request, position)
-    if command.id == CMD_BGREWRITEAOF:
-        return command_bgrewriteaof(context, output)
-    return command_auth(context, session, request, position)      # CMD_AUTH
+        return reply_wrong_arity(context, &session.output, command.name)
+    if command.flags & CMD_WRITE and context.aof != NULL:
+        changes = keys_named(command, request.argc)
+        refusal = keyspace_begin_write(context, changes if changes > 0 else 1)
+        if refusal != 0:
+            return refuse_write(context, &session.output, refusal)
+    return command.proc(context, session, request, position)
 
 
 cdef bint credentials_match(ServerContext *context, const Argument *user, const Argument *password) noexcept nogil:
@@ -581,7 +573,7 @@ cdef int command_auth(ServerContext *context, Session *session, const Request *r
         user = password
         next_argument(request.data, &position, &password)
     if not credentials_match(context, &user if request.argc == 3 else NULL, &password):
-        context.counters.auth_failures += 1
+        context.counters[<int>COUNTER_AUTH_FAILURES] += 1
         return reply_error(context, &session.output, ERR_WRONGPASS)
     session.authenticated = True
     return output_text(&session.output, b"+OK\r\n")
@@ -622,11 +614,9 @@ cdef int command_get(ServerContext *context, Session *session, const Request *re
     cdef int status
     if not read_integer(context, &session.output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status):
         return status
-    found = store_lookup(&context.store, key)
+    found = keyspace_read(context, key)
     if found == NULL:
-        context.counters.keyspace_misses += 1
         return reply_null(session)
-    context.counters.keyspace_hits += 1
     return reply_bulk_integer(&session.output, found[0])
 
 
@@ -649,77 +639,108 @@ cdef int command_set(ServerContext *context, Session *session, const Request *re
             only_if_present = True
         else:
             return reply_error(context, output, ERR_SYNTAX)
-    result = begin_write(context)
-    if result != 0:
-        return refuse_write(context, output, result)
     if only_if_absent:
-        result = store_insert(&context.store, key, value)
+        result = keyspace_insert(context, session, key, value)
         if result == 0:
             return reply_null(session)
-    elif only_if_present:
-        if store_lookup(&context.store, key) == NULL:
-            return reply_null(session)
-        result = store_upsert(&context.store, key, value)
+    elif only_if_present and not keyspace_contains(context, key):
+        return reply_null(session)
     else:
-        result = store_upsert(&context.store, key, value)
+        result = keyspace_upsert(context, session, key, value)
     if result < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
-    log_set(context, session, key, value)
     return output_text(output, b"+OK\r\n")
 
 
-cdef int command_insert(ServerContext *context, Session *session, const Request *request,
+cdef int command_setnx(ServerContext *context, Session *session, const Request *request,
+                       size_t position) noexcept nogil:
+    """SETNX key value: :1 if set, :0 if the key exists."""
+    return insert_generic(context, session, request, position, False)
+
+
+cdef int command_put(ServerContext *context, Session *session, const Request *request,
+                     size_t position) noexcept nogil:
+    """PUT key value (the seed's insert-only put): +OK or -ERR Key already exists."""
+    return insert_generic(context, session, request, position, True)
+
+
+cdef int insert_generic(ServerContext *context, Session *session, const Request *request,
                         size_t position, bint is_put) noexcept nogil:
-    """SETNX key value (:1 or :0) and the seed's PUT (+OK or -ERR Key already exists)."""
+    """SETNX and PUT: insert only if absent; they differ only in their replies."""
     cdef Output *output = &session.output
     cdef int64_t key, value
     cdef int result, status
     if not (read_integer(context, output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status)
             and read_integer(context, output, request, &position, &value, ERR_NOT_INTEGER, &status)):
         return status
-    result = begin_write(context)
-    if result != 0:
-        return refuse_write(context, output, result)
-    result = store_insert(&context.store, key, value)
+    result = keyspace_insert(context, session, key, value)
     if result < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
-    if result == 1:
-        log_set(context, session, key, value)
     if is_put:
         return output_text(output, b"+OK\r\n") if result == 1 \
             else reply_error(context, output, b"-ERR Key already exists\r\n")
     return reply_integer(output, result)
 
 
-cdef int command_count_keys(ServerContext *context, Session *session, const Request *request,
+cdef int command_del(ServerContext *context, Session *session, const Request *request,
+                     size_t position) noexcept nogil:
+    """DEL key...: the number of keys removed."""
+    return count_keys_generic(context, session, request, position, True)
+
+
+cdef int command_exists(ServerContext *context, Session *session, const Request *request,
+                        size_t position) noexcept nogil:
+    """EXISTS key...: the number of keys present (repeats counted)."""
+    return count_keys_generic(context, session, request, position, False)
+
+
+cdef int count_keys_generic(ServerContext *context, Session *session, const Request *request,
                             size_t position, bint delete) noexcept nogil:
-    """DEL key... (keys removed) and EXISTS key... (keys present, repeats counted)."""
+    """DEL and EXISTS: every key is checked first, so a non-integer key fails
+    the whole command; then each key is deleted or looked up, and counted."""
     cdef Argument argument
     cdef int64_t key = 0, count = 0
-    cdef int refusal
     cdef int checked = parse_keys(context, &session.output, request, position)
     if checked != 0:
         return -1 if checked < 0 else 0
-    if delete:
-        refusal = begin_write(context, request.argc - 1)
-        if refusal != 0:
-            return refuse_write(context, &session.output, refusal)
     while position < request.length:
         next_argument(request.data, &position, &argument)
         parse_int64(argument.start, argument.length, &key)
         if delete:
-            if store_delete(&context.store, key):
-                log_delete(context, session, key)
-                count += 1
+            count += keyspace_delete(context, session, key)
         else:
-            count += store_lookup(&context.store, key) != NULL
+            count += keyspace_contains(context, key)
     return reply_integer(&session.output, count)
 
 
-cdef int command_increment(ServerContext *context, Session *session, const Request *request,
+cdef int command_incr(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """INCR key: add 1."""
+    return increment_generic(context, session, request, position, False, False)
+
+
+cdef int command_decr(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """DECR key: subtract 1."""
+    return increment_generic(context, session, request, position, True, False)
+
+
+cdef int command_incrby(ServerContext *context, Session *session, const Request *request,
+                        size_t position) noexcept nogil:
+    """INCRBY key amount."""
+    return increment_generic(context, session, request, position, False, True)
+
+
+cdef int command_decrby(ServerContext *context, Session *session, const Request *request,
+                        size_t position) noexcept nogil:
+    """DECRBY key amount."""
+    return increment_generic(context, session, request, position, True, True)
+
+
+cdef int increment_generic(ServerContext *context, Session *session, const Request *request,
                            size_t position, bint negate, bint with_amount) noexcept nogil:
-    """INCR, DECR, INCRBY, DECRBY: the new value; an overflow is an error and
-    leaves the value unchanged."""
+    """INCR, DECR, INCRBY, DECRBY (as Redis's incrDecrCommand): the new value;
+    an overflow is an error and leaves the value unchanged."""
     cdef Output *output = &session.output
     cdef int64_t key, amount = 1, result_value
     cdef int result, status
@@ -731,15 +752,11 @@ cdef int command_increment(ServerContext *context, Session *session, const Reque
         if amount == INT64_MIN:
             return reply_error(context, output, b"-ERR decrement would overflow\r\n")
         amount = -amount
-    result = begin_write(context)
-    if result != 0:
-        return refuse_write(context, output, result)
-    result = store_increment(&context.store, key, amount, &result_value)
+    result = keyspace_increment(context, session, key, amount, &result_value)
     if result == 1:
         return reply_error(context, output, ERR_OVERFLOW)
     if result < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
-    log_set(context, session, key, result_value)
     return reply_integer(output, result_value)
 
 
@@ -757,16 +774,83 @@ cdef int command_mget(ServerContext *context, Session *session, const Request *r
     while position < request.length:
         next_argument(request.data, &position, &argument)
         parse_int64(argument.start, argument.length, &key)
-        found = store_lookup(&context.store, key)
+        found = keyspace_read(context, key)
         if found == NULL:
-            context.counters.keyspace_misses += 1
             if reply_null(session) < 0:
                 return -1
         else:
-            context.counters.keyspace_hits += 1
             if reply_bulk_integer(&session.output, found[0]) < 0:
                 return -1
     return 0
+
+
+cdef int command_dbsize(ServerContext *context, Session *session, const Request *request,
+                        size_t position) noexcept nogil:
+    """DBSIZE: the number of keys."""
+    return reply_integer(&session.output, <int64_t>keyspace_size(context))
+
+
+cdef int command_flushall(ServerContext *context, Session *session, const Request *request,
+                          size_t position) noexcept nogil:
+    """FLUSHALL [SYNC|ASYNC] (and FLUSHDB, the one database): remove every key;
+    ASYNC is done synchronously."""
+    cdef Argument argument
+    if request.argc > 2:
+        return reply_error(context, &session.output, ERR_SYNTAX)
+    if request.argc == 2:
+        next_argument(request.data, &position, &argument)
+        if not (equals_nocase(argument.start, argument.length, b"sync")
+                or equals_nocase(argument.start, argument.length, b"async")):
+            return reply_error(context, &session.output, ERR_SYNTAX)
+    keyspace_clear(context, session)
+    return output_text(&session.output, b"+OK\r\n")
+
+
+cdef int command_ping(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """PING [message]: +PONG, or the message as a bulk string."""
+    cdef Argument argument
+    if request.argc > 2:
+        return reply_wrong_arity(context, &session.output, b"ping")
+    if request.argc == 1:
+        return output_text(&session.output, b"+PONG\r\n")
+    next_argument(request.data, &position, &argument)
+    return reply_bulk(&session.output, argument.start, argument.length)
+
+
+cdef int command_echo(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """ECHO message: the message as a bulk string."""
+    cdef Argument argument
+    next_argument(request.data, &position, &argument)
+    return reply_bulk(&session.output, argument.start, argument.length)
+
+
+cdef int command_quit(ServerContext *context, Session *session, const Request *request,
+                      size_t position) noexcept nogil:
+    """QUIT: +OK, then the connection closes."""
+    session.closing = True
+    return output_text(&session.output, b"+OK\r\n")
+
+
+cdef int command_bye(ServerContext *context, Session *session, const Request *request,
+                     size_t position) noexcept nogil:
+    """BYE (the seed's, over RESP): +Goodbye, then the connection closes."""
+    session.closing = True
+    return output_text(&session.output, b"+Goodbye\r\n")
+
+
+cdef int command_select(ServerContext *context, Session *session, const Request *request,
+                        size_t position) noexcept nogil:
+    """SELECT 0: +OK; kvfast has one database."""
+    cdef Argument argument
+    cdef int64_t number
+    next_argument(request.data, &position, &argument)
+    if parse_int64(argument.start, argument.length, &number) != INT_OK:
+        return reply_error(context, &session.output, ERR_NOT_INTEGER)
+    if number != 0:
+        return reply_error(context, &session.output, b"-ERR DB index is out of range\r\n")
+    return output_text(&session.output, b"+OK\r\n")
 
 
 cdef int command_hello(ServerContext *context, Session *session, const Request *request,
@@ -795,7 +879,7 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
                 next_argument(request.data, &position, &argument)
                 index += 1
             else:
-                context.counters.invalid_requests += 1
+                context.counters[<int>COUNTER_ERROR_REPLIES] += 1
                 if output_text(output, b"-ERR Syntax error in HELLO option '") < 0 \
                         or append_sanitized(output, argument.start, argument.length) < 0:
                     return -1
@@ -804,7 +888,7 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
             return reply_error(context, output, b"-NOPROTO unsupported protocol version\r\n")
     if authenticating:
         if not credentials_match(context, &user, &password):
-            context.counters.auth_failures += 1
+            context.counters[<int>COUNTER_AUTH_FAILURES] += 1
             return reply_error(context, output, ERR_WRONGPASS)
         session.authenticated = True
     elif not session.authenticated:
@@ -833,7 +917,7 @@ cdef int command_command(ServerContext *context, Session *session, const Request
     empty (or partial) docs map would leave it with none."""
     cdef Output *output = &session.output
     cdef Argument argument
-    cdef const CommandInfo *command
+    cdef const RespCommand *command
     cdef int i
     if request.argc == 1:
         if reply_array(output, <size_t>COMMAND_COUNT) < 0:
@@ -857,16 +941,22 @@ cdef int command_command(ServerContext *context, Session *session, const Request
     return reply_unknown_subcommand(context, output, &argument, b"COMMAND")
 
 
-cdef int reply_command_info(Output *output, const CommandInfo *command) noexcept nogil:
-    """One command's entry in Redis 7's 10-element COMMAND format."""
+cdef int reply_command_info(Output *output, const RespCommand *command) noexcept nogil:
+    """One command's entry in Redis 7's 10-element COMMAND format: name,
+    arity, flags (the names of the row's set bits), key positions, and four
+    empty arrays (ACL categories, tips, key specs, subcommands)."""
+    cdef int bit, flags = 0
+    for bit in range(<int>FLAG_COUNT):
+        flags += (command.flags >> bit) & 1
+    if reply_array(output, 10) < 0 or reply_bulk_text(output, command.name) < 0 \
+            or reply_integer(output, command.arity) < 0 or reply_array(output, <size_t>flags) < 0:
+        return -1
+    for bit in range(<int>FLAG_COUNT):
+        if (command.flags >> bit) & 1 and (output_text(output, b"+") < 0 or output_text(output, FLAG_NAMES[bit]) < 0
+                                           or output_text(output, b"\r\n") < 0):
+            return -1
     return -1 if (
-        reply_array(output, 10) < 0
-        or reply_bulk_text(output, command.name) < 0
-        or reply_integer(output, command.arity) < 0
-        or reply_array(output, 1) < 0
-        or output_text(output, b"+") < 0 or output_text(output, command.flag) < 0
-        or output_text(output, b"\r\n") < 0
-        or reply_integer(output, command.first_key) < 0
+        reply_integer(output, command.first_key) < 0
         or reply_integer(output, command.last_key) < 0
         or reply_integer(output, command.key_step) < 0
         or reply_array(output, 0) < 0 or reply_array(output, 0) < 0
@@ -876,7 +966,7 @@ cdef int reply_command_info(Output *output, const CommandInfo *command) noexcept
 
 cdef int reply_unknown_subcommand(ServerContext *context, Output *output, const Argument *argument,
                                   const char *command) noexcept nogil:
-    context.counters.invalid_requests += 1
+    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     if output_text(output, b"-ERR unknown subcommand '") < 0 \
             or append_sanitized(output, argument.start, argument.length) < 0 \
             or output_text(output, b"'. Try ") < 0 or output_text(output, command) < 0:
@@ -906,11 +996,13 @@ cdef int command_client(ServerContext *context, Session *session, const Request 
     return reply_unknown_subcommand(context, output, &argument, b"CLIENT")
 
 
-cdef int command_bgrewriteaof(ServerContext *context, Output *output) noexcept nogil:
+cdef int command_bgrewriteaof(ServerContext *context, Session *session, const Request *request,
+                              size_t position) noexcept nogil:
     """BGREWRITEAOF: compact the append-only log now. The loop starts the forked
     child (see _rewrite.pyx) right after this iteration's records are written,
     and finishes the rewrite when the child exits; INFO's
     aof_last_bgrewrite_status tells how it went."""
+    cdef Output *output = &session.output
     if context.aof == NULL:
         return reply_error(context, output, b"-ERR the append-only file is off (start kvfast-server with "
                                             b"--appendonly FILE)\r\n")
@@ -924,8 +1016,8 @@ cdef int command_bgrewriteaof(ServerContext *context, Output *output) noexcept n
 
 cdef int refuse_write(ServerContext *context, Output *output, int error) noexcept nogil:
     """Redis's reply to a write it cannot persist: ``-MISCONF Errors writing to
-    the AOF file: <reason>`` (see _persist.begin_write)."""
-    context.counters.invalid_requests += 1
+    the AOF file: <reason>`` (see _keyspace.keyspace_begin_write)."""
+    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     if output_text(output, b"-MISCONF Errors writing to the AOF file: ") < 0 \
             or output_text(output, strerror(error)) < 0:
         return -1
@@ -969,152 +1061,128 @@ cdef int command_config(ServerContext *context, Session *session, const Request 
 
 
 cdef const char *fsync_policy_name(ServerContext *context) noexcept nogil:
-    if context.aof == NULL or context.aof.policy == FSYNC_EVERYSEC:
+    """CONFIG GET appendfsync: the log's policy (everysec, Redis's default, when off)."""
+    if context.aof == NULL:
         return b"everysec"
-    return b"always" if context.aof.policy == FSYNC_ALWAYS else b"no"
+    return fsync_policy_text(context.aof.policy)
 
 
-cdef enum InfoSection:
-    SECTION_SERVER = 1
-    SECTION_CLIENTS = 2
-    SECTION_MEMORY = 4
-    SECTION_STATS = 8
-    SECTION_KEYSPACE = 16
-    SECTION_PERSISTENCE = 32
-    SECTION_ALL = 63
+# ---- INFO ---------------------------------------------------------------------------
+
+ctypedef int (*SectionWriter)(ServerContext *context, Output *text) noexcept nogil
+
+
+cdef struct InfoSection:
+    const char *name            # as INFO's arguments name it
+    const char *title           # its header line
+    StatsSection fields         # the rows of _stats.pyx it shows...
+    SectionWriter write         # ...or the function that writes it
+
+
+cdef enum:
+    INFO_SECTION_COUNT = 6
+    ALL_SECTIONS = (1 << INFO_SECTION_COUNT) - 1
+
+cdef InfoSection INFO_SECTIONS[INFO_SECTION_COUNT]
+
+
+cdef int write_server_section(ServerContext *context, Output *text) noexcept nogil:
+    return -1 if (
+        output_text(text, b"redis_version:") < 0 or output_text(text, VERSION) < 0
+        or output_text(text, b"\r\nkvfast_version:") < 0 or output_text(text, context.version) < 0
+        or output_text(text, b"\r\nredis_mode:standalone\r\nos:Linux\r\nmultiplexing_api:epoll\r\nprocess_id:") < 0
+        or output_int64(text, getpid(), b"\r\ntcp_port:") < 0
+        or output_int64(text, context.port, b"\r\nuptime_in_seconds:") < 0
+        or output_int64(text, time(NULL) - context.started_at, b"\r\n") < 0) else 0
+
+
+cdef int write_keyspace_section(ServerContext *context, Output *text) noexcept nogil:
+    cdef size_t keys = keyspace_size(context)
+    if keys == 0:
+        return 0
+    if output_text(text, b"db0:keys=") < 0:
+        return -1
+    return output_int64(text, <int64_t>keys, b",expires=0,avg_ttl=0\r\n")
+
+
+INFO_SECTIONS[0] = InfoSection(b"server", b"# Server\r\n", INFO_NONE, write_server_section)
+INFO_SECTIONS[1] = InfoSection(b"clients", b"# Clients\r\n", INFO_CLIENTS, NULL)
+INFO_SECTIONS[2] = InfoSection(b"memory", b"# Memory\r\n", INFO_MEMORY, NULL)
+INFO_SECTIONS[3] = InfoSection(b"persistence", b"# Persistence\r\n", INFO_PERSISTENCE, NULL)
+INFO_SECTIONS[4] = InfoSection(b"stats", b"# Stats\r\n", INFO_STATS, NULL)
+INFO_SECTIONS[5] = InfoSection(b"keyspace", b"# Keyspace\r\n", INFO_NONE, write_keyspace_section)
 
 
 cdef int command_info(ServerContext *context, Session *session, const Request *request,
                       size_t position) noexcept nogil:
     """INFO [section...]: Redis's text format (``# Section`` headers, then
-    ``field:value`` lines) as one bulk string. Sections: server, clients,
-    memory, persistence, stats, keyspace; ``all``/``everything``/``default`` or none: all;
-    unknown sections are left out, as Redis does."""
+    ``field:value`` lines, a blank line after each but the keyspace) as one bulk
+    string. Sections as INFO_SECTIONS lists them; ``all``/``everything``/
+    ``default`` or none: all; unknown sections are left out, as Redis does."""
     cdef Argument argument
-    cdef int sections = 0 if request.argc > 1 else SECTION_ALL
+    cdef int sections = 0 if request.argc > 1 else ALL_SECTIONS
+    cdef int i
     cdef Output text
-    cdef int result
+    cdef int result = 0
     while position < request.length:
         next_argument(request.data, &position, &argument)
-        if equals_nocase(argument.start, argument.length, b"server"):
-            sections |= SECTION_SERVER
-        elif equals_nocase(argument.start, argument.length, b"clients"):
-            sections |= SECTION_CLIENTS
-        elif equals_nocase(argument.start, argument.length, b"memory"):
-            sections |= SECTION_MEMORY
-        elif equals_nocase(argument.start, argument.length, b"stats"):
-            sections |= SECTION_STATS
-        elif equals_nocase(argument.start, argument.length, b"keyspace"):
-            sections |= SECTION_KEYSPACE
-        elif equals_nocase(argument.start, argument.length, b"persistence"):
-            sections |= SECTION_PERSISTENCE
-        elif (equals_nocase(argument.start, argument.length, b"all")
-              or equals_nocase(argument.start, argument.length, b"everything")
-              or equals_nocase(argument.start, argument.length, b"default")):
-            sections = SECTION_ALL
+        if (equals_nocase(argument.start, argument.length, b"all")
+                or equals_nocase(argument.start, argument.length, b"everything")
+                or equals_nocase(argument.start, argument.length, b"default")):
+            sections = ALL_SECTIONS
+        for i in range(INFO_SECTION_COUNT):
+            if equals_nocase(argument.start, argument.length, INFO_SECTIONS[i].name):
+                sections |= 1 << i
     text.data = NULL
     text.start = text.end = text.capacity = 0
-    result = write_info(context, &text, sections)
+    for i in range(INFO_SECTION_COUNT):
+        if result == 0 and sections & (1 << i):
+            result = write_info_part(context, &text, &INFO_SECTIONS[i])
     if result == 0:
         result = reply_bulk(&session.output, text.data + text.start, text.end - text.start)
     output_free(&text)
     return result
 
 
-cdef int write_info(ServerContext *context, Output *text, int sections) noexcept nogil:
-    """The INFO text of the chosen sections; 0 or -1 (out of memory)."""
-    cdef Counters *counters = &context.counters
-    cdef size_t keys = store_count(&context.store)
-    if sections & SECTION_SERVER and (
-            output_text(text, b"# Server\r\nredis_version:") < 0 or output_text(text, VERSION) < 0
-            or output_text(text, b"\r\nkvfast_version:") < 0 or output_text(text, KVFAST_VERSION) < 0
-            or output_text(text, b"\r\nredis_mode:standalone\r\nos:Linux\r\nmultiplexing_api:epoll"
-                                 b"\r\nprocess_id:") < 0
-            or output_int64(text, getpid(), b"\r\ntcp_port:") < 0
-            or output_int64(text, context.port, b"\r\nuptime_in_seconds:") < 0
-            or output_int64(text, time(NULL) - context.started_at, b"\r\n\r\n") < 0):
+cdef int write_info_part(ServerContext *context, Output *text, const InfoSection *section) noexcept nogil:
+    """One section: its title, its lines, then a blank line (none after the
+    keyspace, the last, as Redis ends it). 0 or -1 (out of memory)."""
+    if output_text(text, section.title) < 0:
         return -1
-    if sections & SECTION_CLIENTS and (
-            output_text(text, b"# Clients\r\nconnected_clients:") < 0
-            or output_int64(text, <int64_t>counters.connected_clients, b"\r\n\r\n") < 0):
+    if (section.write(context, text) if section.write != NULL
+            else write_info_section(text, context, section.fields)) < 0:
         return -1
-    if sections & SECTION_MEMORY and (
-            output_text(text, b"# Memory\r\nused_memory:") < 0
-            or output_int64(text, <int64_t>store_memory_bytes(&context.store), b"\r\nused_memory_rss:") < 0
-            or output_int64(text, resident_bytes(), b"\r\nkvfast_resizes:") < 0
-            or output_int64(text, <int64_t>context.store.stats.resizes,
-                            b"\r\nkvfast_max_migrated_per_request:") < 0
-            or output_int64(text, <int64_t>context.store.stats.max_moved_per_step, b"\r\nkvfast_forced_drains:") < 0
-            or output_int64(text, <int64_t>context.store.stats.forced_drains, b"\r\nkvfast_resizing:") < 0
-            or output_int64(text, context.store.draining.capacity != 0, b"\r\n\r\n") < 0):
-        return -1
-    if sections & SECTION_PERSISTENCE and write_persistence_info(context, text) < 0:
-        return -1
-    if sections & SECTION_STATS and (
-            output_text(text, b"# Stats\r\ntotal_connections_received:") < 0
-            or output_int64(text, <int64_t>counters.connections_accepted, b"\r\ntotal_commands_processed:") < 0
-            or output_int64(text, <int64_t>counters.commands_processed, b"\r\nkeyspace_hits:") < 0
-            or output_int64(text, <int64_t>counters.keyspace_hits, b"\r\nkeyspace_misses:") < 0
-            or output_int64(text, <int64_t>counters.keyspace_misses, b"\r\ntotal_error_replies:") < 0
-            or output_int64(text, <int64_t>counters.invalid_requests, b"\r\nprotocol_errors:") < 0
-            or output_int64(text, <int64_t>counters.protocol_errors, b"\r\nrejected_connections:") < 0
-            or output_int64(text, <int64_t>counters.rejected_connections, b"\r\nprotected_mode_refusals:") < 0
-            or output_int64(text, <int64_t>counters.protected_refusals, b"\r\ntimed_out_clients:") < 0
-            or output_int64(text, <int64_t>counters.timed_out_clients, b"\r\nauth_failures:") < 0
-            or output_int64(text, <int64_t>counters.auth_failures, b"\r\n\r\n") < 0):
-        return -1
-    if sections & SECTION_KEYSPACE:
-        if output_text(text, b"# Keyspace\r\n") < 0:
-            return -1
-        if keys > 0 and (output_text(text, b"db0:keys=") < 0
-                         or output_int64(text, <int64_t>keys, b",expires=0,avg_ttl=0\r\n") < 0):
-            return -1
-    return 0
+    return 0 if section.write == write_keyspace_section else output_text(text, b"\r\n")
 
 
-cdef int write_persistence_info(ServerContext *context, Output *text) noexcept nogil:
-    """INFO's ``# Persistence`` section: the append-only log's state, with
-    Redis's field names where Redis has them."""
-    cdef AppendLog *aof = context.aof
-    if aof == NULL:
-        return output_text(text, b"# Persistence\r\nloading:0\r\naof_enabled:0\r\n\r\n")
-    return -1 if (
-        output_text(text, b"# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_fsync:") < 0
-        or output_text(text, fsync_policy_name(context)) < 0
-        or output_text(text, b"\r\naof_rewrite_in_progress:") < 0
-        or output_int64(text, aof.rewrite_child != 0, b"\r\naof_rewrites:") < 0
-        or output_int64(text, <int64_t>aof.rewrites, b"\r\naof_last_bgrewrite_status:") < 0
-        or output_text(text, b"err" if aof.last_rewrite_failed else b"ok") < 0
-        or output_text(text, b"\r\naof_last_write_status:") < 0
-        or output_text(text, b"err" if aof.failure != 0 else b"ok") < 0
-        or output_text(text, b"\r\naof_current_size:") < 0
-        or output_int64(text, <int64_t>aof.size, b"\r\naof_base_size:") < 0
-        or output_int64(text, <int64_t>aof.base_size, b"\r\naof_pending_bytes:") < 0
-        or output_int64(text, <int64_t>aof.pending_len, b"\r\nlatest_fork_usec:") < 0
-        or output_int64(text, aof.latest_fork_us, b"\r\nkvfast_aof_last_rewrite_pause_us:") < 0
-        or output_int64(text, aof.last_rewrite_pause_us, b"\r\nkvfast_aof_max_rewrite_pause_us:") < 0
-        or output_int64(text, aof.max_rewrite_pause_us, b"\r\n\r\n") < 0) else 0
+# ---- the rows ---------------------------------------------------------------------
+# name, proc, arity, flags, first key, last key, key step (as Redis's COMMAND).
+# The order is COMMAND's; the hottest commands first costs nothing (the index is
+# a hash) but reads well.
 
-
-cdef int64_t resident_bytes() noexcept nogil:
-    """This process's resident set size from /proc/self/statm (0 if unreadable)."""
-    cdef char buffer[128]
-    cdef int fd = open(b"/proc/self/statm", O_RDONLY)
-    cdef ssize_t length
-    cdef size_t start = 0, end = 0
-    cdef int64_t pages = 0
-    if fd < 0:
-        return 0
-    length = read(fd, buffer, sizeof(buffer) - 1)
-    close(fd)
-    if length <= 0:
-        return 0
-    while start < <size_t>length and buffer[start] != c' ':    # skip the first field (size)
-        start += 1
-    start += 1
-    end = start
-    while end < <size_t>length and c'0' <= buffer[end] <= c'9':
-        end += 1
-    if parse_int64(buffer + start, end - start, &pages) != INT_OK:
-        return 0
-    return pages * sysconf(_SC_PAGESIZE)
+define(b"get", command_get, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"set", command_set, -3, CMD_WRITE, 1, 1, 1)
+define(b"setnx", command_setnx, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"put", command_put, 3, CMD_WRITE, 1, 1, 1)
+define(b"del", command_del, -2, CMD_WRITE, 1, -1, 1)
+define(b"exists", command_exists, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
+define(b"incr", command_incr, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"decr", command_decr, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"incrby", command_incrby, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"decrby", command_decrby, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"mget", command_mget, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
+define(b"dbsize", command_dbsize, 1, CMD_READONLY | CMD_FAST)
+define(b"flushall", command_flushall, -1, CMD_WRITE)
+define(b"flushdb", command_flushall, -1, CMD_WRITE)
+define(b"ping", command_ping, -1, CMD_FAST)
+define(b"echo", command_echo, 2, CMD_FAST)
+define(b"quit", command_quit, -1, CMD_FAST | CMD_NO_AUTH)
+define(b"bye", command_bye, 1, CMD_FAST | CMD_NO_AUTH)
+define(b"select", command_select, 2, CMD_LOADING | CMD_FAST)
+define(b"hello", command_hello, -1, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
+define(b"command", command_command, -1, CMD_LOADING)
+define(b"client", command_client, -2, CMD_ADMIN)
+define(b"config", command_config, -2, CMD_ADMIN)
+define(b"info", command_info, -1, CMD_LOADING)
+define(b"auth", command_auth, -2, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
+define(b"bgrewriteaof", command_bgrewriteaof, 1, CMD_ADMIN | CMD_NO_MULTI)

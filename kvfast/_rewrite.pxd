@@ -5,8 +5,6 @@ from kvfast._aof cimport AppendLog
 from kvfast._store cimport Store
 
 
-cdef bint aof_rewrite_due(const AppendLog *log, size_t live_keys, int64_t now_ms) noexcept nogil
-cdef int aof_start_rewrite(AppendLog *log, const Store *store) noexcept nogil
-cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil
-cdef int aof_rewrite_to_recover(AppendLog *log, const Store *store) noexcept nogil
+cdef bint aof_persist_batch(AppendLog *log, const Store *store, int64_t now_ms) noexcept nogil
+cdef void aof_retry_failed(AppendLog *log, const Store *store, int64_t now_ms) noexcept nogil
 cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogil

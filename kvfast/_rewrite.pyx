@@ -25,14 +25,15 @@ from posix.unistd cimport (
 from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS
 
 from kvfast._aof cimport (
-    AppendLog, RewriteShared, RETRY_INTERVAL_MS, aof_flush, fail_sync, write_all, monotonic_ms, monotonic_us,
+    AppendLog, RewriteShared, RETRY_INTERVAL_MS, aof_flush, aof_poll_sync_thread, aof_retry, aof_warn, fail_sync,
+    write_all,
 )
 from kvfast._record cimport HEADER_BYTES, SET_BYTES, encode_header, encode_set
-from kvfast._store cimport Store, Table
+from kvfast._store cimport Store, Table, store_count
 from kvfast._system cimport (
     set_errno, MAP_SHARED, pipe2, pthread_t, pthread_create, pthread_detach, pthread_mutex_lock,
     pthread_mutex_unlock, flock, LOCK_EX, LOCK_NB, prctl, PR_SET_PDEATHSIG, syscall, SYS_close_range, rename,
-    load_acquire, store_release,
+    load_acquire, store_release, monotonic_ms, monotonic_us,
 )
 
 
@@ -413,3 +414,62 @@ cdef int aof_rewrite_to_recover(AppendLog *log, const Store *store) noexcept nog
         return 0                                # a recovery rewrite failed lately: back off
     log.pending_len = 0
     return aof_start_rewrite(log, store)
+
+
+# ---- what the loop calls around each batch ------------------------------------------
+
+cdef bint aof_persist_batch(AppendLog *log, const Store *store, int64_t now_ms) noexcept nogil:
+    """The log's side of "no reply before its write is in the log": called by
+    the loop after answering a batch and before sending any reply.
+
+    Writes the batch's records (one pwrite, and under ``always`` one
+    fdatasync: a group commit) and returns whether that worked. When it did
+    not, the loop withholds every reply from each session's first unpersisted
+    write on; the log then refuses writes until aof_retry_failed (or, after a
+    failed sync, a rewrite from memory) ends the failure, and the failure is
+    logged once here. Afterwards a finished rewrite is swapped in, or a due
+    or requested (BGREWRITEAOF) one started: the loop registers the child's
+    pipe (``rewrite_pipe``) to learn when it exits.
+    """
+    cdef bint persisted, recovering
+    aof_poll_sync_thread(log)
+    persisted = aof_flush(log) == 0
+    if log.failure != 0 and not log.failure_reported:
+        log.failure_reported = True
+        aof_warn(log, b"append-only file: writing failed (%s); refusing writes until it works again", log.failure)
+    if log.rewrite_exited:
+        recovering = log.needs_rewrite
+        if aof_finish_rewrite(log) < 0:
+            if not log.rewrite_failure_reported:            # once per run of failures
+                log.rewrite_failure_reported = True
+                aof_warn(log, b"append-only file: rewrite failed (%s); the old log stays in use", errno)
+        else:
+            log_rewrite_done(log, store)
+            if recovering and log.failure == 0:
+                aof_warn(log, b"append-only file: rewritten from memory after a failed sync; accepting writes", 0)
+    elif persisted and (log.rewrite_requested or aof_rewrite_due(log, store_count(store), now_ms)):
+        log.rewrite_requested = False
+        if aof_start_rewrite(log, store) < 0:
+            aof_warn(log, b"append-only file: cannot start a rewrite (%s)", errno)
+    return persisted
+
+
+cdef void aof_retry_failed(AppendLog *log, const Store *store, int64_t now_ms) noexcept nogil:
+    """While the log is failing (the loop calls this each iteration then):
+    try again every RETRY_INTERVAL_MS (see aof_retry) and say so once it
+    works again. After a failed sync only a rewrite from memory can be
+    trusted: this starts it, and aof_persist_batch finishes it and leaves the
+    failure state."""
+    if now_ms < log.retry_at_ms:
+        return
+    if log.needs_rewrite:
+        aof_rewrite_to_recover(log, store)
+        return
+    if aof_retry(log) == 0:
+        aof_warn(log, b"append-only file: writing works again; accepting writes", 0)
+
+
+cdef void log_rewrite_done(const AppendLog *log, const Store *store) noexcept nogil:
+    with gil:
+        (<object>log.logger).info("append-only file rewritten: %d bytes, %d keys; the loop paused %.1f ms for "
+                                  "the swap", log.size, store_count(store), log.last_rewrite_pause_us / 1000.0)

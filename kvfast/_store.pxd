@@ -46,4 +46,5 @@ cdef int store_begin_bulk_load(Store *store, size_t at_most) noexcept nogil
 cdef void store_end_bulk_load(Store *store) noexcept nogil
 cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil
 cdef size_t store_count(const Store *store) noexcept nogil
+cdef bint store_is_resizing(const Store *store) noexcept nogil
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil

@@ -533,6 +533,11 @@ cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil:
         prefetch(&store.main.slots[home_slot(&store.main, key)])
 
 
+cdef bint store_is_resizing(const Store *store) noexcept nogil:
+    """Whether a migration is in progress (a draining table still holds keys)."""
+    return store.draining.capacity != 0
+
+
 cdef size_t store_count(const Store *store) noexcept nogil:
     return store.main.count + store.draining.count + (1 if store.has_empty_key else 0)
 

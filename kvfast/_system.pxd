@@ -2,7 +2,9 @@
 # Names, never hard-coded values: every constant comes from the real header at
 # compile time. Cython's bundled libc/posix .pxd files cover the rest
 # (errno, string.h, stdlib.h, unistd.h).
-from libc.stdint cimport uint32_t, uint64_t
+from libc.errno cimport errno
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport strerror
 
 
 cdef extern from "sys/epoll.h" nogil:
@@ -232,3 +234,44 @@ cdef extern from "sys/file.h" nogil:
         LOCK_NB
 
     int flock(int fd, int operation)
+
+
+cdef extern from *:
+    """
+    #include <stdio.h>
+    #include <stdlib.h>
+    #ifdef KVFAST_DEBUG
+    #define KVFAST_ASSERT(condition) \\
+        ((condition) ? (void)0 : (fprintf(stderr, "kvfast: assertion failed: %s (%s:%d)\\n", \\
+                                          #condition, __FILE__, __LINE__), abort()))
+    #else
+    #define KVFAST_ASSERT(condition) ((void)0)
+    #endif
+    """
+    # For the branches that cannot happen: in a KVFAST_DEBUG build (the
+    # sanitizer build, scripts/sanitize.sh) a false condition aborts with its
+    # text and place; in a normal build it compiles to nothing, so the
+    # defensive code after it (which keeps the server serving) stays in charge.
+    void debug_assert "KVFAST_ASSERT" (bint condition) nogil
+
+
+cdef inline int64_t monotonic_ms() noexcept nogil:
+    """Milliseconds on the monotonic clock: deadlines, timeouts, retry times."""
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000 + now.tv_nsec // 1000000
+
+
+cdef inline int64_t monotonic_us() noexcept nogil:
+    """Microseconds on the monotonic clock: pause and fork durations."""
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000000 + now.tv_nsec // 1000
+
+
+cdef inline int raise_os_error() except -1:
+    """Raise the C ``errno`` as OSError: the one place where a failed system
+    call becomes a Python exception (C functions report failure by returning -1
+    with errno set; the Python-facing method that called them calls this)."""
+    cdef int error = errno
+    raise OSError(error, strerror(error).decode(errors="replace"))

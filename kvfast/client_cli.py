@@ -9,6 +9,7 @@ import io
 import os
 import sys
 
+from kvfast._native import command_help
 from kvfast.client import Client
 from kvfast.errors import AuthenticationError, ConnectionLostError
 
@@ -28,18 +29,15 @@ and print each reply as "Server replied: <reply>"; end with Bye or Ctrl-D.
 With REQUEST words, send them as one request, print the bare reply and exit.
 """
 
-EPILOG = """\
-requests (keys and values are signed 64-bit integers; commands are case-insensitive):
-  put K V   store V under K        -> OK | Key already exists
-  get K     read the value of K    -> V  | Key not found
-  del K     remove K               -> OK | Key not found
-  set K V   store V, overwriting   -> OK
-  incr K [D] add D (default 1)     -> the new value (an absent key counts as 0)
-  stats     server counters        -> name=value pairs on one line
-  Bye       end the session        -> Goodbye
-  auth P    log in with password P -> OK | Invalid password
-  a malformed request gets "Invalid request: <reason>"
+def _requests_help() -> str:
+    """The requests part of --help, from the native command table (_native.pyx)."""
+    lines = ["requests (keys and values are signed 64-bit integers; commands are case-insensitive):"]
+    lines += [f"  {synopsis:<11}{summary:<23}-> {replies}" for synopsis, summary, replies in command_help()]
+    lines.append('  a malformed request gets "Invalid request: <reason>"')
+    return "\n".join(lines) + "\n\n"
 
+
+EPILOG = _requests_help() + """\
 password: with --password P, or else the KVFAST_PASSWORD environment variable,
 "auth P" is sent as soon as the connection is made; a refused password is an
 error (exit status 1). Prefer the variable: command lines are visible in ps.

@@ -57,6 +57,11 @@ UNAUTHENTICATED_MAX_LINE_BYTES = 1024
 UNAUTHENTICATED_MAX_ARGUMENTS = 10
 UNAUTHENTICATED_MAX_BULK_BYTES = 16 * 1024
 
+#: Largest RESP argument (Redis's proto-max-bulk-len) and most arguments of one
+#: RESP request; both refused as soon as their header arrives.
+MAX_BULK_BYTES = 512 * 1024 * 1024
+MAX_ARGUMENTS = 1024 * 1024
+
 #: When the append-only file (``appendonly``) is fsynced: ``always`` (before each
 #: loop iteration's replies), ``everysec`` (by a background thread, about once a
 #: second; the default, as in Redis) or ``no`` (when the kernel decides).

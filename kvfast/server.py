@@ -14,7 +14,11 @@ import time
 from kvfast._aof import AppendOnlyFile
 from kvfast._replay import LogError
 from kvfast._loop import EventLoop
-from kvfast.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
+from kvfast._version import __version__
+from kvfast.config import (
+    DEFAULT_HOST, DEFAULT_PORT, MAX_ARGUMENTS, MAX_BULK_BYTES, UNAUTHENTICATED_MAX_ARGUMENTS,
+    UNAUTHENTICATED_MAX_BULK_BYTES, UNAUTHENTICATED_MAX_LINE_BYTES, ServerConfig,
+)
 
 log = logging.getLogger("kvfast.server")
 aof_log = logging.getLogger("kvfast.aof")
@@ -51,14 +55,20 @@ class Server:
             if self.config.appendonly is not None:
                 self._append_only_file = _open_log(self.config)
             self._loop = EventLoop(
-                self._socket.fileno(),
-                self._socket.getsockname()[1],
+                [(self._socket.fileno(), "tcp")],
+                port=self._socket.getsockname()[1],
                 max_line_bytes=self.config.max_line_bytes,
                 max_request_bytes=self.config.max_request_bytes,
+                max_arguments=MAX_ARGUMENTS,
+                max_bulk_bytes=MAX_BULK_BYTES,
+                unauthenticated_max_line_bytes=UNAUTHENTICATED_MAX_LINE_BYTES,
+                unauthenticated_max_arguments=UNAUTHENTICATED_MAX_ARGUMENTS,
+                unauthenticated_max_bulk_bytes=UNAUTHENTICATED_MAX_BULK_BYTES,
                 read_chunk_bytes=self.config.read_chunk_bytes,
                 output_high_water_bytes=self.config.output_high_water_bytes,
                 max_clients=self.config.max_clients,
                 timeout=self.config.timeout,
+                version=__version__,
                 password=None if self.config.requirepass is None else self.config.requirepass.encode(),
                 protected_mode=self.protected_mode,
                 logger=log,
