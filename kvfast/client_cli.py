@@ -10,12 +10,12 @@ import os
 import sys
 
 from kvfast.client import Client
+from kvfast.config import PASSWORD_ENV
 from kvfast.errors import AuthenticationError, ConnectionLostError
 
 PROG = "kvfast-client"
 PROMPT = "Enter request: "
 DEFAULT_TIMEOUT = 10.0
-PASSWORD_ENV = "KVFAST_PASSWORD"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -28,7 +28,7 @@ and print each reply as "Server replied: <reply>"; end with Bye or Ctrl-D.
 With REQUEST words, send them as one request, print the bare reply and exit.
 """
 
-EPILOG = """\
+EPILOG = f"""\
 requests (keys and values are signed 64-bit integers; commands are case-insensitive):
   put K V   store V under K        -> OK | Key already exists
   get K     read the value of K    -> V  | Key not found
@@ -40,7 +40,7 @@ requests (keys and values are signed 64-bit integers; commands are case-insensit
   auth P    log in with password P -> OK | Invalid password
   a malformed request gets "Invalid request: <reason>"
 
-password: with --password P, or else the KVFAST_PASSWORD environment variable,
+password: with --password P, or else the {PASSWORD_ENV} environment variable,
 "auth P" is sent as soon as the connection is made; a refused password is an
 error (exit status 1). Prefer the variable: command lines are visible in ps.
 
