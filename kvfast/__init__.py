@@ -1,4 +1,5 @@
 """kvfast: a small, fast int64 key-value server (compiled epoll loop) and its client."""
+from kvfast._version import __version__
 from kvfast.client import Client
 from kvfast.errors import (
     AuthenticationError,
@@ -20,5 +21,5 @@ __all__ = [
     "KvfastError",
     "LogError",
     "Server",
+    "__version__",
 ]
-__version__ = "0.1.0"
