@@ -140,7 +140,10 @@ cdef class EventLoop:
     def __cinit__(self, int listen_fd, int port, size_t max_line_bytes, size_t max_request_bytes,
                   size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients=10000,
                   double timeout=0, bytes password=None, bint protected_mode=False, logger=None,
-                  AppendOnlyFile append_only_file=None):
+                  AppendOnlyFile append_only_file=None,
+                  # TEMP: accepted and ignored until the loop rewrite enforces them (see kvfast.server).
+                  unauthenticated_max_line_bytes=None, unauthenticated_max_arguments=None,
+                  unauthenticated_max_bulk_bytes=None, max_bulk_bytes=None, max_arguments=None, version=None):
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
