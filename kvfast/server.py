@@ -14,7 +14,11 @@ import time
 from kvfast._aof import AppendOnlyFile
 from kvfast._replay import LogError
 from kvfast._loop import EventLoop
-from kvfast.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
+from kvfast._version import __version__
+from kvfast.config import (
+    DEFAULT_HOST, DEFAULT_PORT, MAX_ARGUMENTS, MAX_BULK_BYTES, PASSWORD_ENV, UNAUTHENTICATED_MAX_ARGUMENTS,
+    UNAUTHENTICATED_MAX_BULK_BYTES, UNAUTHENTICATED_MAX_LINE_BYTES, ServerConfig,
+)
 
 log = logging.getLogger("kvfast.server")
 aof_log = logging.getLogger("kvfast.aof")
@@ -42,8 +46,8 @@ class Server:
         self._socket = _listen(self.config)
         if self.protected_mode:
             log.warning("protected mode: listening on %s with no password, so only clients on 127.0.0.1 "
-                        "and ::1 will be served; set requirepass (or KVFAST_PASSWORD), or use "
-                        "--protected-mode no", self.config.host)
+                        "and ::1 will be served; set requirepass (or %s), or use "
+                        "--protected-mode no", self.config.host, PASSWORD_ENV)
         self._append_only_file = None
         self._loop = None
         self.loaded = None
@@ -63,6 +67,14 @@ class Server:
                 protected_mode=self.protected_mode,
                 logger=log,
                 append_only_file=self._append_only_file,
+                # Fixed protocol limits and the version INFO reports: kvfast.config
+                # and kvfast._version are their one source, the loop only enforces them.
+                unauthenticated_max_line_bytes=UNAUTHENTICATED_MAX_LINE_BYTES,
+                unauthenticated_max_arguments=UNAUTHENTICATED_MAX_ARGUMENTS,
+                unauthenticated_max_bulk_bytes=UNAUTHENTICATED_MAX_BULK_BYTES,
+                max_bulk_bytes=MAX_BULK_BYTES,
+                max_arguments=MAX_ARGUMENTS,
+                version=__version__.encode("ascii"),
             )
             if self._append_only_file is not None:
                 self.loaded = _replay(self._loop, self.config.appendonly)
