@@ -11,12 +11,12 @@ import sys
 
 from kvfast._native import command_help
 from kvfast.client import Client
+from kvfast.config import PASSWORD_ENV
 from kvfast.errors import AuthenticationError, ConnectionLostError
 
 PROG = "kvfast-client"
 PROMPT = "Enter request: "
 DEFAULT_TIMEOUT = 10.0
-PASSWORD_ENV = "KVFAST_PASSWORD"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -37,8 +37,8 @@ def _requests_help() -> str:
     return "\n".join(lines) + "\n\n"
 
 
-EPILOG = _requests_help() + """\
-password: with --password P, or else the KVFAST_PASSWORD environment variable,
+EPILOG = _requests_help() + f"""\
+password: with --password P, or else the {PASSWORD_ENV} environment variable,
 "auth P" is sent as soon as the connection is made; a refused password is an
 error (exit status 1). Prefer the variable: command lines are visible in ps.
 

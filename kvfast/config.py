@@ -3,16 +3,20 @@
 Every limit the server enforces is named here once, so the CLI help, the README
 and the compiled loop all speak of the same numbers.
 
-:func:`load_config` builds a :class:`ServerConfig` from command-line flags, the
-environment (``KVFAST_*``) and a TOML file, in that order of precedence, over the
-defaults of :class:`ServerConfig`; :data:`SETTINGS` describes each setting.
+:data:`TABLE` has one :class:`Setting` row per :class:`ServerConfig` field: its
+default, its kind, the values it accepts and the names a user sets it by.
+:class:`ServerConfig` is built from those rows and checks every value against
+them; :func:`load_config` builds one from command-line flags, the environment
+(``KVFAST_*``) and a TOML file, in that order of precedence, over the defaults,
+checking each source's values against the same rows.
 """
 import argparse
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -41,26 +45,18 @@ OUTPUT_HIGH_WATER_BYTES = 1024 * 1024
 #: thousands of clients connecting at once while the loop accepts them.
 LISTEN_BACKLOG = 4096
 
-
 #: Most clients connected at once; one more gets ``max number of clients reached``
 #: (native: ``Error: max number of clients reached``; RESP: ``-ERR max number of
 #: clients reached``) and is closed, as Redis's maxclients.
 MAX_CLIENTS = 10000
 
 #: Seconds a client may stay idle (nothing received) before the server closes it;
-#: 0 means never, the default, as in Redis.
+#: 0 means never, as in Redis.
 IDLE_TIMEOUT = 0
 
-#: Before a client has authenticated (when a password is set), requests are held
-#: to these sizes: a native line, a RESP argument count, a RESP argument.
-UNAUTHENTICATED_MAX_LINE_BYTES = 1024
-UNAUTHENTICATED_MAX_ARGUMENTS = 10
-UNAUTHENTICATED_MAX_BULK_BYTES = 16 * 1024
-
-#: Largest RESP argument (Redis's proto-max-bulk-len) and most arguments of one
-#: RESP request; both refused as soon as their header arrives.
-MAX_BULK_BYTES = 512 * 1024 * 1024
-MAX_ARGUMENTS = 1024 * 1024
+#: The environment variable that carries the password, for kvfast-server
+#: (``requirepass``) and kvfast-client alike; there is no password flag.
+PASSWORD_ENV = "KVFAST_PASSWORD"
 
 #: When the append-only file (``appendonly``) is fsynced: ``always`` (before each
 #: loop iteration's replies), ``everysec`` (by a background thread, about once a
@@ -72,119 +68,137 @@ DEFAULT_FSYNC = "everysec"
 #: more than twice the size of a snapshot of the live keys (Redis: 64mb and 100%).
 AOF_REWRITE_MIN_BYTES = 64 * 1024 * 1024
 
+# --- fixed limits of the RESP and native parsers (not settings) -----------------
+# kvfast.Server passes each of these to the compiled EventLoop, which enforces them.
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything a server needs to start; the CLI builds one from its arguments."""
+#: Largest RESP multibulk count (``*<n>``) accepted, as Redis's 1024*1024; a larger
+#: count is a protocol error and the connection is closed.
+MAX_ARGUMENTS = 1024 * 1024
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    log_level: str = DEFAULT_LOG_LEVEL
-    max_line_bytes: int = MAX_LINE_BYTES
-    max_request_bytes: int = MAX_REQUEST_BYTES
-    read_chunk_bytes: int = READ_CHUNK_BYTES
-    output_high_water_bytes: int = OUTPUT_HIGH_WATER_BYTES
-    backlog: int = LISTEN_BACKLOG
-    max_clients: int = MAX_CLIENTS
-    timeout: int = IDLE_TIMEOUT
-    requirepass: str | None = field(default=None, repr=False)   # never shown in logs or reprs
-    protected_mode: bool = True
-    appendonly: str | None = None           # path of the append-only file; None: no persistence
-    fsync: str = DEFAULT_FSYNC
-    aof_rewrite_min_bytes: int = AOF_REWRITE_MIN_BYTES
+#: Largest RESP bulk string (``$<n>``) accepted: Redis's proto-max-bulk-len, 512 MiB
+#: (a request is also held to max_request_bytes, normally the tighter limit).
+MAX_BULK_BYTES = 512 * 1024 * 1024
 
-    def __post_init__(self):
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be between 0 and 65535, not {self.port}")
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
-        if self.max_line_bytes < 16 or self.max_request_bytes < 64:
-            raise ValueError("max_line_bytes must be at least 16 and max_request_bytes at least 64")
-        if self.read_chunk_bytes < 1 or self.output_high_water_bytes < 1:
-            raise ValueError("read_chunk_bytes and output_high_water_bytes must be positive")
-        if self.max_clients < 1:
-            raise ValueError(f"max_clients must be at least 1, not {self.max_clients}")
-        if self.timeout < 0:
-            raise ValueError(f"timeout must be 0 (never) or a number of seconds, not {self.timeout}")
-        if self.requirepass is not None and not 1 <= len(self.requirepass.encode()) <= 512:
-            raise ValueError("requirepass must be 1 to 512 bytes")
-        if self.fsync not in FSYNC_POLICIES:
-            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {self.fsync!r}")
-        if self.appendonly is not None and not str(self.appendonly).strip():
-            raise ValueError("appendonly must be a file path")
-        if self.aof_rewrite_min_bytes < 0:
-            raise ValueError("aof_rewrite_min_bytes must not be negative")
-        if self.requirepass is not None and any(c in self.requirepass for c in " \t\r\n"):
-            raise ValueError("requirepass must not contain spaces, tabs or line breaks "
-                             "(the native protocol's auth command could not carry it)")
+#: Before a client has authenticated (when a password is set), requests are held
+#: to these sizes: a native line, a RESP argument count, a RESP argument. They
+#: keep an unauthenticated peer from making the server buffer much.
+UNAUTHENTICATED_MAX_LINE_BYTES = 1024
+UNAUTHENTICATED_MAX_ARGUMENTS = 10
+UNAUTHENTICATED_MAX_BULK_BYTES = 16 * 1024
 
-
-# --- loading settings: flags > environment > TOML file > defaults -------------------
-
-#: Largest value of any whole-number setting (C int: listen(2)'s backlog, seconds, ...).
+#: Largest value of a whole-number setting the loop stores in a C int (listen(2)'s
+#: backlog, seconds, sizes); an error message calls a range up to it "at least N".
 _INT_MAX = 2**31 - 1
-#: requirepass length bounds, in UTF-8 bytes (as ServerConfig checks).
-_PASSWORD_BYTES = (1, 512)
+_INT64_MAX = 2**63 - 1
+
+
+def _word(value):
+    """Normalise a word setting (log level, fsync policy): ``" Debug "`` is ``"debug"``.
+    Non-strings are left alone for the type check to refuse."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _path(value):
+    """Normalise a path setting: a ``pathlib.Path`` (any os.PathLike) becomes its
+    str, so ``ServerConfig.appendonly`` is always a str. Other values are left alone."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One configurable :class:`ServerConfig` field and the names it goes by.
+    """One :class:`ServerConfig` field: its default, the values it accepts and the
+    names a user sets it by. :func:`check_value` applies these rules, and nothing
+    else states them.
 
-    ``name`` is the field, ``key`` its TOML file key, ``env`` its environment
-    variable, ``flag`` its kvfast-server option (``"PORT"`` for the positional
-    port, None when there is no flag). ``kind`` is int, str or bool.
+    Names: ``name`` is the field, ``key`` its TOML file key, ``env`` its environment
+    variable, ``flag`` its kvfast-server option (``"PORT"`` for the positional port,
+    None when there is no flag). ``key`` and ``env`` are None only for a field set
+    from Python alone (read_chunk_bytes); :data:`SETTINGS` leaves those out.
+
+    Values: ``kind`` is int, str or bool. A ``default`` of None means "off" and makes
+    None a valid value (requirepass, appendonly). For an int, ``minimum`` and
+    ``maximum`` (both given) bound the value; for a str, when given, its length in
+    UTF-8 bytes. A str
+    ``normalise`` is applied first (case, surrounding blanks, path objects);
+    ``choices`` are then the only values allowed, ``not_blank`` refuses an empty or
+    all-blank value and ``forbidden`` characters are refused with
+    ``forbidden_message``. ``what`` names the value in error messages ("a log
+    level"). A ``secret`` value is never echoed in an error or a repr.
     """
 
     name: str
-    key: str
-    env: str
-    flag: str | None
     kind: type
-    help: str
+    default: object
+    help: str               # one line for --help; the choices and the default are added to it
+    key: str | None
+    env: str | None
+    flag: str | None
     minimum: int | None = None
     maximum: int | None = None
-    secret: bool = False        # never echoed in error messages
+    choices: tuple[str, ...] = ()
+    normalise: Callable | None = None
+    not_blank: bool = False
+    forbidden: str = ""
+    forbidden_message: str = ""
+    what: str = ""
+    secret: bool = False
 
     @property
-    def default(self):
-        """The default, from ServerConfig (the one place defaults live)."""
-        return _FIELD_DEFAULTS[self.name]
+    def annotation(self):
+        """The field's type annotation: ``kind``, or ``kind | None`` when None is the default."""
+        return self.kind | None if self.default is None else self.kind
 
 
-_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
-
-
-def _setting(name, kind, help, *, env=None, flag="", **limits) -> Setting:
+def _setting(name, kind, default, help, *, internal=False, env=None, flag="", **rules) -> Setting:
+    """A row of TABLE whose names follow from the field name: ``max_clients`` is the
+    key ``max-clients``, the variable ``KVFAST_MAX_CLIENTS`` and the flag
+    ``--max-clients``. ``env`` and ``flag`` override them (``flag=None``: no flag);
+    ``internal=True`` gives none (a field set from Python only)."""
+    if internal:
+        return Setting(name, kind, default, help, key=None, env=None, flag=None, **rules)
     key = name.replace("_", "-")
-    return Setting(name=name, key=key, env=env or f"KVFAST_{name.upper()}",
-                   flag=f"--{key}" if flag == "" else flag, kind=kind, help=help, **limits)
+    return Setting(name, kind, default, help, key=key, env=env or f"KVFAST_{name.upper()}",
+                   flag=f"--{key}" if flag == "" else flag, **rules)
 
 
-#: Every setting load_config knows, in the order --help lists them.
-SETTINGS: tuple[Setting, ...] = (
-    _setting("host", str, "address to bind (0.0.0.0: every IPv4 interface)"),
-    _setting("port", int, "TCP port to listen on (0: any free port)", flag="PORT",
+#: Every ServerConfig field, in field order (which is also the order --help lists them).
+TABLE: tuple[Setting, ...] = (
+    _setting("host", str, DEFAULT_HOST, "address to bind (0.0.0.0: every IPv4 interface)", not_blank=True),
+    _setting("port", int, DEFAULT_PORT, "TCP port to listen on (0: any free port)", flag="PORT",
              minimum=0, maximum=65535),
-    _setting("log_level", str, f"logging threshold: {', '.join(LOG_LEVELS)}"),
-    _setting("max_clients", int, "most clients connected at once", minimum=1, maximum=_INT_MAX),
-    _setting("timeout", int, "close a client idle this many seconds (0: never)",
+    _setting("log_level", str, DEFAULT_LOG_LEVEL, "logging threshold", choices=LOG_LEVELS, normalise=_word,
+             what="a log level"),
+    _setting("max_line_bytes", int, MAX_LINE_BYTES, "longest native request line",
+             minimum=16, maximum=_INT_MAX),
+    _setting("max_request_bytes", int, MAX_REQUEST_BYTES, "largest RESP request", minimum=64, maximum=_INT_MAX),
+    _setting("read_chunk_bytes", int, READ_CHUNK_BYTES, "bytes read from a client per readable event",
+             internal=True, minimum=1, maximum=_INT_MAX),
+    _setting("output_high_water_bytes", int, OUTPUT_HIGH_WATER_BYTES,
+             "unsent reply bytes at which a client stops being read", minimum=1, maximum=_INT_MAX),
+    _setting("backlog", int, LISTEN_BACKLOG, "listen(2) backlog (the kernel caps it at net.core.somaxconn)",
+             minimum=1, maximum=_INT_MAX),
+    _setting("max_clients", int, MAX_CLIENTS, "most clients connected at once", minimum=1, maximum=_INT_MAX),
+    _setting("timeout", int, IDLE_TIMEOUT, "close a client idle this many seconds (0: never)",
              minimum=0, maximum=_INT_MAX),
-    _setting("requirepass", str, "password clients must send (auth PASSWORD) before any request",
-             env="KVFAST_PASSWORD", flag=None, secret=True),
-    _setting("protected_mode", bool, "with no password set, accept clients from loopback only"),
-    _setting("max_line_bytes", int, "longest native request line", minimum=16, maximum=_INT_MAX),
-    _setting("max_request_bytes", int, "largest RESP request", minimum=64, maximum=_INT_MAX),
-    _setting("output_high_water_bytes", int, "unsent reply bytes at which a client stops being read",
-             minimum=1, maximum=_INT_MAX),
-    _setting("backlog", int, "listen(2) backlog (the kernel caps it at net.core.somaxconn)",
-             minimum=1, maximum=_INT_MAX),
-    _setting("appendonly", str, "log every write to this append-only file and replay it at start-up"),
-    _setting("fsync", str, f"when the append-only file is synced: {', '.join(FSYNC_POLICIES)}"),
-    _setting("aof_rewrite_min_bytes", int, "compact the append-only file only once it is this large",
-             minimum=0, maximum=2**63 - 1),
+    # 512 bytes as Redis; no blanks or line breaks, which "auth PASSWORD" could not carry.
+    _setting("requirepass", str, None, "password clients must send (auth PASSWORD) before any request",
+             env=PASSWORD_ENV, flag=None, secret=True, minimum=1, maximum=512, forbidden=" \t\r\n",
+             forbidden_message="must not contain spaces, tabs or line breaks "
+                               "(the native protocol's auth command could not carry it)"),
+    _setting("protected_mode", bool, True, "with no password set, accept clients from loopback only"),
+    _setting("appendonly", str, None, "log every write to this append-only file and replay it at start-up",
+             normalise=_path, not_blank=True, what="a file path"),
+    _setting("fsync", str, DEFAULT_FSYNC, "when the append-only file is synced", choices=FSYNC_POLICIES,
+             normalise=_word, what="an fsync policy"),
+    _setting("aof_rewrite_min_bytes", int, AOF_REWRITE_MIN_BYTES,
+             "compact the append-only file only once it is this large", minimum=0, maximum=_INT64_MAX),
 )
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+#: The settings a user can give (flag, environment, file): every row but the
+#: Python-only ones, in --help order.
+SETTINGS: tuple[Setting, ...] = tuple(setting for setting in TABLE if setting.key is not None)
+#: SETTINGS by field name.
+SETTINGS_BY_NAME: Mapping[str, Setting] = MappingProxyType({setting.name: setting for setting in SETTINGS})
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 _TRUE_WORDS = ("yes", "true", "1")
@@ -195,10 +209,11 @@ _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 class ConfigError(ValueError):
     """A setting that cannot be used. ``str(error)`` is one line naming where it
     came from: ``kvfast.toml: unknown setting 'max-client'``,
-    ``KVFAST_TIMEOUT: not a whole number: 'soon'``, ``--port: ...``.
+    ``KVFAST_TIMEOUT: not a whole number: 'soon'``, ``--port: ...``, or, for a
+    value given to ServerConfig directly, the field: ``port: out of range: ...``.
 
-    ``source`` is the file path, environment variable or flag; ``key`` the file
-    key of the setting when the source is a file (else None).
+    ``source`` is the file path, environment variable, flag or field; ``key`` the
+    file key of the setting when the source is a file (else None).
     """
 
     def __init__(self, source: str, message: str, key: str | None = None):
@@ -211,6 +226,34 @@ class MissingSettingError(ConfigError):
     """A setting ``load_config(required=...)`` needs was given by no source."""
 
 
+def _check_fields(config) -> None:
+    """ServerConfig's ``__post_init__``: check every field against its TABLE row and
+    store its normalised value (``log_level="DEBUG"`` is kept as ``"debug"``).
+
+    Raises ConfigError (a ValueError) naming the field: ``port: out of range: 70000
+    (must be 0 to 65535)``. Values from load_config were already checked against
+    the same rows (with their source named), so this cannot fail for them.
+    """
+    for setting in TABLE:
+        value = getattr(config, setting.name)
+        checked = check_value(setting, value, setting.name)
+        if checked is not value:
+            object.__setattr__(config, setting.name, checked)     # frozen: only here, at creation
+
+
+# A class statement would state each field's name, type and default a second time.
+ServerConfig = dataclasses.make_dataclass(
+    "ServerConfig",
+    [(setting.name, setting.annotation, dataclasses.field(default=setting.default, repr=not setting.secret))
+     for setting in TABLE],
+    frozen=True,
+    namespace={"__module__": __name__, "__post_init__": _check_fields,
+               "__doc__": "Everything a server needs to start; the CLI builds one from its arguments.\n\n"
+                          "One field per row of kvfast.config.TABLE, which gives its type, default and\n"
+                          "rules; a value that breaks them raises ConfigError (a ValueError)."},
+)
+
+
 def format_default(setting: Setting) -> str:
     """The default as --help shows it: ``yes``, ``none``, ``4096``."""
     value = setting.default
@@ -221,10 +264,13 @@ def format_default(setting: Setting) -> str:
     return str(value)
 
 
+# --- loading settings: flags > environment > TOML file > defaults -------------------
+
+
 def load_config(flags=None, environ: Mapping[str, str] | None = None, config_path=None, *,
                 required=()) -> ServerConfig:
     """Merge settings into a ServerConfig: ``flags`` > ``environ`` > the TOML file
-    at ``config_path`` > ServerConfig's defaults.
+    at ``config_path`` > the defaults of TABLE.
 
     ``flags``: a mapping (or argparse.Namespace) of ServerConfig field names to
     values; None values count as not given. Strings are parsed as on a command
@@ -235,7 +281,9 @@ def load_config(flags=None, environ: Mapping[str, str] | None = None, config_pat
     ``required``: field names that some source must give (kvfast-server needs
     ``port``), else MissingSettingError.
 
-    Raises ConfigError (one line, naming the source and key) for anything wrong.
+    Every source's values are checked, even those a higher source overrides, so a
+    mistake cannot lie in wait. Raises ConfigError (one line, naming the source
+    and key) for anything wrong.
     """
     values = {}
     if config_path is not None:
@@ -244,14 +292,11 @@ def load_config(flags=None, environ: Mapping[str, str] | None = None, config_pat
     values.update(settings_from_flags(flags))
     for name in required:
         if name not in values:
-            setting = _BY_NAME[name]
+            setting = SETTINGS_BY_NAME[name]
             raise MissingSettingError(setting.flag or setting.env,
                                       f"not given (pass {setting.flag}, set {setting.env} "
                                       f"or {setting.key} in the config file)")
-    try:
-        return ServerConfig(**values)
-    except ValueError as error:     # a combination the per-setting checks let through
-        raise ConfigError("configuration", str(error)) from None
+    return ServerConfig(**values)
 
 
 def read_config_file(path) -> dict:
@@ -279,7 +324,7 @@ def read_config_file(path) -> dict:
         setting = _BY_KEY.get(key)
         if setting is None:
             raise ConfigError(source, f"unknown setting {key!r}")
-        values[setting.name] = _check_value(setting, value, source, key)
+        values[setting.name] = check_value(setting, value, source, key)
     return values
 
 
@@ -297,24 +342,25 @@ def settings_from_flags(flags) -> dict:
     if flags is None:
         return {}
     if isinstance(flags, argparse.Namespace):
-        flags = {name: value for name, value in vars(flags).items() if name in _BY_NAME}
+        flags = {name: value for name, value in vars(flags).items() if name in SETTINGS_BY_NAME}
     values = {}
     for name, value in flags.items():
-        setting = _BY_NAME.get(name)
+        setting = SETTINGS_BY_NAME.get(name)
         if setting is None:
-            raise TypeError(f"{name!r} is not a setting (one of {', '.join(_BY_NAME)})")
+            raise TypeError(f"{name!r} is not a setting (one of {', '.join(SETTINGS_BY_NAME)})")
         if value is None:
             continue
         source = setting.flag or name
         if isinstance(value, str) and setting.kind is not str:
             values[name] = _parse_text(setting, value, source)
         else:
-            values[name] = _check_value(setting, value, source)
+            values[name] = check_value(setting, value, source)
     return values
 
 
 def _parse_text(setting: Setting, text: str, source: str):
-    """A setting written as text (environment variable, command-line flag)."""
+    """A setting written as text (environment variable, command-line flag): a bool
+    or int is parsed from it, then the value is checked as :func:`check_value` does."""
     if setting.kind is bool:
         word = text.strip().lower()
         if word in _TRUE_WORDS:
@@ -325,51 +371,54 @@ def _parse_text(setting: Setting, text: str, source: str):
     if setting.kind is int:
         if not _WHOLE_NUMBER.fullmatch(text.strip()):
             raise ConfigError(source, f"not a whole number: {text!r}")
-        return _check_value(setting, int(text), source)
-    return _check_value(setting, text, source)
+        return check_value(setting, int(text), source)
+    return check_value(setting, text, source)
 
 
-def _check_value(setting: Setting, value, source: str, key: str | None = None):
-    """Check a typed value (from a TOML file or a Python caller); return it, normalised."""
+def check_value(setting: Setting, value, source: str, key: str | None = None):
+    """Check a typed value (from a TOML file, a flag, a Python caller) against the
+    rules of its row; return it normalised. This is the one place the rules of
+    :class:`Setting` are applied.
+
+    Raises ConfigError(source, message, key); a secret's value is never in the message.
+    """
     def fail(message):
         raise ConfigError(source, message, key)
 
+    if value is None and setting.default is None:
+        return None                 # an optional setting left off
+    given = value
+    if setting.normalise is not None:
+        value = setting.normalise(value)
     if setting.kind is bool:
         if not isinstance(value, bool):
-            fail(f"expected true or false, not {_describe(value, setting)}")
+            fail(f"expected true or false, not {_describe(given, setting)}")
         return value
     if setting.kind is int:
         if isinstance(value, float):
             fail(f"not a whole number: {value!r}")
         if isinstance(value, bool) or not isinstance(value, int):
-            fail(f"expected a whole number, not {_describe(value, setting)}")
+            fail(f"expected a whole number, not {_describe(given, setting)}")
         if not setting.minimum <= value <= setting.maximum:
             bounds = (f"at least {setting.minimum}" if setting.maximum == _INT_MAX
                       else f"{setting.minimum} to {setting.maximum}")
             fail(f"out of range: {value} (must be {bounds})")
         return value
     if not isinstance(value, str):
-        fail(f"expected a string, not {_describe(value, setting)}")
-    if setting.name == "log_level":
-        if value.strip().lower() not in LOG_LEVELS:
-            fail(f"not a log level: {value!r} (use {', '.join(LOG_LEVELS)})")
-        return value.strip().lower()
-    if setting.name == "host" and not value.strip():
-        fail("must not be empty")
-    if setting.name == "appendonly" and not value.strip():
-        fail("must not be empty (a file path)")
-    if setting.name == "fsync":
-        if value.strip().lower() not in FSYNC_POLICIES:
-            fail(f"not an fsync policy: {value!r} (use {', '.join(FSYNC_POLICIES)})")
-        return value.strip().lower()
-    if setting.secret:
+        fail(f"expected a string, not {_describe(given, setting)}")
+    if setting.choices and value not in setting.choices:
+        fail(f"not {setting.what}: {given!r} (use {', '.join(setting.choices)})")
+    if setting.not_blank and not value.strip():
+        fail(f"must not be empty ({setting.what})" if setting.what else "must not be empty")
+    if setting.minimum is not None:          # a str's bounds are on its length in UTF-8 bytes
         try:
             size = len(value.encode("utf-8"))
         except UnicodeEncodeError:
             fail("not valid UTF-8")
-        low, high = _PASSWORD_BYTES
-        if not low <= size <= high:
-            fail(f"must be {low} to {high} bytes, not {size}")
+        if not setting.minimum <= size <= setting.maximum:
+            fail(f"must be {setting.minimum} to {setting.maximum} bytes, not {size}")
+    if any(character in value for character in setting.forbidden):
+        fail(setting.forbidden_message)
     return value
 
 

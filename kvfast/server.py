@@ -16,7 +16,7 @@ from kvfast._replay import LogError
 from kvfast._loop import EventLoop
 from kvfast._version import __version__
 from kvfast.config import (
-    DEFAULT_HOST, DEFAULT_PORT, MAX_ARGUMENTS, MAX_BULK_BYTES, UNAUTHENTICATED_MAX_ARGUMENTS,
+    DEFAULT_HOST, DEFAULT_PORT, MAX_ARGUMENTS, MAX_BULK_BYTES, PASSWORD_ENV, UNAUTHENTICATED_MAX_ARGUMENTS,
     UNAUTHENTICATED_MAX_BULK_BYTES, UNAUTHENTICATED_MAX_LINE_BYTES, ServerConfig,
 )
 
@@ -46,8 +46,8 @@ class Server:
         self._socket = _listen(self.config)
         if self.protected_mode:
             log.warning("protected mode: listening on %s with no password, so only clients on 127.0.0.1 "
-                        "and ::1 will be served; set requirepass (or KVFAST_PASSWORD), or use "
-                        "--protected-mode no", self.config.host)
+                        "and ::1 will be served; set requirepass (or %s), or use "
+                        "--protected-mode no", self.config.host, PASSWORD_ENV)
         self._append_only_file = None
         self._loop = None
         self.loaded = None
@@ -57,6 +57,8 @@ class Server:
             self._loop = EventLoop(
                 [(self._socket.fileno(), "tcp")],
                 port=self._socket.getsockname()[1],
+                # The fixed protocol limits and the version INFO reports: kvfast.config
+                # and kvfast._version are their one source, the loop only enforces them.
                 max_line_bytes=self.config.max_line_bytes,
                 max_request_bytes=self.config.max_request_bytes,
                 max_arguments=MAX_ARGUMENTS,

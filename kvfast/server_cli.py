@@ -11,7 +11,8 @@ import sys
 
 from kvfast.cli import OneLineErrorParser, raise_open_file_limit
 from kvfast.config import (
-    MAX_LINE_BYTES, SETTINGS, ConfigError, MissingSettingError, format_default, load_config,
+    MAX_LINE_BYTES, PASSWORD_ENV, SETTINGS, SETTINGS_BY_NAME, ConfigError, MissingSettingError,
+    format_default, load_config,
 )
 from kvfast.server import LogError, Server
 
@@ -28,14 +29,37 @@ connection is closed. With --appendonly FILE every write is logged to FILE and
 replayed at start-up. SIGINT or SIGTERM stops the server cleanly (the log is
 flushed and synced first)."""
 
-_METAVARS = {"host": "HOST", "log_level": "LEVEL", "timeout": "SECONDS", "protected_mode": "yes|no",
-             "appendonly": "FILE", "fsync": "always|everysec|no"}
+#: Settings some source must give: kvfast-server will not guess a port.
+REQUIRED = ("port",)
+
+#: Metavars that are not derived from the setting (see _metavar).
+_METAVARS = {"log_level": "LEVEL", "timeout": "SECONDS", "appendonly": "FILE"}
+
+
+def _metavar(setting) -> str:
+    """The metavar --help shows for a setting's flag: ``yes|no`` for a boolean, the
+    choices (``always|everysec|no``), ``N`` for a number, else the name in capitals,
+    unless _METAVARS names a clearer one."""
+    if setting.name in _METAVARS:
+        return _METAVARS[setting.name]
+    if setting.kind is bool:
+        return "yes|no"
+    if setting.choices:
+        return "|".join(setting.choices)
+    return "N" if setting.kind is int else setting.name.upper()
+
+
+def _flag_help(setting) -> str:
+    """A flag's --help line: the setting's help, its choices and its default, all from its row."""
+    choices = f": {', '.join(setting.choices)}" if setting.choices else ""
+    return f"{setting.help}{choices} (default {format_default(setting)})"
 
 
 def _settings_table() -> str:
+    """The epilog's table of every setting: file key, flag, environment variable, default."""
     rows = [("file key", "flag", "environment variable", "default")]
     for setting in SETTINGS:
-        default = "required" if setting.name == "port" else format_default(setting)
+        default = "required" if setting.name in REQUIRED else format_default(setting)
         rows.append((setting.key, setting.flag or "(none)", setting.env, default))
     return "\n".join(f"  {key:<25}{flag:<26}{env:<32}{default}".rstrip()
                      for key, flag, env, default in rows)
@@ -51,38 +75,31 @@ left out when KVFAST_PORT or the file gives it.
 
 There is no password flag, since command lines are visible to every user (ps):
 set requirepass in the config file (readable only by the server's user) or
-KVFAST_PASSWORD. Booleans are yes/no, true/false or 1/0 (true/false in the file).
+{PASSWORD_ENV}. Booleans are yes/no, true/false or 1/0 (true/false in the file).
 A bad setting is a one-line error naming it, and exit status 1.
 """
 
 
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {port}: must be 0 to 65535")
-    return port
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """kvfast-server's parser: PORT, --config and one flag per setting that has one.
+
+    Every setting's value stays a string here (PORT too): load_config parses and
+    checks it, so that a bad value reads the same whether it came from a flag, the
+    environment or the file.
+    """
+    port = SETTINGS_BY_NAME["port"]
     parser = OneLineErrorParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                                 usage="%(prog)s [-h] [PORT] [--config FILE] [OPTION ...]",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("port", metavar="PORT", type=port_number, nargs="?", default=None,
-                        help="TCP port to listen on (0: any free port); "
-                             "may be omitted when KVFAST_PORT or the config file gives it")
+    parser.add_argument("port", metavar=port.flag, nargs="?", default=None,
+                        help=f"{port.help}; may be omitted when {port.env} or the config file gives it")
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="read settings from this TOML file (see examples/kvfast.toml)")
     for setting in SETTINGS:
         if setting.flag is None or not setting.flag.startswith("--"):
             continue        # PORT is positional; requirepass has no flag
-        metavar = _METAVARS.get(setting.name, "N" if setting.kind is int else setting.name.upper())
-        # Flags stay strings here: load_config parses them, so that a bad value
-        # reads the same whether it came from a flag, the environment or the file.
-        parser.add_argument(setting.flag, dest=setting.name, metavar=metavar, default=None,
-                            help=f"{setting.help} (default {format_default(setting)})")
+        parser.add_argument(setting.flag, dest=setting.name, metavar=_metavar(setting), default=None,
+                            help=_flag_help(setting))
     return parser
 
 
@@ -94,7 +111,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     flags = {setting.name: getattr(args, setting.name) for setting in SETTINGS if setting.flag}
     try:
-        config = load_config(flags, os.environ, args.config, required=("port",))
+        config = load_config(flags, os.environ, args.config, required=REQUIRED)
     except MissingSettingError:
         parser.error("the following arguments are required: port")    # as before config files
     except ConfigError as error:

@@ -21,13 +21,11 @@ an incomplete request beyond those limits (the fuzz tests send a few KiB).
 """
 import re
 
-from kvfast.config import MAX_LINE_BYTES, MAX_REQUEST_BYTES
+from kvfast.config import MAX_ARGUMENTS, MAX_BULK_BYTES, MAX_LINE_BYTES, MAX_REQUEST_BYTES
 from kvfast.protocol_model import answer as answer_native
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
-MAX_ARGUMENTS = 1024 * 1024
-MAX_BULK_BYTES = 512 * 1024 * 1024
 MAX_HEADER_DIGITS = 18
 ERROR_ECHO_LIMIT = 128
 
