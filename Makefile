@@ -1,7 +1,8 @@
 # The commands people type. `make test` is the one CI runs (see .ci/run).
 PYTHON ?= python3
+BASE ?= HEAD~1
 
-.PHONY: install serve develop test sanitize soak compare floor bench growth persistence clean
+.PHONY: install serve develop test sanitize soak compare floor versus bench growth persistence clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -26,6 +27,9 @@ compare: develop    ## kvfast vs redis-server vs asyncio -> docs/benchmarks.md, 
 
 floor: develop      ## kvfast next to a bare epoll server (the syscalls alone) and Redis / the asyncio reference, pipeline 1
 	$(PYTHON) -m bench.floor
+
+versus: develop     ## this tree's build vs commit BASE's (default HEAD~1) in alternating rounds: CPU/request, requests/s
+	$(PYTHON) -m bench.versus --base $(BASE)
 
 bench: develop      ## pytest-benchmark load and store runs (KVFAST_BENCH_QUICK=1 for a smoke run)
 	$(PYTHON) -m pip install -e '.[bench]'

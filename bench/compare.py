@@ -36,8 +36,9 @@ import sys
 import time
 
 from bench.harness import (REPO, BenchError, ServerProcess, find_program, info_field,
-                           install_sigterm_handler, kvfast_bench, redis_benchmark, rss_bytes,
-                           start_servers, targets_table, wait_for_stable_rss, with_server_cpu)
+                           install_sigterm_handler, kvfast_bench, paired_ratio, redis_benchmark,
+                           rss_bytes, start_servers, targets_table, wait_for_stable_rss,
+                           with_server_cpu)
 
 SERVERS = ("kvfast", "redis", "asyncio")
 CLIENTS = 50
@@ -197,9 +198,8 @@ def ratio_rows(runs, memory):
     rows = []
 
     def paired(load_key, numerator, denominator, name):
-        ratios = [top[name] / bottom[name]
-                  for top, bottom in zip(runs[load_key][numerator], runs[load_key][denominator])]
-        return statistics.median(ratios), min(ratios), max(ratios)
+        return paired_ratio([run[name] for run in runs[load_key][numerator]],
+                            [run[name] for run in runs[load_key][denominator]])
 
     def spread(low, high, suffix=""):
         return f" ({low:.2f}–{high:.2f}{suffix})" if high > low else ""

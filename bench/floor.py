@@ -24,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 
-from bench.harness import (BenchError, HOST, die_with_parent, find_program, free_port,
-                           install_sigterm_handler, kvfast_bench, redis_benchmark, start_servers,
-                           with_server_cpu)
+from bench.harness import (BenchError, HOST, die_with_parent, find_program, fmt_ratio, free_port,
+                           install_sigterm_handler, kvfast_bench, paired_ratio, redis_benchmark,
+                           start_servers, with_server_cpu)
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_server.c")
 COMMANDS = {"SET NX": ["set", "__rand_int__", "__rand_int__", "nx"], "GET": ["get", "__rand_int__"]}
@@ -110,8 +110,7 @@ def measure(rounds, requests, pipeline):
 
 def paired(runs, load, top, bottom):
     """Median and range of the per-round ratios top ÷ bottom, as table text."""
-    ratios = [a / b for a, b in zip(runs[(load, top)], runs[(load, bottom)])]
-    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+    return fmt_ratio(*paired_ratio(runs[(load, top)], runs[(load, bottom)]))
 
 
 def table_lines(runs, loads, pipeline, reference, label, ratios):

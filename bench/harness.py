@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -150,13 +151,18 @@ class ServerProcess:
     arguments (e.g. kvfast's ``--appendonly FILE``); ``name`` names the log file
     (default: the kind), so several servers of one kind can share ``log_dir``;
     ``start_timeout`` allows for a slow start (replaying a large log).
+    ``command`` replaces the program (a list of words; kvfast only, e.g.
+    ``[python, "-m", "kvfast.server_cli"]`` to run another tree's build) and
+    ``env`` the environment it runs in.
     """
 
     LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
 
-    def __init__(self, kind, log_dir=None, *, args=(), name=None, start_timeout=START_TIMEOUT):
+    def __init__(self, kind, log_dir=None, *, args=(), name=None, start_timeout=START_TIMEOUT,
+                 command=None, env=None):
         self.kind = kind
         self.args = list(args)
+        self.command, self.env = command, env
         self.start_timeout = start_timeout
         self.proc = None
         self.port = None
@@ -169,7 +175,7 @@ class ServerProcess:
     # (port 0) and print it; redis-server needs one chosen for it.
     def _argv(self, port):
         if self.kind == "kvfast":
-            return [find_program("kvfast-server"), "0", "--host", HOST, "--log-level", "warning", *self.args]
+            return [*(self.command or [find_program("kvfast-server")]), "0", "--host", HOST, "--log-level", "warning", *self.args]
         if self.kind == "asyncio":
             return [sys.executable, os.path.join(REPO, "bench", "reference_asyncio.py"), "0", "--host", HOST,
                     *self.args]
@@ -186,7 +192,7 @@ class ServerProcess:
             with open(self.log_path, "ab") as log:
                 self._log_start = log.tell()          # a restart appends: read only what it writes
                 self.proc = subprocess.Popen(self._argv(port), stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, cwd=self.log_dir,
+                                             stderr=subprocess.STDOUT, cwd=self.log_dir, env=self.env,
                                              start_new_session=True, preexec_fn=die_with_parent)
             try:
                 self.port = self._wait_until_ready(port)
@@ -382,6 +388,24 @@ def with_server_cpu(server_pid, run):
     if ns_before is not None and ns_after is not None:
         result["server_cpu_us_per_request_schedstat"] = (ns_after - ns_before) / 1e3 / result["requests"]
     return result
+
+
+def paired_ratio(tops, bottoms):
+    """Median, lowest and highest of the per-round ratios top ÷ bottom (the two
+    runs of a round measured one right after the other, so a drift in machine
+    speed cancels); rounds with a zero bottom are left out, and (nan, nan, nan)
+    if that leaves none."""
+    ratios = [top / bottom for top, bottom in zip(tops, bottoms) if bottom]
+    if not ratios:
+        return float("nan"), float("nan"), float("nan")
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def fmt_ratio(ratio, low, high):
+    """A ratio and its range as table text: ``0.98× (0.95–1.02)``."""
+    if ratio != ratio:
+        return "n/a"
+    return f"{ratio:.2f}× ({low:.2f}–{high:.2f})"
 
 
 def install_sigterm_handler():

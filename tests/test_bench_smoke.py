@@ -105,3 +105,39 @@ def test_floor_quick_prints_the_tables():
     for row in rows:
         floor, kvfast, reference = (float(cell) for cell in row.split("|")[2:5])   # Redis or asyncio
         assert min(floor, kvfast, reference) >= 0 and max(floor, kvfast, reference) < 1000, row
+
+
+def test_versus_builds_the_base_and_removes_its_worktree(tmp_path):
+    """python -m bench.versus --base HEAD: a worktree of HEAD is built, both
+    builds run the loads, the table has their rows, and the worktree is gone."""
+    require_tool("git")
+    pytest.importorskip("Cython", reason="bench.versus builds the base commit with this interpreter's Cython")
+    if subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: bench.versus needs a commit to check out")
+
+    def worktrees():
+        return subprocess.run(["git", "-C", REPO, "worktree", "list", "--porcelain"], capture_output=True,
+                              text=True, check=True).stdout
+
+    before = worktrees()
+    out = tmp_path / "versus.json"
+    result = subprocess.run([sys.executable, "-m", "bench.versus", "--base", "HEAD", "--rounds", "1",
+                             "--requests", str(REQUESTS), "--loads", "native-set-P1,native-get-P1",
+                             "--json", str(out)],
+                            cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert worktrees() == before
+    assert "| load | old µs/req | new µs/req | new ÷ old µs/req | old req/s | new req/s | new ÷ old req/s |" \
+        in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| native ")]
+    assert [row.split("|")[1].strip() for row in rows] == ["native set P1", "native get P1"], result.stdout
+    for row in rows:
+        old_cpu, new_cpu = (float(cell) for cell in row.split("|")[2:4])
+        assert 0 <= old_cpu < 1000 and 0 <= new_cpu < 1000, row
+    report = json.loads(out.read_text())
+    assert report["settings"]["loads"] == ["native-set-P1", "native-get-P1"]
+    for load in report["settings"]["loads"]:
+        for build in ("old", "new"):
+            [run] = report["runs"][load][build]
+            assert run["requests"] == REQUESTS and run["errors"] == 0 and run["requests_per_second"] > 0
+        assert report["summary"][load]["requests_per_second_ratio"]["median"] > 0
