@@ -169,13 +169,15 @@ cdef int copy_tail(const AppendLog *log, int source, int out, uint64_t *copied, 
 cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *written) noexcept nogil:
     """Write a header and one set record per key of ``store`` to ``out`` from
     offset 0, through ``buffer`` (COPY_BUFFER_BYTES). Returns 0 with the bytes
-    written in ``written``, or -1 with errno set."""
+    written in ``written``, or -1 with errno set. The keys come from the
+    store's iterator, which needs a store that does not change meanwhile: the
+    forked child's copy, or the parent at shutdown (aof_save_snapshot_now)."""
     cdef size_t used = HEADER_BYTES
     cdef StoreIterator entries
     cdef int64_t key, value
     written[0] = 0
     encode_header(<uint8_t *>buffer)
-    store_iterator_init(&entries, store)       # the child's copy never changes: a frozen view
+    store_iterator_init(&entries, store)
     while store_iterator_next(&entries, &key, &value):
         if used + SET_BYTES > COPY_BUFFER_BYTES:
             if write_all(out, buffer, used, written[0]) < 0:

@@ -32,7 +32,7 @@ Incremental resize (as Redis's dict does, adapted to open addressing)
     ``main`` at most 82% full; shrink: at most 0.045*C, at most 84% full).
 
 Iteration and scanning
-    Only this module reads the tables. store_iterator_init/next walk every key
+    Only this module walks the tables. store_iterator_init/next yield every key
     once (key 0, ``main``, ``draining``) of a store that does not change
     meanwhile, such as the AOF rewrite's forked copy. store_scan serves SCAN
     across requests: its cursor is a hash value, and each step emits the keys
@@ -853,6 +853,7 @@ cdef class IntStore:
             "count": store_count(&self.store),
             "capacity": self.store.main.capacity,
             "draining_capacity": self.store.draining.capacity,
+            "resizing": store_is_resizing(&self.store),
             "memory_bytes": store_memory_bytes(&self.store),
             "resizes": self.store.stats.resizes,
             "max_moved_per_step": self.store.stats.max_moved_per_step,

@@ -36,7 +36,7 @@ def full_scan(store, count):
 def start_resize(store, first_key=10_000_000):
     """Insert keys until a growth starts, so both tables hold keys; returns them."""
     added = []
-    while not store.stats()["draining_capacity"]:
+    while not store.stats()["resizing"]:
         store.put(first_key + len(added), 1)
         added.append(first_key + len(added))
     return added
