@@ -29,7 +29,7 @@ from kvfast._aof cimport (
     write_all,
 )
 from kvfast._record cimport HEADER_BYTES, SET_BYTES, encode_header, encode_set
-from kvfast._store cimport Store, Table, store_count
+from kvfast._store cimport Store, StoreIterator, store_count, store_iterator_init, store_iterator_next
 from kvfast._system cimport (
     set_errno, MAP_SHARED, pipe2, pthread_t, pthread_create, pthread_detach, pthread_mutex_lock,
     pthread_mutex_unlock, flock, LOCK_EX, LOCK_NB, prctl, PR_SET_PDEATHSIG, syscall, SYS_close_range, rename,
@@ -170,27 +170,23 @@ cdef int copy_tail(const AppendLog *log, int source, int out, uint64_t *copied, 
 cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *written) noexcept nogil:
     """Write a header and one set record per key of ``store`` to ``out`` from
     offset 0, through ``buffer`` (COPY_BUFFER_BYTES). Returns 0 with the bytes
-    written in ``written``, or -1 with errno set."""
-    cdef size_t used = HEADER_BYTES, slot
-    cdef const Table *table
-    cdef int i
+    written in ``written``, or -1 with errno set. The keys come from the
+    store's iterator, which needs a store that does not change meanwhile: the
+    forked child's copy, or the parent at shutdown (aof_save_snapshot_now)."""
+    cdef size_t used = HEADER_BYTES
+    cdef StoreIterator entries
+    cdef int64_t key, value
     written[0] = 0
     encode_header(<uint8_t *>buffer)
-    if store.has_empty_key:
-        encode_set(<uint8_t *>buffer + used, 0, store.empty_key_value)
+    store_iterator_init(&entries, store)
+    while store_iterator_next(&entries, &key, &value):
+        if used + SET_BYTES > COPY_BUFFER_BYTES:
+            if write_all(out, buffer, used, written[0]) < 0:
+                return -1
+            written[0] += used
+            used = 0
+        encode_set(<uint8_t *>buffer + used, key, value)
         used += SET_BYTES
-    for i in range(2):
-        table = &store.main if i == 0 else &store.draining
-        for slot in range(table.capacity):
-            if table.slots[slot].key == 0:
-                continue
-            if used + SET_BYTES > COPY_BUFFER_BYTES:
-                if write_all(out, buffer, used, written[0]) < 0:
-                    return -1
-                written[0] += used
-                used = 0
-            encode_set(<uint8_t *>buffer + used, table.slots[slot].key, table.slots[slot].value)
-            used += SET_BYTES
     if write_all(out, buffer, used, written[0]) < 0:
         return -1
     written[0] += used

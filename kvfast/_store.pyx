@@ -30,12 +30,23 @@ Incremental resize (as Redis's dict does, adapted to open addressing)
     With those budgets the migration finishes before ``main`` can reach 90%
     (growth: at most 0.128*C operations for an old table of C slots, leaving
     ``main`` at most 82% full; shrink: at most 0.045*C, at most 84% full).
+
+Iteration and scanning
+    Only this module walks the tables. store_iterator_init/next yield every key
+    once (key 0, ``main``, ``draining``) of a store that does not change
+    meanwhile, such as the AOF rewrite's forked copy. store_scan serves SCAN
+    across requests: its cursor is a hash value, and each step emits the keys
+    whose hash lies in the next range of about ``count`` home slots of
+    ``main``, from both tables. Home slots are monotonic in the hash and Robin
+    Hood order keeps entries sorted by home, so a range is one short walk per
+    table; and which keys lie in a hash range does not depend on the table, so
+    resizes between steps can make a scan neither skip nor repeat a key.
 """
 import os
 
 from libc.errno cimport ENOMEM
-from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX
-from libc.stdlib cimport calloc, free
+from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX, UINT64_MAX
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memmove
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 
@@ -45,19 +56,26 @@ cdef extern from *:
     """
     typedef unsigned __int128 kvfast_uint128;
     #define kvfast_prefetch(address) __builtin_prefetch(address)
+    /* The smallest hash whose home slot in a table of `capacity` slots is `slot`
+       or later (for slot < capacity): ceil(slot * 2^64 / capacity). */
+    static inline uint64_t kvfast_first_hash_of_slot(size_t slot, size_t capacity) {
+        return (uint64_t)((((kvfast_uint128)slot << 64) + capacity - 1) / capacity);
+    }
     """
     ctypedef unsigned long long kvfast_uint128
     void prefetch "kvfast_prefetch" (const void *address) nogil
+    uint64_t first_hash_of_slot "kvfast_first_hash_of_slot" (size_t slot, size_t capacity) nogil
 
-cdef int64_t EMPTY_KEY = 0
-cdef size_t MIN_CAPACITY = 16
-cdef size_t QUICK_PROBES = 4       # slots a lookup checks by key alone (one cache line)
-cdef size_t MIGRATE_MOVES = 8      # entries moved per operation while draining
-cdef size_t MIGRATE_VISITS = 128   # slots visited per operation while draining
-cdef size_t MAPPED_BYTES = 1 << 20       # tables this large are mmap'd, and released as drained
-cdef size_t RELEASE_CHUNK = 2 << 20      # ...in chunks of this many bytes
-cdef size_t IDLE_MOVES = 1024      # entries moved per idle call (about 20-50 microseconds)
-cdef size_t IDLE_VISITS = 16384
+cdef enum:
+    EMPTY_KEY = STORE_EMPTY_KEY   # the key of a free slot (0: calloc'd memory is all free slots)
+    MIN_CAPACITY = 16
+    QUICK_PROBES = 4              # slots a lookup checks by key alone (one cache line)
+    MIGRATE_MOVES = 8             # entries moved per operation while draining
+    MIGRATE_VISITS = 128          # slots visited per operation while draining
+    MAPPED_BYTES = 1 << 20        # tables this large are mmap'd, and released as drained
+    RELEASE_CHUNK = 2 << 20       # ...in chunks of this many bytes
+    IDLE_MOVES = 1024             # entries moved per idle call (about 20-50 microseconds)
+    IDLE_VISITS = 16384
 
 
 # A secret drawn once per process, so nobody can pick keys that all hash to one
@@ -136,7 +154,7 @@ cdef inline Slot *table_find(const Table *table, int64_t key) noexcept nogil:
     if table.capacity == 0:
         return NULL
     slot = home_slot(table, key)
-    for probe in range(QUICK_PROBES):
+    for probe in range(<size_t>QUICK_PROBES):
         resident = table.slots[slot].key
         if resident == key:
             return &table.slots[slot]
@@ -533,11 +551,6 @@ cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil:
         prefetch(&store.main.slots[home_slot(&store.main, key)])
 
 
-cdef bint store_is_resizing(const Store *store) noexcept nogil:
-    """Whether a migration is in progress (a draining table still holds keys)."""
-    return store.draining.capacity != 0
-
-
 cdef size_t store_count(const Store *store) noexcept nogil:
     return store.main.count + store.draining.count + (1 if store.has_empty_key else 0)
 
@@ -545,6 +558,162 @@ cdef size_t store_count(const Store *store) noexcept nogil:
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil:
     """Bytes held by the tables (the Store struct itself excluded)."""
     return (store.main.capacity + store.draining.capacity) * sizeof(Slot)
+
+
+cdef bint store_is_resizing(const Store *store) noexcept nogil:
+    """Whether a migration is under way: a draining table still holds keys (or
+    slots not yet visited), and store_migrate_idle has work to do."""
+    return store.draining.capacity != 0
+
+
+cdef void store_iterator_init(StoreIterator *iterator, const Store *store) noexcept nogil:
+    """Start a walk over every key of ``store``: the key STORE_EMPTY_KEY (kept
+    outside the tables) first, then ``main`` slot by slot, then ``draining``.
+
+    Each key lies in exactly one place (a key is in ``main`` or in ``draining``,
+    never both), so the walk yields each exactly once, provided the store does
+    not change until it ends: any insert, delete or lookup (which may migrate
+    entries) invalidates it. That suits a forked child's frozen copy (the AOF
+    rewrite); a walk across requests is store_scan's job.
+    """
+    iterator.store = store
+    iterator.table = &store.main
+    iterator.next_slot = 0
+    iterator.empty_key_pending = store.has_empty_key
+
+
+cdef bint store_iterator_next(StoreIterator *iterator, int64_t *key, int64_t *value) noexcept nogil:
+    """Put the walk's next key and its value in ``key``/``value`` and return True,
+    or return False once every key has been yielded (and on every later call).
+
+    The slot loop works on local copies, so the scan for the next occupied slot
+    is as tight as a plain loop over the array: the iterator is written back
+    only when a key is found or a table ends.
+    """
+    cdef const Table *table = iterator.table
+    cdef const Slot *slots
+    cdef size_t slot, capacity
+    if iterator.empty_key_pending:
+        iterator.empty_key_pending = False
+        key[0] = EMPTY_KEY
+        value[0] = iterator.store.empty_key_value
+        return True
+    while table != NULL:
+        slots = table.slots
+        capacity = table.capacity
+        slot = iterator.next_slot
+        while slot < capacity:
+            if slots[slot].key != EMPTY_KEY:
+                key[0] = slots[slot].key
+                value[0] = slots[slot].value
+                iterator.next_slot = slot + 1
+                return True
+            slot += 1
+        table = &iterator.store.draining if table == &iterator.store.main else NULL
+        iterator.table = table
+        iterator.next_slot = 0
+    return False
+
+
+cdef inline size_t home_of_hash(size_t capacity, uint64_t hash) noexcept nogil:
+    """home_slot for a hash already computed: monotonic (non-decreasing) in the hash."""
+    return <size_t>((<kvfast_uint128>hash * capacity) >> 64)
+
+
+cdef void scan_table(const Table *table, uint64_t first, uint64_t last, StoreScanEmit emit,
+                     void *context) noexcept nogil:
+    """Emit every entry of ``table`` whose hash lies in [first, last], each once.
+
+    Such entries have their home slots in [start, end] (the homes of ``first``
+    and ``last``; homes are monotonic in the hash). Robin Hood order keeps each
+    probe run sorted by home slot, and linear probing leaves no free slot
+    between an entry's home and the entry. So walking forward from ``start``
+    (wrapping at the end of the array, where the run of the last slots spills
+    over to the first ones) meets all of them; once past ``end``, the walk ends
+    at a free slot or at an entry whose home lies past ``end``, as every later
+    entry of that run has its home there too. Entries met on the way whose hash
+    lies outside the range (displaced from homes before ``start``, or sharing
+    ``start``'s or ``end``'s home slot) are skipped. The walk visits each slot
+    at most once: a walk of ``capacity`` slots has seen the whole table.
+
+    Cost: ``end - start + 1`` slots plus the probe run reaching past ``end``,
+    one hash per entry met.
+    """
+    cdef size_t capacity = table.capacity, start, span, slot, walked, home, distance
+    cdef const Slot *slots = table.slots
+    cdef uint64_t hash
+    cdef int64_t key
+    if capacity == 0:
+        return
+    start = home_of_hash(capacity, first)
+    span = home_of_hash(capacity, last) - start        # slots past `start` that are homes in range
+    slot = start
+    for walked in range(capacity):
+        key = slots[slot].key
+        if key == EMPTY_KEY:
+            if walked > span:
+                return
+        else:
+            hash = mix64(key)
+            if first <= hash <= last:
+                emit(context, key, slots[slot].value)
+            elif walked > span:
+                # The entry's home, counted along the walk, is start + walked - distance.
+                home = home_of_hash(capacity, hash)
+                distance = slot - home if slot >= home else slot + capacity - home
+                if distance < walked - span:
+                    return                              # home past `end`: so is the rest of the run
+        slot += 1
+        if slot == capacity:
+            slot = 0
+
+
+cdef uint64_t store_scan(const Store *store, uint64_t cursor, size_t count,
+                         StoreScanEmit emit, void *context) noexcept nogil:
+    """One step of a SCAN: emit (through ``emit(context, key, value)``) every
+    key whose keyed hash (mix64) lies in [cursor, next), and return ``next``,
+    the cursor of the following step, or 0 when the range has reached 2^64 and
+    the scan is finished. A scan starts with cursor 0; any uint64 is a valid
+    cursor. ``count`` (0 counts as 1) is the step's size in home slots of
+    ``main``: ``next`` is the first hash whose home slot lies ``count`` slots
+    past the cursor's, so a step emits about 0.8 * ``count`` keys (more or
+    fewer while a resize runs or after a bulk load sized the table for more
+    keys), and the work is bounded by about ``count`` slots of ``main``, the
+    matching slots of ``draining`` and the probe runs reaching past them.
+    ``emit`` must not change the store; it cannot stop the step early (record
+    a failure in ``context``). The store is not changed (no migration step).
+
+    Contract (Redis's dictScan's, and a little more): a full scan, from cursor 0
+    to the step returning 0, emits every key present from its start to its end
+    at least once, whatever happens between steps: inserts, deletes, growth,
+    shrinking, migration from ``draining`` to ``main``, clear, a bulk load. A
+    key emitted was present during that step. Why: the steps cover the hash
+    ranges [0, c1), [c1, c2), ... up to 2^64, contiguous and disjoint, and the
+    set of keys whose hash lies in a range does not depend on the table sizes;
+    each step emits every key in its range, in either table (scan_table) or
+    outside them (the key 0), and since the hash is fixed for a process, a key
+    present all along is in the range of exactly one step, when it was present.
+    So a key is emitted at most once per full scan (a table walk visits a slot
+    once, and a key sits in one slot of one table): no duplicates at all, unlike
+    Redis, whose reverse-binary cursor may repeat keys after a shrink. (Hashes
+    differ per process: a cursor is meaningless in another process.)
+    """
+    cdef size_t capacity = store.main.capacity, start
+    cdef uint64_t last = UINT64_MAX
+    cdef uint64_t empty_key_hash
+    if count == 0:
+        count = 1
+    if capacity != 0:
+        start = home_of_hash(capacity, cursor)
+        if count < capacity - start:
+            last = first_hash_of_slot(start + count, capacity) - 1
+    if store.has_empty_key:
+        empty_key_hash = mix64(EMPTY_KEY)
+        if cursor <= empty_key_hash <= last:
+            emit(context, EMPTY_KEY, store.empty_key_value)
+    scan_table(&store.main, cursor, last, emit, context)
+    scan_table(&store.draining, cursor, last, emit, context)
+    return 0 if last == UINT64_MAX else last + 1
 
 
 cdef class IntStore:
@@ -641,6 +810,32 @@ cdef class IntStore:
                 deleted += store_delete(&self.store, start + i * step)
         return deleted
 
+    def scan(self, uint64_t cursor=0, size_t count=10):
+        """One SCAN step (see store_scan): returns ``(next_cursor, keys)``, where
+        ``next_cursor`` is 0 once the scan is complete."""
+        cdef KeyList found
+        cdef uint64_t next_cursor
+        found.keys = NULL
+        found.count = found.capacity = 0
+        found.failed = False
+        next_cursor = store_scan(&self.store, cursor, count, append_key, &found)
+        try:
+            if found.failed:
+                raise MemoryError()
+            return next_cursor, [found.keys[i] for i in range(found.count)]
+        finally:
+            free(found.keys)
+
+    def keys(self):
+        """Every key, each once, through store_iterator_next (in table order)."""
+        cdef StoreIterator iterator
+        cdef int64_t key, value
+        result = []
+        store_iterator_init(&iterator, &self.store)
+        while store_iterator_next(&iterator, &key, &value):
+            result.append(key)
+        return result
+
     def __len__(self):
         return store_count(&self.store)
 
@@ -658,6 +853,7 @@ cdef class IntStore:
             "count": store_count(&self.store),
             "capacity": self.store.main.capacity,
             "draining_capacity": self.store.draining.capacity,
+            "resizing": store_is_resizing(&self.store),
             "memory_bytes": store_memory_bytes(&self.store),
             "resizes": self.store.stats.resizes,
             "max_moved_per_step": self.store.stats.max_moved_per_step,
@@ -671,6 +867,30 @@ cdef class IntStore:
         check_table(&self.store.draining)
         if self.store.draining.capacity == 0 and self.store.drain_remaining != 0:
             raise AssertionError("drain cursor left over")
+
+
+cdef struct KeyList:
+    int64_t *keys
+    size_t count
+    size_t capacity
+    bint failed                  # out of memory: some keys were dropped
+
+
+cdef void append_key(void *context, int64_t key, int64_t value) noexcept nogil:
+    """store_scan's emit for IntStore.scan: append ``key`` to the KeyList ``context``."""
+    cdef KeyList *found = <KeyList *>context
+    cdef int64_t *grown
+    cdef size_t capacity
+    if found.count == found.capacity:
+        capacity = found.capacity * 2 if found.capacity else 64
+        grown = <int64_t *>realloc(found.keys, capacity * sizeof(int64_t))
+        if grown == NULL:
+            found.failed = True
+            return
+        found.keys = grown
+        found.capacity = capacity
+    found.keys[found.count] = key
+    found.count += 1
 
 
 cdef check_table(Table *table):
