@@ -109,8 +109,12 @@ def measure(rounds, requests, pipeline):
 
 
 def paired(runs, load, top, bottom):
-    """Median and range of the per-round ratios top ÷ bottom, as table text."""
-    ratios = [a / b for a, b in zip(runs[(load, top)], runs[(load, bottom)])]
+    """Median and range of the per-round ratios top ÷ bottom, as table text.
+    A round whose bottom figure is 0 (under one clock tick of CPU, as short
+    --quick runs can be) has no ratio; "n/a" when no round has one."""
+    ratios = [a / b for a, b in zip(runs[(load, top)], runs[(load, bottom)]) if b > 0]
+    if not ratios:
+        return "n/a"
     return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
