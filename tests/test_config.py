@@ -7,8 +7,12 @@ import re
 import socket
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:         # Python 3.10: tomli, which kvfast depends on there (same API)
+    import tomli as tomllib
 
 import pytest
 
