@@ -18,13 +18,27 @@ async def ask(reader, writer, line: bytes) -> bytes:
     return (await reader.readline()).rstrip(b"\n")
 
 
+class OneShotBarrier:
+    """asyncio.Barrier (Python 3.11+) for one use, so the test runs on 3.10 too:
+    ``wait()`` returns once ``parties`` tasks are waiting."""
+
+    def __init__(self, parties):
+        self.parties, self.arrived, self.everyone = parties, 0, asyncio.Event()
+
+    async def wait(self):
+        self.arrived += 1
+        if self.arrived == self.parties:
+            self.everyone.set()
+        await self.everyone.wait()
+
+
 async def many_clients(host, port):
     """Every client writes its own keys, then (after all have written) reads and
     deletes its neighbour's keys, each request interleaved with all the others.
     One client says Bye half-way; the rest must be unaffected."""
     connections = [await asyncio.open_connection(host, port) for _ in range(CLIENTS)]
-    all_written = asyncio.Barrier(CLIENTS)
-    all_deleted = asyncio.Barrier(CLIENTS)
+    all_written = OneShotBarrier(CLIENTS)
+    all_deleted = OneShotBarrier(CLIENTS)
 
     async def client(index, reader, writer):
         mine = [index * 1000 + k for k in range(KEYS_PER_CLIENT)]
