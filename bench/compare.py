@@ -197,8 +197,13 @@ def ratio_rows(runs, memory):
     rows = []
 
     def paired(load_key, numerator, denominator, name):
+        # A round whose denominator is 0 (under one clock tick of server CPU, as short
+        # --quick runs can be) has no ratio; NaN (a target not met) when no round has one.
         ratios = [top[name] / bottom[name]
-                  for top, bottom in zip(runs[load_key][numerator], runs[load_key][denominator])]
+                  for top, bottom in zip(runs[load_key][numerator], runs[load_key][denominator])
+                  if bottom[name] > 0]
+        if not ratios:
+            return float("nan"), float("nan"), float("nan")
         return statistics.median(ratios), min(ratios), max(ratios)
 
     def spread(low, high, suffix=""):
