@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BASE ?= HEAD~1
 
-.PHONY: install serve develop test sanitize soak compare floor versus bench growth persistence clean
+.PHONY: install serve develop test lint sanitize soak compare floor versus bench growth persistence clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -15,6 +15,16 @@ develop:            ## editable install with the test dependencies
 
 test: develop       ## install, then run the whole test suite
 	$(PYTHON) -m pytest tests
+
+# The `lint` extra of pyproject.toml, installed alone (no rebuild of kvfast for it).
+LINTERS = 'ruff>=0.4' 'cython-lint>=0.16'
+# The interpreter's scripts folder: cython-lint is run from there, and it runs pycodestyle by name.
+SCRIPTS = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+
+lint:               ## ruff on the Python code, cython-lint on kvfast/*.pyx and *.pxd (settings in pyproject.toml)
+	$(PYTHON) -m pip install --quiet $(LINTERS)
+	$(PYTHON) -m ruff check kvfast tests bench examples scripts setup.py
+	PATH="$(SCRIPTS):$$PATH" cython-lint kvfast/*.pyx kvfast/*.pxd
 
 sanitize: develop   ## the test suite against an ASan+UBSan build (in a scratch copy of the tree)
 	PYTHON=$(PYTHON) scripts/sanitize.sh

@@ -1,10 +1,12 @@
 """Many clients at once against one real server: one shared store, fair service."""
 import asyncio
+import fcntl
 import os
 import signal
-import time
+import termios
 
 from conftest import command, read_line
+from helpers import wait_for
 
 CLIENTS = 250
 KEYS_PER_CLIENT = 20
@@ -16,13 +18,27 @@ async def ask(reader, writer, line: bytes) -> bytes:
     return (await reader.readline()).rstrip(b"\n")
 
 
+class OneShotBarrier:
+    """asyncio.Barrier (Python 3.11+) for one use, so the test runs on 3.10 too:
+    ``wait()`` returns once ``parties`` tasks are waiting."""
+
+    def __init__(self, parties):
+        self.parties, self.arrived, self.everyone = parties, 0, asyncio.Event()
+
+    async def wait(self):
+        self.arrived += 1
+        if self.arrived == self.parties:
+            self.everyone.set()
+        await self.everyone.wait()
+
+
 async def many_clients(host, port):
     """Every client writes its own keys, then (after all have written) reads and
     deletes its neighbour's keys, each request interleaved with all the others.
     One client says Bye half-way; the rest must be unaffected."""
     connections = [await asyncio.open_connection(host, port) for _ in range(CLIENTS)]
-    all_written = asyncio.Barrier(CLIENTS)
-    all_deleted = asyncio.Barrier(CLIENTS)
+    all_written = OneShotBarrier(CLIENTS)
+    all_deleted = OneShotBarrier(CLIENTS)
 
     async def client(index, reader, writer):
         mine = [index * 1000 + k for k in range(KEYS_PER_CLIENT)]
@@ -87,6 +103,34 @@ def test_clients_that_vanish_do_not_disturb_others(server):
 BATCH_CLIENTS = 40
 
 
+def server_has_read(server, clients):
+    """True once everything ``clients`` sent has reached the server process: each
+    client's send queue is empty (delivered and acknowledged), and each of the
+    server's ends is an accepted socket (one of its descriptors) with an empty
+    receive queue (read by the server). Read from /proc (IPv4 loopback)."""
+    if any(fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0") != b"\0\0\0\0" for sock in clients):
+        return False
+    inodes = set()
+    for fd in os.listdir(f"/proc/{server.proc.pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{server.proc.pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    peers = {"%04X" % sock.getsockname()[1] for sock in clients}
+    ends = {}
+    with open(f"/proc/{server.proc.pid}/net/tcp") as table:
+        next(table)
+        for row in table:
+            fields = row.split()
+            local_port, remote_port = fields[1].split(":")[1], fields[2].split(":")[1]
+            if int(local_port, 16) == server.port and remote_port in peers:
+                ends[remote_port] = (fields[9], int(fields[4].split(":")[1], 16))      # inode, rx_queue
+    return (len(ends) == len(clients)
+            and all(inode in inodes and rx_queue == 0 for inode, rx_queue in ends.values()))
+
+
 def test_clients_read_in_one_batch_each_get_their_own_replies(server):
     """The loop answers one client's read after issuing the next client's read,
     so two reads are in flight in the shared input buffer: many clients made
@@ -99,7 +143,8 @@ def test_clients_read_in_one_batch_each_get_their_own_replies(server):
     for index, sock in enumerate(clients):
         if index % 2:
             sock.sendall(b"put %d " % key[index])      # completed by the next send
-    time.sleep(0.3)                                     # read and held by the server
+    wait_for(lambda: server_has_read(server, clients), 10,
+             message="the server to read and hold every client's bytes")
     os.kill(server.proc.pid, signal.SIGSTOP)
     try:
         for index, sock in enumerate(clients):

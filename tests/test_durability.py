@@ -30,6 +30,7 @@ import kvfast
 from kvfast.config import ServerConfig
 from aof_format import HEADER_SIZE, log_bytes, parse, rec_clear, rec_del, rec_set, replay
 from conftest import command, exchange, read_until_closed, request, require_tool, script_path
+from helpers import wait_for
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 FSYNC_POLICIES = ["always", "everysec", "no"]
@@ -178,16 +179,6 @@ def dump_offsets(path):
 def run_server_expecting_exit(*args, timeout=20):
     return subprocess.run([script_path("kvfast-server"), "0", *map(str, args)], capture_output=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def wait_for(condition, timeout, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {message}"
-        time.sleep(interval)
 
 
 def child_pids(pid):
@@ -751,7 +742,7 @@ def crash_rounds(start_server, path, fsync, rounds=3):
         run_writers(writers)
         wait_for(lambda: all(writer.acked > 0 or not writer.is_alive() for writer in writers), 10,
                  message="every writer to get a reply")
-        time.sleep(rng.uniform(0.1, 1.2))                      # the random moment
+        time.sleep(rng.uniform(0.1, 1.2))      # the random moment of the kill: part of the test, not a wait
         killed_at = time.monotonic()
         crash(server)
         for writer in writers:
@@ -991,14 +982,14 @@ def test_write_failure_refuses_writes_keeps_reads_and_recovers(start_server, tmp
     resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE,
                      (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     with server.connect() as sock:
-        deadline = time.monotonic() + 10
-        while True:                                      # the server retries by itself
+        def write_accepted():                            # the server retries by itself
             reply = request(sock, b"set 200000 5")
             if reply == b"OK":
-                break
+                return True
             assert reply == REFUSED_NATIVE, reply
-            assert time.monotonic() < deadline, "writes still refused 10 s after the limit was raised"
-            time.sleep(0.1)
+            return False
+
+        wait_for(write_accepted, 10, interval=0.1, message="writes to be accepted again after the limit was raised")
         exchange(sock, command("SET", 200001, 6), b"+OK\r\n")
         assert request(sock, b"set 200002 7") == b"OK"
     assert info(server.address)["aof_last_write_status"] == "ok"
@@ -1110,15 +1101,14 @@ def test_compaction_under_concurrent_load(start_server, tmp_path):
     fields = info(server.address)
     samples = [(fields["aof_rewrites"], fields["aof_current_size"], False)]   # (rewrites, size, loaded)
     run_writers(writers)
+    def third_rewrite():
+        fields = info(server.address)
+        samples.append((fields["aof_rewrites"], fields["aof_current_size"],
+                        all(writer.is_alive() for writer in writers)))
+        return fields["aof_rewrites"] >= 3
+
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            fields = info(server.address)
-            samples.append((fields["aof_rewrites"], fields["aof_current_size"],
-                            all(writer.is_alive() for writer in writers)))
-            if fields["aof_rewrites"] >= 3:
-                break
-            time.sleep(0.05)
+        wait_for(third_rewrite, 40, message=lambda: f"3 rewrites under load: {samples[-5:]}")
     finally:
         stop_writers(writers)
     assert samples[-1][0] >= 3, f"fewer than 3 rewrites in 40 s of load: {samples[-5:]}"
@@ -1214,7 +1204,7 @@ def test_kill_9_during_compaction(start_server, tmp_path):
         wait_for(lambda: all(writer.acked > 0 or not writer.is_alive() for writer in writers), 10,
                  message="every writer to get a reply")
         bgrewriteaof(server.address)
-        time.sleep(delay)
+        time.sleep(delay)                   # the random moment of the kill in the rewrite: part of the test
         children = child_pids(server.proc.pid)
         crash(server)
         for writer in writers:
@@ -1275,7 +1265,9 @@ def test_rewrite_starts_only_past_min_bytes_and_twice_the_snapshot(start_server,
     assert pipeline(server.address, [b"set %d 1" % key for key in keys]) == [b"OK"] * 5000
     snapshot = HEADER_SIZE + 21 * len(keys)
     assert path.stat().st_size == snapshot
-    deadline = time.monotonic() + 1.0           # a negative: give an automatic rewrite the chance
+    # A negative: for 1 s, give an automatic rewrite the chance to start (it must not). The
+    # observation window is what is tested, so it is a fixed time, not a wait_for.
+    deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         fields = info(server.address)
         assert fields["aof_rewrites"] == 0 and fields["aof_rewrite_in_progress"] == 0, fields
@@ -1421,7 +1413,9 @@ def test_failed_sync_refuses_writes_until_a_rewrite_from_memory(start_server, tm
         assert read_until_closed(sock) == b""
     assert resp_line(server.address, "SET", 3, 3) == b"-MISCONF Errors writing to the AOF file: Input/output error"
     assert resp_line(server.address, "GET", 1) == b"$1"
-    time.sleep(0.3)                                 # recovery rewrites fail while syncs fail
+    # Recovery rewrites fail while syncs fail: wait for one to have failed, then writes are still refused.
+    wait_for(lambda: info(server.address)["aof_last_bgrewrite_status"] == "err", 10,
+             message="a recovery rewrite to fail")
     assert resp_line(server.address, "SET", 3, 3).startswith(b"-MISCONF")
     flag.unlink()
     # The recovery rewrite backs off 10 s after a failure; then one from memory succeeds.
@@ -1441,7 +1435,8 @@ def test_stopping_after_a_failed_sync_writes_the_snapshot(start_server, tmp_path
     flag.touch()
     wait_for(lambda: resp_line(server.address, "SET", 1000, 1).startswith(b"-MISCONF"), 10, interval=0.2,
              message="the everysec thread's failed sync")
-    time.sleep(1.0)                                 # a recovery rewrite fails, and backs off 10 s
+    wait_for(lambda: info(server.address)["aof_last_bgrewrite_status"] == "err", 10,
+             message="a recovery rewrite to fail (it then backs off 10 s)")
     flag.unlink()
     stderr = stop_clean(server)                     # within the back-off: the snapshot is written at exit
     assert "writing every key from memory before exit" in stderr

@@ -131,7 +131,7 @@ def check_stream(target, data, cuts, pause, resp3):
                 break
             previous = cut
             if pause and cut < len(data):
-                time.sleep(0.001)
+                time.sleep(0.001)        # paces the pieces so the server reads them apart: part of the test
         if not modelled:
             return
         received = read_exactly(sock, len(expected))

@@ -1,6 +1,7 @@
 """Limits and security through real sockets: max clients, idle timeout,
 passwords (native and RESP, redis-py and kvfast.Client), protected mode."""
 import os
+import select
 import socket
 import time
 
@@ -9,6 +10,7 @@ import redis
 
 import kvfast
 from conftest import command, exchange, read_until_closed, request
+from helpers import wait_for
 
 PASSWORD = "s3cret-pass"
 
@@ -19,6 +21,16 @@ def info(address, password=None):
         return client.info()
     finally:
         client.close()
+
+
+def read_available(stream, collected: bytearray) -> bytearray:
+    """Append to ``collected`` what a child's pipe holds now, without blocking; return it."""
+    while select.select([stream], [], [], 0)[0]:
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            break
+        collected += chunk
+    return collected
 
 
 def with_password(start_server, *args):
@@ -42,13 +54,15 @@ def test_one_client_over_the_limit_is_refused_in_its_protocol(start_server, prot
                 extra.sendall(command("GET", 1))
                 assert read_until_closed(extra) == b"-ERR max number of clients reached\r\n"
         held.pop().close()                                   # room again
-        deadline = time.monotonic() + 5
-        while True:
+        replies = []
+
+        def slot_free():
             with server.connect() as again:
-                reply = request(again, b"get 1")
-            if reply == b"Key not found" or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+                replies.append(request(again, b"get 1"))
+            return replies[-1] == b"Key not found"
+
+        wait_for(slot_free, 5, message=lambda: f"a slot to be free again (last reply {replies[-1]!r})")
+        reply = replies[-1]
         assert reply == b"Key not found"
         assert info(server.address)["rejected_connections"] >= 1
     finally:
@@ -69,9 +83,9 @@ def test_idle_clients_are_closed_after_the_timeout(start_server):
     server = start_server("--timeout", "1")
     with server.connect() as idle, server.connect() as busy:
         started = time.monotonic()
-        while time.monotonic() - started < 2.0:
+        while time.monotonic() - started < 2.0:     # 2 s of idleness for ``idle`` is what is tested
             assert request(busy, b"get 1") == b"Key not found"    # keeps busy active
-            time.sleep(0.2)
+            time.sleep(0.2)                         # paces busy's requests (well within its 1 s timeout)
         assert read_until_closed(idle, timeout=5) == b""
         assert request(busy, b"get 1") == b"Key not found"
     assert info(server.address)["timed_out_clients"] >= 1
@@ -82,7 +96,7 @@ def test_idle_clients_are_closed_after_the_timeout(start_server):
 
 def test_no_timeout_by_default(server):
     with server.connect() as sock:
-        time.sleep(1.5)
+        time.sleep(1.5)                        # idle for 1.5 s is what is tested: no timeout closes it
         assert request(sock, b"get 1") == b"Key not found"
 
 
@@ -232,10 +246,18 @@ def test_refusals_are_logged_once_per_interval_not_per_client(start_server):
             with server.connect() as extra:
                 extra.sendall(b"get 1\n")
                 assert read_until_closed(extra) == b"Error: max number of clients reached\n"
-        time.sleep(0.6)                        # a sweep (every 250 ms) writes the log line
+        # A sweep (at most every 250 ms, when an event wakes the loop) writes the log line.
+        logged = bytearray()
+
+        def refusals_logged():
+            assert request(first, b"get 1") == b"Key not found"     # wakes the loop
+            return b"clients refused" in read_available(server.proc.stderr, logged)
+
+        wait_for(refusals_logged, 10, interval=0.1,
+                 message=lambda: f"the refusals' log line; stderr so far {bytes(logged)!r}")
         assert request(first, b"get 1") == b"Key not found"
     assert server.stop() == 0
-    log = server.proc.stderr.read().decode()
+    log = (bytes(logged) + server.proc.stderr.read()).decode()
     lines = [line for line in log.splitlines() if "max number of clients reached" in line]
     assert len(lines) == 1, log
     assert "clients refused" in lines[0]

@@ -314,12 +314,12 @@ def test_request_split_at_every_byte(server):
     for split in range(1, len(stream)):
         with server.connect() as sock:
             sock.sendall(stream[:split])
-            time.sleep(0.002)
+            time.sleep(0.002)            # paces the pieces so the server reads them apart: part of the test
             assert raw(sock, stream[split:], None) == expected, f"split at {split}"
     with server.connect() as sock:
         for index in range(len(stream)):
             sock.sendall(stream[index:index + 1])
-            time.sleep(0.0005)
+            time.sleep(0.0005)           # paces the bytes so the server reads them apart: part of the test
         assert raw(sock, b"", None) == expected
 
 

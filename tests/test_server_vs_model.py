@@ -81,7 +81,7 @@ def test_replies_match_the_model(server, lines, data):
                 except (BrokenPipeError, ConnectionResetError):
                     assert closes
                     break
-                time.sleep(0.001)
+                time.sleep(0.001)    # paces the pieces so the server reads them apart: part of the test
             previous = cut
         assert read_replies(sock, len(replies), closes) == replies
 

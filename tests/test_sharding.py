@@ -15,13 +15,13 @@ import os
 import re
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from conftest import require_tool, stop_process
+from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "sharding"
@@ -79,18 +79,20 @@ class Nutcracker:
             raise
 
     def _wait_for_ready(self):
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+        def listening():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nutcracker exited with status {self.proc.returncode}: "
                                    f"{self.logged()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
-                return
+                return True
             except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"nutcracker did not listen on {self.port} within {START_TIMEOUT}s: "
-                           f"{self.logged()}")
+                return False
+
+        try:
+            wait_for(listening, START_TIMEOUT, message=lambda: f"nutcracker to listen on {self.port}: {self.logged()}")
+        except AssertionError as error:     # the shards fixture retries on RuntimeError (another port)
+            raise RuntimeError(str(error)) from None
 
     def logged(self):
         return "".join(path.read_text(errors="replace")[-4000:]
