@@ -175,7 +175,8 @@ class ServerProcess:
     # (port 0) and print it; redis-server needs one chosen for it.
     def _argv(self, port):
         if self.kind == "kvfast":
-            return [*(self.command or [find_program("kvfast-server")]), "0", "--host", HOST, "--log-level", "warning", *self.args]
+            server = self.command or [find_program("kvfast-server")]
+            return [*server, "0", "--host", HOST, "--log-level", "warning", *self.args]
         if self.kind == "asyncio":
             return [sys.executable, os.path.join(REPO, "bench", "reference_asyncio.py"), "0", "--host", HOST,
                     *self.args]

@@ -65,7 +65,7 @@ cdef struct AppendLog:
     pid_t rewrite_child         # 0: none running
     int rewrite_pipe            # read end: hangs up when the child exits (-1: none)
     bint rewrite_exited         # the loop saw the hang-up: finish at the next flush
-    uint64_t rewrite_started_at # log size when the child was forked
+    uint64_t rewrite_started_at  # log size when the child was forked
     char *rewrite_path          # the child's temporary file
     RewriteShared *shared
     int64_t rewrite_not_before_ms   # after a failed rewrite, wait before the next one

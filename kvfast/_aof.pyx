@@ -457,7 +457,6 @@ cdef class AppendOnlyFile:
         pthread_mutex_destroy(&self.log.lock)
 
 
-
 cdef void aof_warn(const AppendLog *log, const char *message, int error) noexcept nogil:
     """Log a warning about the log through its logger (takes the GIL: rare
     events only). ``message`` has one ``%s`` for the error's description when

@@ -384,7 +384,7 @@ cdef class LoadGenerator:
     cdef int start_batch(self, Connection *connection, uint64_t index) noexcept nogil:
         """Format and send the next batch (up to ``pipeline`` requests, fewer at the
         end of the run); a connection with nothing left to send stays idle."""
-        cdef size_t count = self.load.pipeline, k
+        cdef size_t count = self.load.pipeline, _k
         if self.load.issued >= self.load.requests:
             return self.set_interest(connection, index, EPOLLIN)
         if count > self.load.requests - self.load.issued:
@@ -392,7 +392,7 @@ cdef class LoadGenerator:
         self.load.issued += count
         connection.output_len = 0
         connection.output_sent = 0
-        for k in range(count):
+        for _k in range(count):
             connection.output_len += format_request(&self.load, connection.output + connection.output_len)
         connection.awaiting = count
         connection.batch_started = now_ns()

@@ -68,7 +68,7 @@ from kvfast._output cimport Output, output_pending, output_free
 from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_PROTECTED, protocol_answer, \
     protocol_prefetch, protocol_refuse
 from kvfast._stats cimport stats_as_dict
-from kvfast._store cimport store_init, store_free, store_count, store_migrate_idle, store_is_resizing
+from kvfast._store cimport store_init, store_free, store_migrate_idle, store_is_resizing
 
 
 cdef enum:
@@ -530,11 +530,11 @@ cdef class EventLoop:
         (the listeners leave the epoll set, so level-triggered readiness does not
         spin) until a connection closes; waiting clients stay in the backlog.
         """
-        cdef int fd, attempt
+        cdef int fd, _attempt
         cdef sockaddr_storage peer
         cdef socklen_t peer_length
         cdef Refusal refusal
-        for attempt in range(ACCEPTS_PER_EVENT):
+        for _attempt in range(ACCEPTS_PER_EVENT):
             peer_length = sizeof(peer)
             fd = accept4(listener.fd, <sockaddr *>&peer, &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:

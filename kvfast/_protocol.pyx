@@ -65,8 +65,8 @@ cdef size_t protocol_prefetch(ServerContext *context, const char *data, size_t l
     Returns the offset after the last request walked, or ``length`` when the
     walk stopped at a request it cannot see whole, so it is not walked again.
     """
-    cdef size_t walked, i
-    for i in range(requests):
+    cdef size_t walked, _i
+    for _i in range(requests):
         if start >= length:
             return length
         if is_resp(data[start]):

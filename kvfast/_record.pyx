@@ -27,10 +27,10 @@ cdef uint32_t CRC_TABLES[8][256]
 
 cdef void build_crc_tables() noexcept:
     cdef uint32_t crc
-    cdef int i, j
+    cdef int i, j, _bit
     for i in range(256):
         crc = i
-        for j in range(8):
+        for _bit in range(8):
             crc = (crc >> 1) ^ (0x82F63B78U if crc & 1 else 0)
         CRC_TABLES[0][i] = crc
     for i in range(256):

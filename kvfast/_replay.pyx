@@ -10,7 +10,7 @@ Python views kvfast-aof uses.
 """
 import os
 
-from libc.errno cimport errno, EISDIR
+from libc.errno cimport EISDIR
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_PRIVATE, MAP_FAILED
@@ -258,4 +258,3 @@ def damage_at(const uint8_t[::1] data, size_t offset):
     cdef size_t length = record_length(data[offset])
     cdef ScanStatus damage = SCAN_BAD_TYPE if length == 0 else SCAN_BAD_CHECKSUM
     return classify_damage(&data[0], data.shape[0], offset, damage)
-

@@ -385,7 +385,7 @@ cdef int reply_unknown(ServerContext *context, Output *output, const Request *re
     """Redis's unknown-command reply: ``-ERR unknown command 'foo', with args
     beginning with: 'a' 'b' `` (the name cut at 128 bytes, arguments up to
     about 128 bytes in all)."""
-    cdef size_t position = request.arguments_at, i, shown = 0, take
+    cdef size_t position = request.arguments_at, _i, shown = 0, take
     cdef Argument argument
     context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     next_argument(request.data, &position, &argument)
@@ -393,7 +393,7 @@ cdef int reply_unknown(ServerContext *context, Output *output, const Request *re
             output, argument.start, argument.length if argument.length < ERROR_ECHO_LIMIT else ERROR_ECHO_LIMIT) < 0 \
             or output_text(output, suffix) < 0:
         return -1
-    for i in range(1, request.argc):
+    for _i in range(1, request.argc):
         if shown >= ERROR_ECHO_LIMIT:
             break
         next_argument(request.data, &position, &argument)

@@ -39,7 +39,7 @@ from kvfast._system cimport (
 
 cdef enum:
     REWRITE_RETRY_MS = 10000    # after a failed rewrite, wait this long before an automatic one
-    COPY_BUFFER_BYTES = 1 << 20 # the child's write and copy buffer
+    COPY_BUFFER_BYTES = 1 << 20  # the child's write and copy buffer
     CATCH_UP_BYTES = 64 << 10   # the child leaves at most about this much of the old log to the parent
     CHILD_NICENESS = 10         # the child's lower CPU priority: on a busy machine the loop comes first
 

@@ -152,9 +152,9 @@ cdef void word(const char *name, StatsSection section, int shown, TextSource tex
 gauge(b"keys", INFO_NONE, IN_STATS_LINE | IN_API, keys)
 counter(b"connected_clients", INFO_CLIENTS, IN_STATS_LINE | IN_API, COUNTER_CONNECTED_CLIENTS)
 counter(b"total_connections_received", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_CONNECTIONS_RECEIVED,
-    b"connections_accepted")
+        b"connections_accepted")
 counter(b"total_commands_processed", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_COMMANDS_PROCESSED,
-    b"commands_processed")
+        b"commands_processed")
 counter(b"keyspace_hits", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_KEYSPACE_HITS)
 counter(b"keyspace_misses", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_KEYSPACE_MISSES)
 counter(b"total_error_replies", INFO_STATS, IN_API, COUNTER_ERROR_REPLIES, b"invalid_requests")
@@ -168,7 +168,7 @@ gauge(b"used_memory", INFO_MEMORY, IN_STATS_LINE | IN_API, used_memory, b"store_
 gauge(b"used_memory_rss", INFO_MEMORY, 0, used_memory_rss)
 gauge(b"kvfast_resizes", INFO_MEMORY, 0, resizes)
 gauge(b"kvfast_max_migrated_per_request", INFO_MEMORY, IN_API, max_migrated,
-    b"max_moved_per_step")
+      b"max_moved_per_step")
 gauge(b"kvfast_forced_drains", INFO_MEMORY, 0, forced_drains)
 gauge(b"kvfast_resizing", INFO_MEMORY, 0, resizing)
 gauge(b"loading", INFO_PERSISTENCE, 0, zero)
@@ -185,9 +185,9 @@ gauge(b"aof_base_size", INFO_PERSISTENCE, IN_API | NEEDS_LOG, log_base_size)
 gauge(b"aof_pending_bytes", INFO_PERSISTENCE, IN_API | NEEDS_LOG, log_pending)
 gauge(b"latest_fork_usec", INFO_PERSISTENCE, IN_API | NEEDS_LOG, fork_us, b"aof_latest_fork_us")
 gauge(b"kvfast_aof_last_rewrite_pause_us", INFO_PERSISTENCE, IN_API | NEEDS_LOG, last_pause_us,
-    b"aof_last_rewrite_pause_us")
+      b"aof_last_rewrite_pause_us")
 gauge(b"kvfast_aof_max_rewrite_pause_us", INFO_PERSISTENCE, IN_API | NEEDS_LOG, max_pause_us,
-    b"aof_max_rewrite_pause_us")
+      b"aof_max_rewrite_pause_us")
 
 
 # ---- the views --------------------------------------------------------------------

@@ -149,12 +149,12 @@ cdef inline Slot *table_find(const Table *table, int64_t key) noexcept nogil:
     slot along a run, so once a resident sits closer to its home than the
     searched key would, every resident after it (up to a free slot) does too.
     """
-    cdef size_t ignored, slot, probe
+    cdef size_t ignored, slot, _probe
     cdef int64_t resident
     if table.capacity == 0:
         return NULL
     slot = home_slot(table, key)
-    for probe in range(<size_t>QUICK_PROBES):
+    for _probe in range(<size_t>QUICK_PROBES):
         resident = table.slots[slot].key
         if resident == key:
             return &table.slots[slot]
@@ -908,7 +908,7 @@ cdef check_table(Table *table):
         previous = table.capacity - 1 if slot == 0 else slot - 1
         if (probe_distance(table, key, slot) > 0
                 and probe_distance(table, table.slots[previous].key, previous) + 1
-                    < probe_distance(table, key, slot)):
+                < probe_distance(table, key, slot)):
             raise AssertionError(f"Robin Hood order broken at slot {slot}")
     if counted != table.count:
         raise AssertionError(f"table counts {table.count} entries, holds {counted}")

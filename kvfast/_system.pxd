@@ -72,7 +72,6 @@ cdef extern from "sys/eventfd.h" nogil:
     int eventfd_write(int fd, eventfd_t value)
 
 
-
 cdef extern from "fcntl.h" nogil:
     enum:
         O_NONBLOCK
