@@ -916,12 +916,6 @@ cdef class EventLoop:
             if self.logger is not None:
                 self.logger.warning(message.decode())
 
-    cdef void log_errno(self, const char *message, int error) noexcept nogil:
-        """Log ``message`` with its ``%s`` replaced by the error's description."""
-        with gil:
-            if self.logger is not None:
-                self.logger.warning(message.decode(), os.strerror(error))
-
     cdef void log_count(self, uint64_t count, const char *what) noexcept nogil:
         with gil:
             if self.logger is not None:
