@@ -17,6 +17,10 @@ from libc.time cimport time
 from posix.unistd cimport getpid
 
 from kvfast._aof cimport fsync_policy_text
+from kvfast._command cimport (
+    Request, Argument, next_argument, RespProc, RespCommand, CMD_WRITE, CMD_READONLY, CMD_ADMIN, CMD_LOADING,
+    CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, FLAG_COUNT,
+)
 from kvfast._context cimport (
     ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
@@ -24,6 +28,11 @@ from kvfast._context cimport (
 from kvfast._keyspace cimport (
     keyspace_begin_write, keyspace_read, keyspace_contains, keyspace_size, keyspace_insert, keyspace_upsert,
     keyspace_delete, keyspace_increment, keyspace_clear,
+)
+from kvfast._reply cimport (
+    ERR_NOT_INTEGER, ERR_KEY_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_OUT_OF_MEMORY, ERR_NOAUTH, ERR_WRONGPASS,
+    reply_integer, reply_bulk, reply_bulk_text, reply_bulk_integer, reply_null, reply_array, reply_map,
+    reply_wrong_arity, reply_error, append_sanitized, reply_unknown_subcommand, refuse_write, parse_keys, read_integer,
 )
 from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
 from kvfast._stats cimport (
@@ -40,25 +49,6 @@ cdef enum:
 
 cdef const char *VERSION = b"7.0.0"        # the Redis version whose behaviour this follows
 
-cdef const char *ERR_NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
-cdef const char *ERR_KEY_NOT_INTEGER = b"-ERR key is not an integer or out of range\r\n"
-cdef const char *ERR_OVERFLOW = b"-ERR increment or decrement would overflow\r\n"
-cdef const char *ERR_SYNTAX = b"-ERR syntax error\r\n"
-cdef const char *ERR_OUT_OF_MEMORY = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
-cdef const char *ERR_NOAUTH = b"-NOAUTH Authentication required.\r\n"
-cdef const char *ERR_WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-
-
-cdef struct Request:
-    const char *data              # the request's first byte ("*")
-    size_t argc
-    size_t arguments_at           # offset of the first "$" header
-    size_t length                 # bytes of the whole request
-
-
-cdef struct Argument:
-    const char *start
-    size_t length
 
 
 cdef enum Scan:
@@ -224,19 +214,6 @@ cdef inline int remember_scan(Session *session, const Request *request, size_t a
     return 0
 
 
-cdef inline void next_argument(const char *data, size_t *position, Argument *argument) noexcept nogil:
-    """Read the bulk header at ``position`` (already validated by scan_request,
-    so it is ``$<digits>\r\n``) and advance past its data."""
-    cdef const char *at = data + position[0] + 1
-    cdef size_t size = 0
-    while at[0] != c'\r':
-        size = size * 10 + <size_t>(at[0] - c'0')
-        at += 1
-    argument.start = at + 2
-    argument.length = size
-    position[0] = (argument.start - data) + size + 2
-
-
 cdef ssize_t resp_answer(ServerContext *context, Session *session,
                          const char *data, size_t length) noexcept nogil:
     """Answer the RESP request at the start of ``data`` (which starts with ``*``).
@@ -303,82 +280,6 @@ cdef int expected_dollar(Output *output, const char *data, size_t length) noexce
 
 # ---- reply shapes -------------------------------------------------------------
 
-cdef inline int reply_integer(Output *output, int64_t value) noexcept nogil:
-    return -1 if output_append(output, b":", 1) < 0 else output_int64(output, value, b"\r\n")
-
-
-cdef inline int reply_bulk(Output *output, const char *data, size_t length) noexcept nogil:
-    if output_append(output, b"$", 1) < 0 or output_int64(output, <int64_t>length, b"\r\n") < 0 \
-            or output_append(output, data, length) < 0:
-        return -1
-    return output_append(output, b"\r\n", 2)
-
-
-cdef inline int reply_bulk_text(Output *output, const char *text) noexcept nogil:
-    return reply_bulk(output, text, strlen(text))
-
-
-cdef inline int reply_bulk_integer(Output *output, int64_t value) noexcept nogil:
-    """A value as GET returns it, ``$<n>\r\n<digits>\r\n``, built in place and
-    appended at once (the hottest reply of all)."""
-    cdef char reply[32]
-    cdef size_t length = format_int64(value, reply + 28)      # digits end at reply[27]
-    cdef size_t start = 28 - length - 4
-    reply[28] = c'\r'
-    reply[29] = c'\n'
-    if length >= 10:                                          # "$" + two digits of length
-        start -= 1
-        reply[start] = c'$'
-        reply[start + 1] = <char>(c'0' + length // 10)
-        reply[start + 2] = <char>(c'0' + length % 10)
-    else:
-        reply[start] = c'$'
-        reply[start + 1] = <char>(c'0' + length)
-    reply[28 - length - 2] = c'\r'
-    reply[28 - length - 1] = c'\n'
-    return output_append(output, reply + start, 30 - start)
-
-
-cdef inline int reply_null(Session *session) noexcept nogil:
-    return output_text(&session.output, b"_\r\n" if session.resp_version == 3 else b"$-1\r\n")
-
-
-cdef inline int reply_array(Output *output, size_t count) noexcept nogil:
-    return -1 if output_append(output, b"*", 1) < 0 else output_int64(output, <int64_t>count, b"\r\n")
-
-
-cdef inline int reply_map(Session *session, size_t pairs) noexcept nogil:
-    """A map header: RESP3 ``%n``, or RESP2's flat array of 2n elements."""
-    if session.resp_version == 3:
-        return -1 if output_append(&session.output, b"%", 1) < 0 \
-            else output_int64(&session.output, <int64_t>pairs, b"\r\n")
-    return reply_array(&session.output, pairs * 2)
-
-
-cdef int reply_wrong_arity(ServerContext *context, Output *output, const char *name) noexcept nogil:
-    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
-    if output_text(output, b"-ERR wrong number of arguments for '") < 0 or output_text(output, name) < 0:
-        return -1
-    return output_text(output, b"' command\r\n")
-
-
-cdef int reply_error(ServerContext *context, Output *output, const char *error) noexcept nogil:
-    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
-    return output_text(output, error)
-
-
-cdef int append_sanitized(Output *output, const char *data, size_t length) noexcept nogil:
-    """Append bytes with CR and LF turned into spaces (an error reply is one line)."""
-    cdef size_t i
-    cdef char byte
-    for i in range(length):
-        byte = data[i]
-        if byte == c'\r' or byte == c'\n':
-            byte = c' '
-        if output_append(output, &byte, 1) < 0:
-            return -1
-    return 0
-
 
 cdef int reply_unknown(ServerContext *context, Output *output, const Request *request,
                        const char *prefix, const char *suffix) noexcept nogil:
@@ -412,20 +313,6 @@ cdef int reply_unknown(ServerContext *context, Output *output, const Request *re
 # then calls the proc. A new command is one row (at the end of this file) and
 # one function.
 
-ctypedef int (*RespProc)(ServerContext *context, Session *session, const Request *request,
-                         size_t position) noexcept nogil
-
-
-cdef enum CommandFlag:
-    # As Redis names them in COMMAND's reply (FLAG_NAMES, in bit order).
-    CMD_WRITE = 1 << 0          # may change the store: refused while the log fails; records reserved
-    CMD_READONLY = 1 << 1
-    CMD_ADMIN = 1 << 2
-    CMD_LOADING = 1 << 3        # allowed while loading
-    CMD_FAST = 1 << 4
-    CMD_NO_AUTH = 1 << 5        # allowed before a password-protected session has authenticated
-    CMD_NO_MULTI = 1 << 6       # not allowed inside a transaction
-    FLAG_COUNT = 7
 
 cdef const char *FLAG_NAMES[<int>FLAG_COUNT]
 FLAG_NAMES[0] = b"write"
@@ -435,17 +322,6 @@ FLAG_NAMES[3] = b"loading"
 FLAG_NAMES[4] = b"fast"
 FLAG_NAMES[5] = b"no_auth"
 FLAG_NAMES[6] = b"no_multi"
-
-
-cdef struct RespCommand:
-    const char *name            # lower case
-    size_t name_length
-    RespProc proc
-    int arity                   # Redis's convention: -N means at least N arguments
-    int flags                   # CommandFlag
-    int first_key               # key positions, as COMMAND reports them (0: no keys;
-    int last_key                # a negative last counts from the end)
-    int key_step
 
 
 cdef enum:
@@ -577,33 +453,6 @@ cdef int command_auth(ServerContext *context, Session *session, const Request *r
         return reply_error(context, &session.output, ERR_WRONGPASS)
     session.authenticated = True
     return output_text(&session.output, b"+OK\r\n")
-
-
-cdef int parse_keys(ServerContext *context, Output *output, const Request *request,
-                    size_t position) noexcept nogil:
-    """Check that every argument from ``position`` on is an int64 key, so that a
-    multi-key command either runs on all its keys or not at all. Returns 0 if so;
-    otherwise replies with the error and returns 1 (or -1 if out of memory)."""
-    cdef Argument argument
-    cdef int64_t key
-    while position < request.length:
-        next_argument(request.data, &position, &argument)
-        if parse_int64(argument.start, argument.length, &key) != INT_OK:
-            return -1 if reply_error(context, output, ERR_KEY_NOT_INTEGER) < 0 else 1
-    return 0
-
-
-cdef bint read_integer(ServerContext *context, Output *output, const Request *request, size_t *position,
-                       int64_t *number, const char *error, int *status) noexcept nogil:
-    """Read the next argument as an int64. True with ``number`` set; otherwise
-    replies ``error`` and returns False, with the reply's status (0, or -1 if out
-    of memory) in ``status`` for the command to return."""
-    cdef Argument argument
-    next_argument(request.data, position, &argument)
-    if parse_int64(argument.start, argument.length, number) == INT_OK:
-        return True
-    status[0] = reply_error(context, output, error)
-    return False
 
 
 cdef int command_get(ServerContext *context, Session *session, const Request *request,
@@ -964,16 +813,6 @@ cdef int reply_command_info(Output *output, const RespCommand *command) noexcept
     ) else 0
 
 
-cdef int reply_unknown_subcommand(ServerContext *context, Output *output, const Argument *argument,
-                                  const char *command) noexcept nogil:
-    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
-    if output_text(output, b"-ERR unknown subcommand '") < 0 \
-            or append_sanitized(output, argument.start, argument.length) < 0 \
-            or output_text(output, b"'. Try ") < 0 or output_text(output, command) < 0:
-        return -1
-    return output_text(output, b" HELP.\r\n")
-
-
 cdef int command_client(ServerContext *context, Session *session, const Request *request,
                         size_t position) noexcept nogil:
     """CLIENT ID, CLIENT SETNAME name, CLIENT SETINFO attr value (accepted and
@@ -1012,16 +851,6 @@ cdef int command_bgrewriteaof(ServerContext *context, Session *session, const Re
         return refuse_write(context, output, context.aof.failure)
     context.aof.rewrite_requested = True
     return output_text(output, b"+Background append only file rewriting started\r\n")
-
-
-cdef int refuse_write(ServerContext *context, Output *output, int error) noexcept nogil:
-    """Redis's reply to a write it cannot persist: ``-MISCONF Errors writing to
-    the AOF file: <reason>`` (see _keyspace.keyspace_begin_write)."""
-    context.counters[<int>COUNTER_ERROR_REPLIES] += 1
-    if output_text(output, b"-MISCONF Errors writing to the AOF file: ") < 0 \
-            or output_text(output, strerror(error)) < 0:
-        return -1
-    return output_text(output, b"\r\n")
 
 
 cdef int command_config(ServerContext *context, Session *session, const Request *request,

@@ -193,3 +193,40 @@ def exchange(sock, data: bytes, expected: bytes, timeout=5.0):
         assert chunk, f"closed after {received!r}, expected {expected!r}"
         received += chunk
     assert received == expected
+
+
+@pytest.fixture
+def redis_server():
+    """A real ``redis-server`` on a free loopback port (the reference of the differential tests)."""
+    from differential import start_redis
+    reference = start_redis()
+    yield reference
+    reference.close()
+
+
+# redis-py with each of its reply parsers: hiredis (the C parser, used by default
+# when installed) and its pure-Python parsers (RESP3: redis-py 8's default protocol).
+REDIS_PY_PARSERS = ("hiredis", "python")
+
+
+def redis_py_client(server, parser, *, asyncio=False, **kwargs):
+    """A redis-py client of ``server`` (anything with ``host``/``port``) using
+    ``parser`` ("hiredis" or "python"); sync, or redis.asyncio's when ``asyncio``."""
+    import redis
+    import redis.asyncio
+    from redis import _parsers
+    if asyncio:
+        parser_class = _parsers._AsyncHiredisParser if parser == "hiredis" else _parsers._AsyncRESP3Parser
+        pool = redis.asyncio.ConnectionPool(host=server.host, port=server.port, parser_class=parser_class, **kwargs)
+        return redis.asyncio.Redis(connection_pool=pool)
+    parser_class = _parsers._HiredisParser if parser == "hiredis" else _parsers._RESP3Parser
+    pool = redis.ConnectionPool(host=server.host, port=server.port, parser_class=parser_class, **kwargs)
+    return redis.Redis(connection_pool=pool)
+
+
+@pytest.fixture(params=REDIS_PY_PARSERS)
+def redis_py(request, server):
+    """A sync redis-py client of the ``server`` fixture, once per parser."""
+    client = redis_py_client(server, request.param)
+    yield client
+    client.close()
