@@ -112,7 +112,7 @@ cdef inline int append_sanitized(Output *output, const char *data, size_t length
 
 
 cdef inline int reply_unknown_subcommand(ServerContext *context, Output *output, const Argument *argument,
-                                  const char *command) noexcept nogil:
+                                         const char *command) noexcept nogil:
     context.counters[<int>COUNTER_ERROR_REPLIES] += 1
     if output_text(output, b"-ERR unknown subcommand '") < 0 \
             or append_sanitized(output, argument.start, argument.length) < 0 \
@@ -132,7 +132,7 @@ cdef inline int refuse_write(ServerContext *context, Output *output, int error) 
 
 
 cdef inline int parse_keys(ServerContext *context, Output *output, const Request *request,
-                    size_t position) noexcept nogil:
+                           size_t position) noexcept nogil:
     """Check that every argument from ``position`` on is an int64 key, so that a
     multi-key command either runs on all its keys or not at all. Returns 0 if so;
     otherwise replies with the error and returns 1 (or -1 if out of memory)."""
@@ -146,7 +146,7 @@ cdef inline int parse_keys(ServerContext *context, Output *output, const Request
 
 
 cdef inline bint read_integer(ServerContext *context, Output *output, const Request *request, size_t *position,
-                       int64_t *number, const char *error, int *status) noexcept nogil:
+                              int64_t *number, const char *error, int *status) noexcept nogil:
     """Read the next argument as an int64. True with ``number`` set; otherwise
     replies ``error`` and returns False, with the reply's status (0, or -1 if out
     of memory) in ``status`` for the command to return."""
@@ -156,4 +156,3 @@ cdef inline bint read_integer(ServerContext *context, Output *output, const Requ
         return True
     status[0] = reply_error(context, output, error)
     return False
-

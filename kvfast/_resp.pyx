@@ -12,7 +12,7 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 shapes and error texts; see the README for the list of commands.
 """
 from libc.stdint cimport int64_t, INT64_MIN
-from libc.string cimport memcmp, strerror, strlen
+from libc.string cimport memcmp, strlen
 from libc.time cimport time
 from posix.unistd cimport getpid
 
@@ -39,7 +39,7 @@ from kvfast._stats cimport (
     StatsSection, INFO_NONE, INFO_CLIENTS, INFO_MEMORY, INFO_PERSISTENCE, INFO_STATS, write_info_section,
 )
 from kvfast._store cimport Store, store_prefetch
-from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, same_letters_nocase, secrets_equal
+from kvfast._text cimport INT_OK, parse_int64, equals_nocase, same_letters_nocase, secrets_equal
 
 
 cdef enum:
@@ -48,7 +48,6 @@ cdef enum:
     ERROR_ECHO_LIMIT = 128                 # bytes of an unknown command echoed, as Redis does
 
 cdef const char *VERSION = b"7.0.0"        # the Redis version whose behaviour this follows
-
 
 
 cdef enum Scan:
