@@ -46,6 +46,13 @@ cdef inline int64_t *keyspace_read(ServerContext *context, int64_t key) noexcept
     return found
 
 
+cdef inline int64_t *keyspace_peek(ServerContext *context, int64_t key) noexcept nogil:
+    """The value of ``key`` (NULL: absent), not counted: what a write reads
+    before changing the key (INCRBYFLOAT, APPEND; Redis's lookupKeyWrite).
+    The pointer is only valid until the store next changes."""
+    return store_lookup(&context.store, key)
+
+
 cdef inline bint keyspace_contains(ServerContext *context, int64_t key) noexcept nogil:
     """Whether ``key`` is present (not counted: EXISTS, SET XX)."""
     return store_lookup(&context.store, key) != NULL
@@ -88,6 +95,18 @@ cdef inline bint keyspace_delete(ServerContext *context, Session *session, int64
         mark_unpersisted(session)
         aof_append_delete(context.aof, key)
     return True
+
+
+cdef inline bint keyspace_take(ServerContext *context, Session *session, int64_t key,
+                                int64_t *value) noexcept nogil:
+    """Remove ``key`` and return its value (GETDEL): True with ``value`` set if
+    it was present (counted as a hit; the delete is logged through
+    keyspace_delete), False if absent (a miss; nothing changes)."""
+    cdef int64_t *found = keyspace_read(context, key)
+    if found == NULL:
+        return False
+    value[0] = found[0]
+    return keyspace_delete(context, session, key)
 
 
 cdef inline int keyspace_increment(ServerContext *context, Session *session, int64_t key, int64_t delta,

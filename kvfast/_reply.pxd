@@ -23,6 +23,7 @@ cdef extern from *:
     #define KVFAST_ERR_OUT_OF_MEMORY "-OOM command not allowed when used memory > 'maxmemory'.\\r\\n"
     #define KVFAST_ERR_NOAUTH "-NOAUTH Authentication required.\\r\\n"
     #define KVFAST_ERR_WRONGPASS "-WRONGPASS invalid username-password pair or user is disabled.\\r\\n"
+    #define KVFAST_ERR_LOG_OFF "-ERR the append-only file is off (start kvfast-server with --appendonly FILE)\\r\\n"
     """
     # Redis's error replies that more than one command sends, each once.
     const char *ERR_NOT_INTEGER "KVFAST_ERR_NOT_INTEGER"
@@ -32,6 +33,7 @@ cdef extern from *:
     const char *ERR_OUT_OF_MEMORY "KVFAST_ERR_OUT_OF_MEMORY"
     const char *ERR_NOAUTH "KVFAST_ERR_NOAUTH"
     const char *ERR_WRONGPASS "KVFAST_ERR_WRONGPASS"
+    const char *ERR_LOG_OFF "KVFAST_ERR_LOG_OFF"        # BGREWRITEAOF, SAVE, BGSAVE without a log
 
 
 cdef inline int reply_integer(Output *output, int64_t value) noexcept nogil:

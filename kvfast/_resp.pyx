@@ -31,6 +31,7 @@ from kvfast._keyspace cimport (
 )
 from kvfast._reply cimport (
     ERR_NOT_INTEGER, ERR_KEY_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_OUT_OF_MEMORY, ERR_NOAUTH, ERR_WRONGPASS,
+    ERR_LOG_OFF,
     reply_integer, reply_bulk, reply_bulk_text, reply_bulk_integer, reply_null, reply_array, reply_map,
     reply_wrong_arity, reply_error, append_sanitized, reply_unknown_subcommand, refuse_write, parse_keys, read_integer,
 )
@@ -39,6 +40,11 @@ from kvfast._stats cimport (
     StatsSection, INFO_NONE, INFO_CLIENTS, INFO_MEMORY, INFO_PERSISTENCE, INFO_STATS, write_info_section,
 )
 from kvfast._store cimport Store, store_prefetch
+from kvfast._strings cimport (
+    command_set, command_getset, command_getdel, command_mset, command_msetnx, command_incrbyfloat, command_strlen,
+    command_append, command_time, command_role, command_wait, command_swapdb, command_lastsave, command_save,
+    command_bgsave,
+)
 from kvfast._text cimport INT_OK, parse_int64, equals_nocase, same_letters_nocase, secrets_equal
 
 
@@ -468,38 +474,6 @@ cdef int command_get(ServerContext *context, Session *session, const Request *re
     return reply_bulk_integer(&session.output, found[0])
 
 
-cdef int command_set(ServerContext *context, Session *session, const Request *request,
-                     size_t position) noexcept nogil:
-    """SET key value [NX|XX]: +OK, or null when NX/XX prevents the write."""
-    cdef Output *output = &session.output
-    cdef Argument argument
-    cdef int64_t key, value
-    cdef bint only_if_absent = False, only_if_present = False
-    cdef int result, status
-    if not (read_integer(context, output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status)
-            and read_integer(context, output, request, &position, &value, ERR_NOT_INTEGER, &status)):
-        return status
-    while position < request.length:
-        next_argument(request.data, &position, &argument)
-        if equals_nocase(argument.start, argument.length, b"nx") and not only_if_present:
-            only_if_absent = True
-        elif equals_nocase(argument.start, argument.length, b"xx") and not only_if_absent:
-            only_if_present = True
-        else:
-            return reply_error(context, output, ERR_SYNTAX)
-    if only_if_absent:
-        result = keyspace_insert(context, session, key, value)
-        if result == 0:
-            return reply_null(session)
-    elif only_if_present and not keyspace_contains(context, key):
-        return reply_null(session)
-    else:
-        result = keyspace_upsert(context, session, key, value)
-    if result < 0:
-        return reply_error(context, output, ERR_OUT_OF_MEMORY)
-    return output_text(output, b"+OK\r\n")
-
-
 cdef int command_setnx(ServerContext *context, Session *session, const Request *request,
                        size_t position) noexcept nogil:
     """SETNX key value: :1 if set, :0 if the key exists."""
@@ -842,8 +816,7 @@ cdef int command_bgrewriteaof(ServerContext *context, Session *session, const Re
     aof_last_bgrewrite_status tells how it went."""
     cdef Output *output = &session.output
     if context.aof == NULL:
-        return reply_error(context, output, b"-ERR the append-only file is off (start kvfast-server with "
-                                            b"--appendonly FILE)\r\n")
+        return reply_error(context, output, ERR_LOG_OFF)
     if context.aof.rewrite_child != 0 or context.aof.rewrite_requested:
         return reply_error(context, output, b"-ERR Background append only file rewriting already in progress\r\n")
     if context.aof.failure != 0:                # a rewrite to recover is attempted by itself
@@ -1014,3 +987,17 @@ define(b"config", command_config, -2, CMD_ADMIN)
 define(b"info", command_info, -1, CMD_LOADING)
 define(b"auth", command_auth, -2, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
 define(b"bgrewriteaof", command_bgrewriteaof, 1, CMD_ADMIN | CMD_NO_MULTI)
+define(b"getset", command_getset, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"getdel", command_getdel, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"mset", command_mset, -3, CMD_WRITE, 1, -1, 2)
+define(b"msetnx", command_msetnx, -3, CMD_WRITE, 1, -1, 2)
+define(b"incrbyfloat", command_incrbyfloat, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"strlen", command_strlen, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"append", command_append, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"time", command_time, 1, CMD_LOADING | CMD_FAST)
+define(b"role", command_role, 1, CMD_LOADING | CMD_FAST)
+define(b"wait", command_wait, 3, 0)
+define(b"swapdb", command_swapdb, 3, CMD_WRITE | CMD_FAST)
+define(b"lastsave", command_lastsave, 1, CMD_LOADING | CMD_FAST)
+define(b"save", command_save, 1, CMD_ADMIN | CMD_NO_MULTI)
+define(b"bgsave", command_bgsave, -1, CMD_ADMIN)

@@ -8,3 +8,4 @@ from kvfast._store cimport Store
 cdef bint aof_persist_batch(AppendLog *log, const Store *store, int64_t now_ms) noexcept nogil
 cdef void aof_retry_failed(AppendLog *log, const Store *store, int64_t now_ms) noexcept nogil
 cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogil
+cdef int aof_save_now(AppendLog *log, const Store *store) noexcept nogil

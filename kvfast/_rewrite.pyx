@@ -16,6 +16,7 @@ from libc.signal cimport signal as set_signal_handler, SIGINT, SIGTERM, SIGKILL,
 from libc.stdint cimport int64_t, intptr_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from libc.time cimport time
 from posix.fcntl cimport open as open_file, O_RDWR, O_WRONLY, O_RDONLY, O_CREAT, O_TRUNC, O_CLOEXEC, O_DIRECTORY
 from posix.mman cimport mmap, PROT_READ, PROT_WRITE, MAP_ANONYMOUS, MAP_FAILED
 from posix.types cimport pid_t
@@ -172,7 +173,8 @@ cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *wri
     offset 0, through ``buffer`` (COPY_BUFFER_BYTES). Returns 0 with the bytes
     written in ``written``, or -1 with errno set. The keys come from the
     store's iterator, which needs a store that does not change meanwhile: the
-    forked child's copy, or the parent at shutdown (aof_save_snapshot_now)."""
+    forked child's copy, or the parent's in the loop (SAVE, aof_save_now) or at
+    shutdown (aof_save_snapshot_now)."""
     cdef size_t used = HEADER_BYTES
     cdef StoreIterator entries
     cdef int64_t key, value
@@ -269,6 +271,7 @@ cdef void swap_in(AppendLog *log, int new_fd, uint64_t size) noexcept nogil:
     pthread_mutex_unlock(&log.lock)
     retire_descriptor(log, retired)
     log.size = log.base_size = size
+    log.last_rewrite_time = time(NULL)
 
 
 cdef int aof_finish_rewrite(AppendLog *log) noexcept nogil:
@@ -394,6 +397,52 @@ cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogi
     log.needs_rewrite = False
     log.failure = 0
     store_release(&log.sync_failure, 0)
+    return 0
+
+
+cdef int aof_save_now(AppendLog *log, const Store *store) noexcept nogil:
+    """SAVE: the rewrite done in the loop itself, blocking every client while
+    it runs (as Redis's SAVE blocks): a snapshot of the store written, synced,
+    locked and renamed over the log, then appended to. The records still
+    pending are dropped: their effects are in the snapshot. The caller checks
+    that no rewrite runs and the log is healthy. Counted as a rewrite.
+
+    Returns 0, or -1 with errno set: before the rename the old log stays in
+    use (a failed rewrite); a failed folder sync after it is a failed sync
+    (see fail_sync), as at the end of a background rewrite.
+    """
+    cdef char *buffer = <char *>malloc(COPY_BUFFER_BYTES)
+    cdef int out, folder, error = 0
+    cdef uint64_t written = 0
+    if buffer == NULL:
+        set_errno(ENOMEM)
+        return -1
+    out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    if out < 0 or write_snapshot(store, out, buffer, &written) < 0 or fdatasync(out) < 0 \
+            or flock(out, LOCK_EX | LOCK_NB) < 0 or rename(log.rewrite_path, log.path) < 0:
+        error = errno
+    free(buffer)
+    if error != 0:
+        if out >= 0:
+            close(out)
+        unlink(log.rewrite_path)
+        log.rewrite_failures += 1
+        log.last_rewrite_failed = True
+        set_errno(error)
+        return -1
+    swap_in(log, out, written)
+    log.pending_len = 0
+    log.rewrites += 1
+    log.last_rewrite_failed = False
+    folder = open_file(log.directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if folder < 0 or fsync(folder) < 0:         # the rename itself must be durable
+        error = errno
+        if folder >= 0:
+            close(folder)
+        fail_sync(log, error)
+        set_errno(error)
+        return -1
+    close(folder)
     return 0
 
 
