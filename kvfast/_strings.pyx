@@ -28,6 +28,7 @@ from kvfast._reply cimport (
     read_integer,
 )
 from kvfast._rewrite cimport aof_save_now
+from kvfast._system cimport set_errno
 from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase
 
 
@@ -211,7 +212,8 @@ cdef int mset_generic(ServerContext *context, Session *session, const Request *r
 
 cdef bint parse_long_double(const Argument *argument, long double *number) noexcept nogil:
     """Parse as Redis's string2ld: strtold over a NUL-terminated copy, the whole
-    text consumed, no leading space, no NaN, no overflow or underflow to zero
+    text consumed (an embedded NUL stops it: refused), no leading space, no
+    NaN, no overflow or underflow to zero
     (hex, exponents and "inf" are accepted, as glibc's strtold reads them)."""
     cdef char text[MAX_LONG_DOUBLE_CHARS]
     cdef char *end
@@ -220,9 +222,9 @@ cdef bint parse_long_double(const Argument *argument, long double *number) noexc
         return False
     memcpy(text, argument.start, argument.length)
     text[argument.length] = 0
-    errno = 0
+    set_errno(0)
     value = strtold(text, &end)
-    if isspace(<unsigned char>text[0]) or end[0] != 0 or isnan(value) \
+    if isspace(<unsigned char>text[0]) or end[0] != 0 or <size_t>(end - text) != argument.length or isnan(value) \
             or (errno == ERANGE and (isinf(value) or value == 0)) or errno == EINVAL:
         return False
     number[0] = value
