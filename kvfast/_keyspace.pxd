@@ -98,7 +98,7 @@ cdef inline bint keyspace_delete(ServerContext *context, Session *session, int64
 
 
 cdef inline bint keyspace_take(ServerContext *context, Session *session, int64_t key,
-                                int64_t *value) noexcept nogil:
+                               int64_t *value) noexcept nogil:
     """Remove ``key`` and return its value (GETDEL): True with ``value`` set if
     it was present (counted as a hit; the delete is logged through
     keyspace_delete), False if absent (a miss; nothing changes)."""

@@ -26,7 +26,7 @@ from kvfast._context cimport (
     COUNTER_AUTH_FAILURES,
 )
 from kvfast._keyspace cimport (
-    keyspace_begin_write, keyspace_read, keyspace_contains, keyspace_size, keyspace_insert, keyspace_upsert,
+    keyspace_begin_write, keyspace_read, keyspace_contains, keyspace_size, keyspace_insert,
     keyspace_delete, keyspace_increment, keyspace_clear,
 )
 from kvfast._reply cimport (
