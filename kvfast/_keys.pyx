@@ -18,7 +18,7 @@ from libc.string cimport memcmp
 from kvfast._command cimport Request, Argument, next_argument
 from kvfast._context cimport ServerContext, Session
 from kvfast._keyspace cimport (
-    keyspace_read, keyspace_contains, keyspace_size, keyspace_scan, keyspace_scan_weight, keyspace_rename,
+    keyspace_read, keyspace_contains, keyspace_size, keyspace_scan, keyspace_scan_weight, keyspace_scan_span, keyspace_rename,
     keyspace_copy,
 )
 from kvfast._output cimport Output, output_append, output_text
@@ -35,8 +35,9 @@ cdef enum:
     SCAN_DEFAULT_COUNT = 10          # Redis's
     SCAN_SLOTS_PER_KEY = 10          # a SCAN call walks at most COUNT * this many slots (Redis: buckets)
     KEY_TEXT_BYTES = 24              # room for an int64 in decimal
-    RANDOM_PROBES = 8                # RANDOMKEY: random places looked at before walking on
-    RANDOM_PROBE_SLOTS = 8           # ...home slots each
+    RANDOM_WINDOW_SLOTS = 16         # RANDOMKEY: windows of this many home slots...
+    RANDOM_WINDOW_KEYS = 32          # ...accepted with probability keys / this
+    RANDOM_PROBES = 64               # ...at most this many, before walking on
 
 
 # ---- MATCH patterns ---------------------------------------------------------------
@@ -455,11 +456,22 @@ cdef int command_copy(ServerContext *context, Session *session, const Request *r
 
 # ---- RANDOMKEY ----------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    /* The cursor where home slot `slot` of a walk over `span` home slots
+       begins: ceil(slot * 2^64 / span), as _store.pyx's first_hash_of_slot. */
+    static inline uint64_t kvfast_slot_cursor(size_t slot, size_t span) {
+        return (uint64_t)((((unsigned __int128)slot << 64) + span - 1) / span);
+    }
+    """
+    uint64_t slot_cursor "kvfast_slot_cursor" (size_t slot, size_t span) nogil
+
+
 cdef uint64_t random_state = int.from_bytes(os.urandom(8), "little") | 1
 
 
 cdef inline uint64_t next_random() noexcept nogil:
-    """xorshift64*: RANDOMKEY's positions (not for secrets)."""
+    """xorshift64*: RANDOMKEY's choices (not for secrets)."""
     global random_state
     random_state ^= random_state >> 12
     random_state ^= random_state << 25
@@ -483,25 +495,32 @@ cdef int command_randomkey(ServerContext *context, Session *session, const Reque
                            size_t position) noexcept nogil:
     """RANDOMKEY: a random key (bulk), or null when there is none.
 
-    A few random hash positions are looked at, RANDOM_PROBE_SLOTS home slots
-    each, and one of the keys found there is chosen at random: about uniform,
-    as a key's chance depends only on how many keys share its probe window
-    (Redis's dictGetFairRandomKey is as approximate). Only in a table so
-    sparse that every probe misses does it walk on from the last position
-    with doubling steps, which must find a key as one is present: bounded
-    work in practice, never an endless loop."""
+    Rejection sampling over windows of RANDOM_WINDOW_SLOTS home slots: a
+    window drawn uniformly, holding ``n`` keys, is accepted with probability
+    n / RANDOM_WINDOW_KEYS, then one of its keys is drawn uniformly; so every
+    key has the same chance, 1 / (windows * RANDOM_WINDOW_KEYS), exactly
+    while no window holds more than RANDOM_WINDOW_KEYS keys (a fuller window
+    is always accepted: its keys come up a little less often). About 2.5
+    windows at the table's usual fill. Bounded work: after RANDOM_PROBES
+    rejected windows (a very sparse table) it walks on from the last one with
+    doubling steps and takes a key of the first step that finds any (one is
+    present), less uniform but never unbounded in practice; a table of one
+    window is walked whole.
+    """
     cdef KeyPicker picker
+    cdef size_t span = keyspace_scan_span(context), windows, attempt, step = RANDOM_WINDOW_SLOTS
     cdef uint64_t cursor = 0
-    cdef size_t step = RANDOM_PROBE_SLOTS, attempt
-    picker.seen = 0
-    picker.chosen = 0
     if keyspace_size(context) == 0:
         return reply_null(session)
-    for attempt in range(<size_t>RANDOM_PROBES):
-        cursor = next_random()
-        keyspace_scan(context, cursor, RANDOM_PROBE_SLOTS, pick_key, &picker)
-        if picker.seen > 0:
+    windows = (span + RANDOM_WINDOW_SLOTS - 1) // RANDOM_WINDOW_SLOTS
+    for attempt in range(<size_t>RANDOM_PROBES if windows > 1 else 0):
+        picker.seen = 0
+        cursor = slot_cursor((next_random() % windows) * RANDOM_WINDOW_SLOTS, span)
+        cursor = keyspace_scan(context, cursor, RANDOM_WINDOW_SLOTS, pick_key, &picker)
+        if picker.seen > 0 and (picker.seen >= RANDOM_WINDOW_KEYS
+                                or next_random() % RANDOM_WINDOW_KEYS < picker.seen):
             return reply_bulk_integer(&session.output, picker.chosen)
+    picker.seen = 0
     while picker.seen == 0:
         cursor = keyspace_scan(context, cursor, step, pick_key, &picker)
         if step < (<size_t>1 << 40):

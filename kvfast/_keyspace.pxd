@@ -132,6 +132,13 @@ cdef inline size_t keyspace_scan_weight(ServerContext *context) noexcept nogil:
     return 1 + (draining + main - 1) // main
 
 
+cdef inline size_t keyspace_scan_span(ServerContext *context) noexcept nogil:
+    """The home slots a full keyspace walk covers (the main table's size; 0
+    when nothing was ever stored): the cursor of home slot ``i`` of that
+    walk is ceil(i * 2^64 / span) (RANDOMKEY picks windows by it)."""
+    return context.store.main.capacity
+
+
 cdef inline int keyspace_rename(ServerContext *context, Session *session, int64_t source, int64_t destination,
                                 bint only_if_absent) noexcept nogil:
     """Move ``source``'s value to ``destination`` (RENAME, RENAMENX), as an
