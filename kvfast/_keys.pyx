@@ -18,8 +18,8 @@ from libc.string cimport memcmp
 from kvfast._command cimport Request, Argument, next_argument
 from kvfast._context cimport ServerContext, Session
 from kvfast._keyspace cimport (
-    keyspace_read, keyspace_contains, keyspace_size, keyspace_scan, keyspace_scan_weight, keyspace_scan_span, keyspace_rename,
-    keyspace_copy,
+    keyspace_read, keyspace_contains, keyspace_size, keyspace_scan, keyspace_scan_weight, keyspace_scan_span,
+    keyspace_rename, keyspace_copy,
 )
 from kvfast._output cimport Output, output_append, output_text
 from kvfast._reply cimport (
@@ -508,12 +508,12 @@ cdef int command_randomkey(ServerContext *context, Session *session, const Reque
     window is walked whole.
     """
     cdef KeyPicker picker
-    cdef size_t span = keyspace_scan_span(context), windows, attempt, step = RANDOM_WINDOW_SLOTS
+    cdef size_t span = keyspace_scan_span(context), windows, _attempt, step = RANDOM_WINDOW_SLOTS
     cdef uint64_t cursor = 0
     if keyspace_size(context) == 0:
         return reply_null(session)
     windows = (span + RANDOM_WINDOW_SLOTS - 1) // RANDOM_WINDOW_SLOTS
-    for attempt in range(<size_t>RANDOM_PROBES if windows > 1 else 0):
+    for _attempt in range(<size_t>RANDOM_PROBES if windows > 1 else 0):
         picker.seen = 0
         cursor = slot_cursor((next_random() % windows) * RANDOM_WINDOW_SLOTS, span)
         cursor = keyspace_scan(context, cursor, RANDOM_WINDOW_SLOTS, pick_key, &picker)
