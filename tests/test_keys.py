@@ -259,3 +259,24 @@ def test_redis_cli_memkeys(server, thousand_keys, tmp_path):
     assert not err.strip(), err
     out, err = redis_cli(server, tmp_path, "--memkeys-samples", "0", "--memkeys")
     assert "1000 strings with 16000 bytes" in out, out + err
+
+
+# ---- the log ----
+
+def test_rename_copy_unlink_survive_a_restart(start_server, tmp_path):
+    """RENAME, RENAMENX, COPY and UNLINK are logged as their effects (sets and deletes): replayed
+    after a kill -9, the store is what it was."""
+    from differential import RawClient
+    path = tmp_path / "keys.aof"
+    first = start_server("--appendonly", str(path), "--fsync", "always")
+    with RawClient(first.address) as client:
+        for words in [("SET", 1, 10), ("SET", 2, 20), ("SET", 3, 30), ("RENAME", 1, 4), ("RENAMENX", 2, 5),
+                      ("COPY", 3, 6), ("COPY", 4, 5, "REPLACE"), ("UNLINK", 3, 9)]:
+            assert not client.call(*words).startswith(b"-")
+    first.proc.kill()
+    first.proc.wait(10)
+    second = start_server("--appendonly", str(path))
+    with RawClient(second.address) as client:
+        assert client.call("KEYS", "*").count(b"$") == 3
+        assert [client.call("GET", key) for key in (1, 2, 3, 4, 5, 6)] == \
+            [b"$-1\r\n", b"$-1\r\n", b"$-1\r\n", b"$2\r\n10\r\n", b"$2\r\n10\r\n", b"$2\r\n30\r\n"]
