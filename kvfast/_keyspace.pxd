@@ -6,12 +6,13 @@
 # Per-key state (expiry, WATCH, memory accounting) hooks in here.
 # Inlined helpers: the protocols' hot paths compile them in place.
 from libc.errno cimport ENOMEM
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from kvfast._aof cimport aof_reserve, aof_append_set, aof_append_delete, aof_append_clear
 from kvfast._context cimport ServerContext, Session, COUNTER_KEYSPACE_HITS, COUNTER_KEYSPACE_MISSES
 from kvfast._store cimport (
-    store_insert, store_upsert, store_lookup, store_delete, store_increment, store_clear, store_count,
+    StoreScanEmit, store_insert, store_upsert, store_lookup, store_delete, store_increment, store_clear, store_count,
+    store_scan,
 )
 
 
@@ -126,3 +127,75 @@ cdef inline void keyspace_clear(ServerContext *context, Session *session) noexce
     if context.aof != NULL:
         mark_unpersisted(session)
         aof_append_clear(context.aof)
+
+
+cdef inline uint64_t keyspace_scan(ServerContext *context, uint64_t cursor, size_t home_slots, StoreScanEmit emit,
+                                   void *target) noexcept nogil:
+    """One step of a keyspace walk (SCAN, KEYS, RANDOMKEY): emit every key
+    whose hash lies in the next ``home_slots`` home slots from ``cursor``, and
+    return the next cursor (0: done). store_scan's contract: a full walk
+    emits every key present from its start to its end, whatever changes in
+    between. Not counted as hits or misses (as Redis's SCAN). Keys that must
+    not be seen (expired ones, later) are to be filtered here."""
+    return store_scan(&context.store, cursor, home_slots, emit, target)
+
+
+cdef inline size_t keyspace_scan_weight(ServerContext *context) noexcept nogil:
+    """About how many slots, across both tables, one home slot of a
+    keyspace_scan step walks (rounded up): 1, or more while a resize drains
+    the old table over the same hash range (2 while growing; more while
+    shrinking, where the old table is the larger). For bounding SCAN's work."""
+    cdef size_t main = context.store.main.capacity, draining = context.store.draining.capacity
+    if main == 0 or draining == 0:
+        return 1
+    return 1 + (draining + main - 1) // main
+
+
+cdef inline size_t keyspace_scan_span(ServerContext *context) noexcept nogil:
+    """The home slots a full keyspace walk covers (the main table's size; 0
+    when nothing was ever stored): the cursor of home slot ``i`` of that
+    walk is ceil(i * 2^64 / span) (RANDOMKEY picks windows by it)."""
+    return context.store.main.capacity
+
+
+cdef inline int keyspace_rename(ServerContext *context, Session *session, int64_t source, int64_t destination,
+                                bint only_if_absent) noexcept nogil:
+    """Move ``source``'s value to ``destination`` (RENAME, RENAMENX), as an
+    upsert of ``destination`` then a delete of ``source`` (both logged).
+    Returns 1 if moved (or ``source`` is ``destination``, which stays), 0 if
+    ``only_if_absent`` and ``destination`` exists (nothing changes), -2 if
+    ``source`` is absent, -1 with errno ENOMEM (nothing changes). Not counted
+    as hits or misses (Redis looks both keys up for writing)."""
+    cdef int64_t *found = store_lookup(&context.store, source)
+    cdef int64_t value
+    if found == NULL:
+        return -2
+    if source == destination:
+        return 0 if only_if_absent else 1
+    value = found[0]                              # the upsert may move entries
+    if only_if_absent:
+        if keyspace_contains(context, destination):
+            return 0
+        if keyspace_insert(context, session, destination, value) < 0:
+            return -1
+    elif keyspace_upsert(context, session, destination, value) < 0:
+        return -1
+    keyspace_delete(context, session, source)
+    return 1
+
+
+cdef inline int keyspace_copy(ServerContext *context, Session *session, int64_t source, int64_t destination,
+                              bint replace) noexcept nogil:
+    """Set ``destination`` to ``source``'s value (COPY; logged as a set):
+    1 if copied, 0 if ``source`` is absent or ``destination`` exists and not
+    ``replace`` (nothing changes), -1 with errno ENOMEM. ``source`` is read as
+    a hit or miss (Redis's lookupKeyRead). The caller refuses source ==
+    destination."""
+    cdef int64_t *found = keyspace_read(context, source)
+    cdef int64_t value
+    if found == NULL:
+        return 0
+    value = found[0]
+    if not replace:
+        return keyspace_insert(context, session, destination, value)
+    return -1 if keyspace_upsert(context, session, destination, value) < 0 else 1

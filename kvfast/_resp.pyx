@@ -25,6 +25,10 @@ from kvfast._context cimport (
     ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._keys cimport (
+    command_scan, command_keys, command_type, command_touch, command_rename, command_renamenx, command_copy,
+    command_randomkey, command_object, command_memory,
+)
 from kvfast._keyspace cimport (
     keyspace_begin_write, keyspace_read, keyspace_contains, keyspace_size, keyspace_insert,
     keyspace_delete, keyspace_increment, keyspace_clear,
@@ -1001,3 +1005,14 @@ define(b"swapdb", command_swapdb, 3, CMD_WRITE | CMD_FAST)
 define(b"lastsave", command_lastsave, 1, CMD_LOADING | CMD_FAST)
 define(b"save", command_save, 1, CMD_ADMIN | CMD_NO_MULTI)
 define(b"bgsave", command_bgsave, -1, CMD_ADMIN)
+define(b"scan", command_scan, -2, CMD_READONLY)
+define(b"keys", command_keys, 2, CMD_READONLY)
+define(b"type", command_type, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"touch", command_touch, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
+define(b"unlink", command_del, -2, CMD_WRITE | CMD_FAST, 1, -1, 1)
+define(b"rename", command_rename, 3, CMD_WRITE, 1, 2, 1)
+define(b"renamenx", command_renamenx, 3, CMD_WRITE | CMD_FAST, 1, 2, 1)
+define(b"copy", command_copy, -3, CMD_WRITE, 1, 2, 1)
+define(b"randomkey", command_randomkey, 1, CMD_READONLY)
+define(b"object", command_object, -2, 0)
+define(b"memory", command_memory, -2, 0)
