@@ -284,15 +284,16 @@ cdef int refuse(ServerContext *context, Output *output, const char *prefix, int 
 
 
 cdef int multi_reject_exec(ServerContext *context, Session *session, const char *reason) noexcept nogil:
-    """EXEC itself refused by a generic check (its arity) while in MULTI: the
-    transaction is discarded, ``-EXECABORT Transaction discarded because of:
-    <reason>`` (Redis's execCommandAbort)."""
-    discard(context, session.transaction)
+    """EXEC itself refused by a generic check (arity, authentication), in MULTI
+    or not: the transaction (if any) is discarded and its watches dropped,
+    ``-EXECABORT Transaction discarded because of: <reason>`` (Redis's
+    rejectCommand of EXEC: execCommandAbort). ``reason`` ends with CRLF."""
+    if session.transaction != NULL:
+        discard(context, session.transaction)
     context.counters[<int>COUNTER_ERROR_REPLIES] += 1
-    if output_text(&session.output, b"-EXECABORT Transaction discarded because of: ") < 0 \
-            or output_text(&session.output, reason) < 0:
+    if output_text(&session.output, b"-EXECABORT Transaction discarded because of: ") < 0:
         return -1
-    return output_text(&session.output, b"\r\n")
+    return output_text(&session.output, reason)
 
 
 # ---- the commands ---------------------------------------------------------------------

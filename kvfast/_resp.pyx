@@ -419,11 +419,13 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
         return reply_unknown(context, &session.output, request, b"-ERR unknown command '",
                              b"', with args beginning with: ")
     if not session.authenticated and not (command.flags & CMD_NO_AUTH):
+        if command.proc == command_exec:        # EXEC refused: -EXECABORT ... because of: <error>, as Redis
+            return multi_reject_exec(context, session, ERR_NOAUTH + 1)
         multi_flag_error(session)
         return reply_error(context, &session.output, ERR_NOAUTH)
     if not arity_ok(command, request.argc):
-        if session.transaction != NULL and session.transaction.queueing and command.proc == command_exec:
-            return multi_reject_exec(context, session, b"wrong number of arguments for 'exec' command")
+        if command.proc == command_exec:
+            return multi_reject_exec(context, session, b"wrong number of arguments for 'exec' command\r\n")
         multi_flag_error(session)
         return reply_wrong_arity(context, &session.output, command.name)
     if session.transaction != NULL and session.transaction.queueing and command.proc != command_quit:
