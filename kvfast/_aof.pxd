@@ -83,6 +83,8 @@ cdef int aof_reserve(AppendLog *log, size_t records) noexcept nogil
 cdef int aof_append_set(AppendLog *log, int64_t key, int64_t value) noexcept nogil
 cdef int aof_append_delete(AppendLog *log, int64_t key) noexcept nogil
 cdef int aof_append_clear(AppendLog *log) noexcept nogil
+cdef size_t aof_begin_transaction(AppendLog *log) noexcept nogil
+cdef void aof_end_transaction(AppendLog *log, size_t begin) noexcept nogil
 cdef int aof_flush(AppendLog *log) noexcept nogil
 cdef int aof_poll_sync_thread(AppendLog *log) noexcept nogil
 cdef int aof_retry(AppendLog *log) noexcept nogil

@@ -34,7 +34,7 @@ from libc.errno cimport errno, EINTR, EIO, ENOMEM
 from libc.signal cimport SIGKILL
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport realloc, free
-from libc.string cimport memcmp, memcpy, strdup
+from libc.string cimport memcmp, memcpy, memmove, strdup
 from posix.fcntl cimport fcntl, F_DUPFD_CLOEXEC
 from posix.mman cimport munmap
 from posix.signal cimport kill
@@ -42,11 +42,12 @@ from posix.unistd cimport close, fdatasync, ftruncate, pwrite, unlink
 from posix.wait cimport waitpid
 
 from kvfast._record cimport (
-    HEADER_BYTES, SET_BYTES, DELETE_BYTES, CLEAR_BYTES, MAX_RECORD_BYTES, RECORD_DELETE, RECORD_CLEAR, seal,
-    encode_set, encode_header,
+    HEADER_BYTES, SET_BYTES, DELETE_BYTES, CLEAR_BYTES, BEGIN_BYTES, MAX_RECORD_BYTES, RECORD_DELETE, RECORD_CLEAR,
+    RECORD_BEGIN, seal, encode_set, encode_header, record_length,
 )
 from kvfast._replay cimport (
-    MappedFile, ScanStatus, SCAN_END, SCAN_PAUSED, SCAN_TORN, SCAN_NO_MEMORY, all_zero, check_header, scan_records,
+    MappedFile, ScanStatus, SCAN_END, SCAN_PAUSED, SCAN_TORN, SCAN_TORN_TRANSACTION, SCAN_NO_MEMORY, all_zero,
+    check_header, scan_records,
 )
 from kvfast._replay import LogError, describe_damage
 from kvfast._store cimport Store, store_begin_bulk_load, store_end_bulk_load
@@ -124,6 +125,38 @@ cdef int aof_append_clear(AppendLog *log) noexcept nogil:
     record[0] = RECORD_CLEAR
     seal(record, CLEAR_BYTES)
     return 0
+
+
+cdef size_t aof_begin_transaction(AppendLog *log) noexcept nogil:
+    """Open a transaction's unit of records (EXEC): a ``B`` record whose count
+    aof_end_transaction fills in. Returns its offset in ``pending``, to pass
+    to aof_end_transaction; the caller reserved room for it and for every
+    record of the transaction (keyspace_begin_write), so this cannot fail.
+    Nothing is flushed in between: the loop writes ``pending`` after the
+    iteration, so the unit reaches the file in one pwrite."""
+    cdef size_t begin = log.pending_len
+    cdef uint8_t *record = reserve_pending(log, BEGIN_BYTES)
+    if record != NULL:
+        record[0] = RECORD_BEGIN
+    return begin
+
+
+cdef void aof_end_transaction(AppendLog *log, size_t begin) noexcept nogil:
+    """Close the unit aof_begin_transaction opened at ``begin``: its ``B``
+    counts the records after it and is sealed; with one record or none the
+    ``B`` is dropped instead (a single record is atomic by itself)."""
+    cdef uint8_t *data = <uint8_t *>log.pending
+    cdef size_t at = begin + BEGIN_BYTES
+    cdef uint64_t count = 0
+    while at < log.pending_len:
+        at += record_length(data[at])
+        count += 1
+    if count <= 1:
+        memmove(data + begin, data + begin + BEGIN_BYTES, log.pending_len - begin - BEGIN_BYTES)
+        log.pending_len -= BEGIN_BYTES
+        return
+    memcpy(data + begin + 1, &count, 8)
+    seal(data + begin, BEGIN_BYTES)
 
 
 cdef int write_all(int fd, const char *data, size_t length, uint64_t offset) noexcept nogil:
@@ -361,9 +394,11 @@ cdef class AppendOnlyFile:
         store_end_bulk_load(store)
         if status == SCAN_NO_MEMORY:
             raise MemoryError(f"{self.path_text}: out of memory after {records} records")
-        if status == SCAN_TORN:
-            self.logger.warning("%s: torn last record at offset %d (%d bytes, a crash mid-append): truncated; "
-                                "%d records kept", self.path_text, position, mapped.size - position, records)
+        if status == SCAN_TORN or status == SCAN_TORN_TRANSACTION:
+            self.logger.warning("%s: torn last %s at offset %d (%d bytes, a crash mid-append): truncated; "
+                                "%d records kept", self.path_text,
+                                "record" if status == SCAN_TORN else "transaction (none of it applied)",
+                                position, mapped.size - position, records)
             if ftruncate(self.log.fd, <long>position) < 0 or fdatasync(self.log.fd) < 0:
                 raise_os_error()
         elif status != SCAN_END:

@@ -38,6 +38,35 @@ cdef struct Limits:
     size_t output_high_water_bytes          # unsent reply bytes at which a client is answered no further
 
 
+cdef struct Transaction      # a session's MULTI/WATCH state (below)
+
+
+cdef struct Watch:
+    # One session watching one key: a node of the key's list of watchers (whose
+    # first node ServerContext.watched maps the key to) and of its owner's list.
+    int64_t key
+    Transaction *owner
+    Watch *previous             # ...the key's other watchers
+    Watch *next
+    Watch *next_of_owner        # ...the owner's other watches
+
+
+cdef struct Transaction:
+    # Allocated at a session's first MULTI or WATCH (kvfast/_multi.pyx), freed
+    # with the session: sessions that never use them cost one NULL pointer.
+    bint queueing               # between MULTI and EXEC/DISCARD: requests are queued
+    bint aborted                # an error while queueing: EXEC answers EXECABORT (Redis's DIRTY_EXEC)
+    bint watch_broken           # a watched key changed: EXEC answers a null array (Redis's DIRTY_CAS)
+    char *queue                 # the queued requests' copies, each after its QueuedRequest header
+    size_t queue_length
+    size_t queue_capacity
+    size_t queued               # requests queued
+    size_t queued_changes       # log records the queued write commands may make (for the reservation)
+    Watch *watches              # this session's watches (NULL: none)
+    Transaction *previous_watcher   # ...in ServerContext.watchers while it has watches
+    Transaction *next_watcher
+
+
 cdef struct ServerContext:
     Store store
     uint64_t counters[<int>COUNTER_COUNT]
@@ -48,6 +77,9 @@ cdef struct ServerContext:
     const char *password            # requirepass, or NULL: no authentication
     size_t password_length
     AppendLog *aof                  # the append-only log, or NULL: no persistence
+    size_t watch_count              # WATCHes in force: while 0, no write looks further (_keyspace.pxd)
+    Store watched                   # watched key -> its first Watch (a pointer), when watch_count > 0
+    Transaction *watchers           # the sessions with watches (FLUSHALL walks them)
 
 
 cdef struct Session:
@@ -63,3 +95,4 @@ cdef struct Session:
     size_t scan_arguments_at        # ...and where its first argument starts
     bint unpersisted                # replies acknowledging writes not yet in the log are buffered...
     size_t unpersisted_from         # ...from this many pending output bytes on (see EventLoop.persist)
+    Transaction *transaction        # MULTI/WATCH state, or NULL: never used (kvfast/_multi.pyx)

@@ -4,12 +4,22 @@
 # session's "replies not yet persisted" mark (as Redis's db.c lookupKey/setKey
 # with call() propagating). No protocol module calls store_* or aof_* itself.
 # Per-key state (expiry, WATCH, memory accounting) hooks in here.
+#
+# WATCH: EVERY function here that changes a key calls signal_modified(context, key)
+# after the change (and keyspace_clear touches every watched key present
+# before it clears), which breaks the transactions watching it
+# (kvfast/_multi.pyx). A new write path -- a new command's keyspace
+# operation, and expiry when it comes (an expired key's removal is a change,
+# as Redis's touchWatchedKey on expire) -- must go through signal_modified too; no
+# command calls the watch functions itself. While no session watches, signal_modified
+# is one counter compare.
 # Inlined helpers: the protocols' hot paths compile them in place.
 from libc.errno cimport ENOMEM
 from libc.stdint cimport int64_t, uint64_t
 
 from kvfast._aof cimport aof_reserve, aof_append_set, aof_append_delete, aof_append_clear
 from kvfast._context cimport ServerContext, Session, COUNTER_KEYSPACE_HITS, COUNTER_KEYSPACE_MISSES
+from kvfast._multi cimport watch_touch, watch_touch_present
 from kvfast._store cimport (
     StoreScanEmit, store_insert, store_upsert, store_lookup, store_delete, store_increment, store_clear, store_count,
     store_scan,
@@ -63,6 +73,13 @@ cdef inline size_t keyspace_size(ServerContext *context) noexcept nogil:
     return store_count(&context.store)
 
 
+cdef inline void signal_modified(ServerContext *context, int64_t key) noexcept nogil:
+    """``key`` changed: break the transactions that watch it. One compare
+    while nobody watches (the write path's only cost of WATCH)."""
+    if context.watch_count != 0:
+        watch_touch(context, key)
+
+
 cdef inline void log_set(ServerContext *context, Session *session, int64_t key, int64_t value) noexcept nogil:
     if context.aof != NULL:
         mark_unpersisted(session)
@@ -75,6 +92,7 @@ cdef inline int keyspace_insert(ServerContext *context, Session *session, int64_
     (nothing changes), -1 with errno ENOMEM."""
     cdef int result = store_insert(&context.store, key, value)
     if result == 1:
+        signal_modified(context, key)
         log_set(context, session, key, value)
     return result
 
@@ -84,6 +102,7 @@ cdef inline int keyspace_upsert(ServerContext *context, Session *session, int64_
     """Set ``key`` to ``value`` (logged): 1 if new, 0 if overwritten, -1 with errno ENOMEM."""
     cdef int result = store_upsert(&context.store, key, value)
     if result >= 0:
+        signal_modified(context, key)
         log_set(context, session, key, value)
     return result
 
@@ -92,6 +111,7 @@ cdef inline bint keyspace_delete(ServerContext *context, Session *session, int64
     """Remove ``key``: True if it was present (the delete is logged)."""
     if not store_delete(&context.store, key):
         return False
+    signal_modified(context, key)
     if context.aof != NULL:
         mark_unpersisted(session)
         aof_append_delete(context.aof, key)
@@ -117,12 +137,17 @@ cdef inline int keyspace_increment(ServerContext *context, Session *session, int
     Returns 0; 1 if the sum would overflow (nothing changes); -1 with errno ENOMEM."""
     cdef int status = store_increment(&context.store, key, delta, result)
     if status == 0:
+        signal_modified(context, key)
         log_set(context, session, key, result[0])
     return status
 
 
 cdef inline void keyspace_clear(ServerContext *context, Session *session) noexcept nogil:
-    """Remove every key (FLUSHALL), logged as one record."""
+    """Remove every key (FLUSHALL), logged as one record. As Redis's
+    signalFlushedDb, the watched keys that were present are touched (an absent
+    watched key stays absent: no change)."""
+    if context.watch_count != 0:
+        watch_touch_present(context)
     store_clear(&context.store)
     if context.aof != NULL:
         mark_unpersisted(session)

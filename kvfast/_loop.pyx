@@ -64,6 +64,7 @@ from kvfast._context cimport (
     COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._multi cimport multi_release
 from kvfast._output cimport Output, output_pending, output_free
 from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_PROTECTED, protocol_answer, \
     protocol_prefetch, protocol_refuse
@@ -180,6 +181,7 @@ cdef class EventLoop:
         self.read_chunk_bytes = read_chunk_bytes
         self.logger = logger
         store_init(&self.context.store)
+        store_init(&self.context.watched)
         self.context.port = port
         self.context.started_at = time(NULL)
         self.context.limits.max_line_bytes = max_line_bytes
@@ -314,6 +316,7 @@ cdef class EventLoop:
         free(self.shared_input)
         self.shared_input = NULL
         store_free(&self.context.store)
+        store_free(&self.context.watched)
         if self.epoll_fd >= 0:
             close(self.epoll_fd)
             self.epoll_fd = -1
@@ -618,6 +621,7 @@ cdef class EventLoop:
             self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] -= 1
         free(connection.input)
         output_free(&connection.session.output)
+        multi_release(&self.context, &connection.session)      # a pending queue is discarded, watches dropped
         free(connection)
         self.resume_accepting()
 

@@ -11,9 +11,11 @@ cdef enum:
     RECORD_SET = 0x53           # 'S'
     RECORD_DELETE = 0x44        # 'D'
     RECORD_CLEAR = 0x43         # 'C'
+    RECORD_BEGIN = 0x42         # 'B': a transaction of the next ``count`` records (all or none)
     SET_BYTES = 21
     DELETE_BYTES = 13
     CLEAR_BYTES = 5
+    BEGIN_BYTES = 13
     MAX_RECORD_BYTES = 21       # the largest record (a set)
 
 
@@ -28,6 +30,8 @@ cdef inline size_t record_length(uint8_t kind) noexcept nogil:
         return DELETE_BYTES
     if kind == RECORD_CLEAR:
         return CLEAR_BYTES
+    if kind == RECORD_BEGIN:
+        return BEGIN_BYTES
     return 0
 
 

@@ -9,6 +9,15 @@ Little-endian, as the hosts kvfast runs on (x86-64, arm64):
         ``S`` set     key int64, value int64     21 bytes
         ``D`` delete  key int64                  13 bytes
         ``C`` clear   (flushall)                  5 bytes
+        ``B`` begin   count uint64               13 bytes
+    ``B`` opens a transaction (MULTI/EXEC): the ``count`` records after it
+    (sets, deletes and clears; never another ``B``) are one unit. Replay
+    applies all of them or, when the file ends inside them (a crash
+    mid-append), none: the torn tail is cut at the ``B``. A transaction whose
+    effects are one record or none is logged without a ``B`` (one record is
+    already atomic). Logs written before transactions existed have no ``B``
+    and read as before (the version stays 1); a server older than ``B``
+    refuses a log that has one (unknown record type), never misreads it.
     The log holds effects, not commands: an INCR is logged as the ``S`` of its
     result, a put of an existing key as nothing. Replaying any suffix of the
     history onto a state that already includes it therefore changes nothing,

@@ -12,6 +12,7 @@ cdef enum ScanStatus:
     SCAN_BAD_CHECKSUM = 3       # a damaged record with more after it
     SCAN_BAD_TYPE = 4
     SCAN_NO_MEMORY = 5
+    SCAN_TORN_TRANSACTION = 6   # the file ends inside a transaction: a crash mid-append (all of it is cut)
 
 
 cdef class MappedFile:

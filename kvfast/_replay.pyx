@@ -3,7 +3,9 @@
 
 ``scan_records`` checks each record's checksum and, given a store, applies it
 (without the GIL). A damaged record with no good record after it is a torn
-tail (a crash mid-append): start-up truncates it with a warning. Damage with
+tail (a crash mid-append): start-up truncates it with a warning; so is a
+transaction (a ``B`` record and the records it counts) that the file ends
+inside, cut at its ``B``, so none of it is applied. Damage with
 good records after it is corruption: start-up refuses, naming the offset, and
 ``kvfast-aof repair`` truncates there. ``inspect`` and ``records`` are the
 Python views kvfast-aof uses.
@@ -17,7 +19,8 @@ from posix.mman cimport mmap, munmap, PROT_READ, MAP_PRIVATE, MAP_FAILED
 from posix.stat cimport struct_stat, fstat, S_ISDIR
 
 from kvfast._record cimport (
-    HEADER_BYTES, MAX_RECORD_BYTES, RECORD_SET, RECORD_DELETE, CLEAR_BYTES, crc32c_of, record_length, encode_header,
+    HEADER_BYTES, MAX_RECORD_BYTES, RECORD_SET, RECORD_DELETE, RECORD_BEGIN, BEGIN_BYTES, crc32c_of,
+    record_length, encode_header,
 )
 from kvfast._record import crc32c
 from kvfast._store cimport Store, store_upsert, store_delete, store_clear, store_prefetch
@@ -67,17 +70,61 @@ cdef ScanStatus classify_damage(const uint8_t *data, size_t size, size_t at, Sca
     return SCAN_TORN
 
 
+cdef ScanStatus check_record(const uint8_t *data, size_t size, size_t at, size_t *length) noexcept nogil:
+    """Whether the record at ``at`` is whole with a matching checksum
+    (SCAN_END, ``length`` set), cut short by the end of the file (SCAN_TORN),
+    or damaged (SCAN_BAD_TYPE, SCAN_BAD_CHECKSUM: not yet classified)."""
+    cdef uint32_t stored_crc
+    length[0] = record_length(data[at])
+    if length[0] == 0:
+        return SCAN_BAD_TYPE
+    if size - at < length[0]:
+        return SCAN_TORN
+    memcpy(&stored_crc, data + at + length[0] - 4, 4)
+    return SCAN_END if crc32c_of(data + at, length[0] - 4) == stored_crc else SCAN_BAD_CHECKSUM
+
+
+cdef ScanStatus check_transaction(const uint8_t *data, size_t size, size_t begin, size_t *end,
+                                  size_t *damaged_at) noexcept nogil:
+    """Check the records a good ``B`` record at ``begin`` counts, without
+    applying them: SCAN_END with ``end`` after the last; SCAN_TORN_TRANSACTION
+    when the file ends inside them (nothing good after the damage, see
+    classify_damage); otherwise the corruption's status, at ``damaged_at``
+    (a ``B`` inside a transaction is an unknown type there)."""
+    cdef uint64_t count, _i
+    cdef size_t at = begin + BEGIN_BYTES, length
+    cdef ScanStatus status
+    memcpy(&count, data + begin + 1, 8)
+    for _i in range(count):
+        if at == size:
+            return SCAN_TORN_TRANSACTION
+        status = check_record(data, size, at, &length)
+        if status == SCAN_END and data[at] == RECORD_BEGIN:
+            status = SCAN_BAD_TYPE
+        if status != SCAN_END:
+            if status != SCAN_TORN:
+                status = classify_damage(data, size, at, status)
+            if status == SCAN_TORN:
+                return SCAN_TORN_TRANSACTION
+            damaged_at[0] = at
+            return status
+        at += length
+    end[0] = at
+    return SCAN_END
+
+
 cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position, Store *store,
                              size_t max_records, uint64_t *records) noexcept nogil:
     """Check (and, given a store, apply) up to ``max_records`` records starting
     at ``position[0]``, advancing it past each good one and counting them in
     ``records[0]``. On a damaged record, ``position[0]`` is where it starts and
     the status says whether it is a torn tail or corruption in the middle (see
-    classify_damage). SCAN_NO_MEMORY: the store could not grow."""
-    cdef size_t at = position[0], length, done = 0
+    classify_damage). A transaction is checked whole before any of it is
+    applied; when the file ends inside it, ``position[0]`` is its ``B`` and the
+    status SCAN_TORN_TRANSACTION. SCAN_NO_MEMORY: the store could not grow."""
+    cdef size_t at = position[0], length, done = 0, unit_end = 0, damaged_at = 0
     cdef size_t ahead = at, ahead_records = 0, ahead_length
     cdef uint8_t kind
-    cdef uint32_t stored_crc
     cdef int64_t key, value
     cdef ScanStatus damage
     while done < max_records:
@@ -90,7 +137,7 @@ cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position,
                 if ahead_length == 0 or size - ahead < ahead_length:
                     ahead = size
                     break
-                if ahead_length != CLEAR_BYTES:
+                if data[ahead] == RECORD_SET or data[ahead] == RECORD_DELETE:
                     memcpy(&key, data + ahead + 1, 8)
                     store_prefetch(store, key)
                 ahead += ahead_length
@@ -101,18 +148,17 @@ cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position,
             position[0] = at
             return SCAN_END
         kind = data[at]
-        length = record_length(kind)
-        if length == 0:
-            damage = SCAN_BAD_TYPE
-        elif size - at < length:
-            damage = SCAN_TORN                  # cut short: the crash came mid-append
-        else:
-            memcpy(&stored_crc, data + at + length - 4, 4)
-            damage = SCAN_END if crc32c_of(data + at, length - 4) == stored_crc else SCAN_BAD_CHECKSUM
+        damage = check_record(data, size, at, &length)    # SCAN_TORN: cut short, the crash came mid-append
         if damage != SCAN_END:
             position[0] = at
             return classify_damage(data, size, at, damage)
-        if store != NULL:
+        if kind == RECORD_BEGIN:
+            if at + length > unit_end:          # not checked yet (a transaction is checked once, whole)
+                damage = check_transaction(data, size, at, &unit_end, &damaged_at)
+                if damage != SCAN_END:
+                    position[0] = at if damage == SCAN_TORN_TRANSACTION else damaged_at
+                    return damage
+        elif store != NULL:
             memcpy(&key, data + at + 1, 8)
             if kind == RECORD_SET:
                 memcpy(&value, data + at + 9, 8)
@@ -146,6 +192,8 @@ def describe_damage(status, offset):
         return f"corrupt record at offset {offset} (unknown record type)"
     if status == SCAN_TORN:
         return f"torn last record at offset {offset}"
+    if status == SCAN_TORN_TRANSACTION:
+        return f"torn last transaction at offset {offset} (the file ends inside it)"
     return f"unreadable at offset {offset}"
 
 
@@ -212,7 +260,7 @@ def inspect(path):
     if status == SCAN_END:
         result["status"] = "ok"
     else:
-        result["status"] = "torn" if status == SCAN_TORN else "corrupt"
+        result["status"] = "torn" if status == SCAN_TORN or status == SCAN_TORN_TRANSACTION else "corrupt"
         result["problem"] = describe_damage(status, position)
     return result
 
@@ -220,7 +268,10 @@ def inspect(path):
 def records(path):
     """Yield ``(offset, kind, key, value)`` for each good record ("set", "del",
     "flushall"; key and value None where the record has none); raise LogError
-    at the first damaged record. For ``kvfast-aof dump``."""
+    at the first damaged record. For ``kvfast-aof dump``. A transaction is
+    ``(offset, "multi", count, None)`` before its records and ``(end, "exec",
+    None, None)`` after them (``end``: where its last record ends; not a
+    record); it is checked whole first, so a torn one yields nothing of it."""
     import struct
     with open(path, "rb") as file:
         data = file.read()
@@ -236,14 +287,24 @@ def records(path):
     if data[:HEADER_BYTES] != bytes(header):
         raise LogError(path, "unsupported version or damaged header", 0)
     offset = HEADER_BYTES
+    unit_end = None
     while offset < len(data):
+        if offset == unit_end:
+            yield offset, "exec", None, None
+            unit_end = None
         kind = data[offset]
         length = record_length(kind)
         end = offset + length
         if length == 0 or end > len(data) or \
                 crc32c(data[offset:end - 4]) != int.from_bytes(data[end - 4:end], "little"):
             raise LogError(path, describe_damage(damage_at(data, offset), offset), offset)
-        if kind == RECORD_SET:
+        if kind == RECORD_BEGIN:
+            status, unit_end, damaged_at = transaction_at(data, offset)
+            if status != SCAN_END:
+                where = offset if status == SCAN_TORN_TRANSACTION else damaged_at
+                raise LogError(path, describe_damage(status, where), where)
+            yield offset, "multi", struct.unpack_from("<Q", data, offset + 1)[0], None
+        elif kind == RECORD_SET:
             key, value = struct.unpack_from("<qq", data, offset + 1)
             yield offset, "set", key, value
         elif kind == RECORD_DELETE:
@@ -251,6 +312,15 @@ def records(path):
         else:
             yield offset, "flushall", None, None
         offset = end
+    if offset == unit_end:
+        yield offset, "exec", None, None
+
+
+def transaction_at(const uint8_t[::1] data, size_t offset):
+    """check_transaction for records(): ``(status, end, damaged_at)``."""
+    cdef size_t end = 0, damaged_at = 0
+    cdef ScanStatus status = check_transaction(&data[0], data.shape[0], offset, &end, &damaged_at)
+    return status, end, damaged_at
 
 
 def damage_at(const uint8_t[::1] data, size_t offset):

@@ -39,6 +39,10 @@ from kvfast._reply cimport (
     reply_integer, reply_bulk, reply_bulk_text, reply_bulk_integer, reply_null, reply_array, reply_map,
     reply_wrong_arity, reply_error, append_sanitized, reply_unknown_subcommand, refuse_write, parse_keys, read_integer,
 )
+from kvfast._multi cimport (
+    multi_set_executor, multi_dispatch, multi_flag_error, multi_reject_exec, command_multi, command_exec,
+    command_discard, command_watch, command_unwatch, command_reset,
+)
 from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
 from kvfast._stats cimport (
     StatsSection, INFO_NONE, INFO_CLIENTS, INFO_MEMORY, INFO_PERSISTENCE, INFO_STATS, write_info_section,
@@ -408,7 +412,9 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     a CMD_WRITE command the log's state (refused with -MISCONF while it
     fails; room reserved for one record per key the request names, so the
     command's effects can always be logged). Then the row's proc runs with the
-    position of the first argument after the name.
+    position of the first argument after the name. A session in MULTI has its
+    requests queued instead (multi_dispatch); a request refused by these
+    checks meanwhile makes its EXEC fail (multi_flag_error).
     """
     cdef size_t position = request.arguments_at
     cdef Argument name
@@ -419,12 +425,24 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     command = find_command(&name)
     context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
     if command == NULL:
+        multi_flag_error(session)
         return reply_unknown(context, &session.output, request, b"-ERR unknown command '",
                              b"', with args beginning with: ")
     if not session.authenticated and not (command.flags & CMD_NO_AUTH):
+        if command.proc == command_exec:        # EXEC refused: -EXECABORT ... because of: <error>, as Redis
+            return multi_reject_exec(context, session, ERR_NOAUTH + 1)
+        multi_flag_error(session)
         return reply_error(context, &session.output, ERR_NOAUTH)
     if not arity_ok(command, request.argc):
+        if command.proc == command_exec:
+            return multi_reject_exec(context, session, b"wrong number of arguments for 'exec' command\r\n")
+        multi_flag_error(session)
         return reply_wrong_arity(context, &session.output, command.name)
+    if session.transaction != NULL and session.transaction.queueing and command.proc != command_quit:
+        # In MULTI (kvfast/_multi.pyx): queued, or run now if it is EXEC, DISCARD...
+        changes = keys_named(command, request.argc) if command.flags & CMD_WRITE else 0
+        return multi_dispatch(context, session, request, command, position,
+                              changes if changes > 0 or not (command.flags & CMD_WRITE) else 1)
     if command.flags & CMD_WRITE and context.aof != NULL:
         changes = keys_named(command, request.argc)
         refusal = keyspace_begin_write(context, changes if changes > 0 else 1)
@@ -1016,3 +1034,11 @@ define(b"copy", command_copy, -3, CMD_WRITE, 1, 2, 1)
 define(b"randomkey", command_randomkey, 1, CMD_READONLY)
 define(b"object", command_object, -2, 0)
 define(b"memory", command_memory, -2, 0)
+define(b"multi", command_multi, 1, CMD_LOADING | CMD_FAST)
+define(b"exec", command_exec, 1, CMD_LOADING)
+define(b"discard", command_discard, 1, CMD_LOADING | CMD_FAST)
+define(b"watch", command_watch, -2, CMD_LOADING | CMD_FAST, 1, -1, 1)
+define(b"unwatch", command_unwatch, 1, CMD_LOADING | CMD_FAST)
+define(b"reset", command_reset, 1, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
+
+multi_set_executor(execute)     # EXEC runs its queue through execute()

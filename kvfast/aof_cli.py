@@ -6,7 +6,11 @@ repair  copy FILE to a backup (``FILE.bak``, or ``FILE.bak.1``, ``.2``... if tak
         then truncate FILE where the good records end (everything from the first
         damaged record on is dropped, as redis-check-aof --fix does); exit 0.
 dump    one line per record: ``OFFSET set KEY VALUE``, ``OFFSET del KEY``,
-        ``OFFSET flushall``; exit 1 at the first damaged record.
+        ``OFFSET flushall``; a transaction (MULTI/EXEC, one unit on replay) as
+        ``OFFSET multi COUNT`` before its records and ``OFFSET exec`` after them
+        (the offset where its records end: a boundary, not a record); exit 1 at
+        the first damaged record (a transaction the file ends inside is reported
+        whole, at its ``multi``, as replay drops it whole).
 Exit status 2: bad arguments, or a file that cannot be read or is not a kvfast log.
 Never run repair on the log of a running server.
 """
@@ -88,6 +92,10 @@ def dump(path) -> int:
                 out.write(f"{offset} set {key} {value}\n")
             elif kind == "del":
                 out.write(f"{offset} del {key}\n")
+            elif kind == "multi":
+                out.write(f"{offset} multi {key}\n")
+            elif kind == "exec":
+                out.write(f"{offset} exec\n")
             else:
                 out.write(f"{offset} flushall\n")
     except LogError as error:

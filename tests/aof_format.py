@@ -5,14 +5,15 @@ of ``kvfast-aof``).
 Format (little-endian): a 16-byte header (magic ``KVFASTAO``, version uint32 = 1,
 CRC32C of those 12 bytes), then records: one type byte, the payload, and the
 CRC32C of type + payload. ``S`` set: key int64, value int64 (21 bytes); ``D``
-delete: key int64 (13 bytes); ``C`` clear: no payload (5 bytes).
+delete: key int64 (13 bytes); ``C`` clear: no payload (5 bytes); ``B`` begin: count uint64
+(13 bytes), a transaction of the ``count`` records after it (all or none on replay).
 """
 import struct
 
 MAGIC = b"KVFASTAO"
 VERSION = 1
 HEADER_SIZE = 16
-RECORD_SIZES = {b"S"[0]: 21, b"D"[0]: 13, b"C"[0]: 5}
+RECORD_SIZES = {b"S"[0]: 21, b"D"[0]: 13, b"C"[0]: 5, b"B"[0]: 13}
 
 
 def _crc32c_table():
@@ -57,13 +58,17 @@ def rec_clear() -> bytes:
     return _record(b"C")
 
 
+def rec_begin(count: int) -> bytes:
+    return _record(b"B" + struct.pack("<Q", count))
+
+
 def log_bytes(*records: bytes) -> bytes:
     return header() + b"".join(records)
 
 
 def parse(data: bytes):
     """Records of a clean log as ``(offset, end, kind, args)``; kind is ``set``,
-    ``del`` or ``flushall``. Raises ValueError at the first problem."""
+    ``del``, ``flushall`` or ``multi`` (args: the count). Raises ValueError at the first problem."""
     if len(data) < HEADER_SIZE or data[:HEADER_SIZE] != header():
         raise ValueError("bad header")
     records = []
@@ -82,6 +87,8 @@ def parse(data: bytes):
             records.append((offset, end, "set", struct.unpack("<qq", body[1:])))
         elif body[:1] == b"D":
             records.append((offset, end, "del", struct.unpack("<q", body[1:])))
+        elif body[:1] == b"B":
+            records.append((offset, end, "multi", struct.unpack("<Q", body[1:])))
         else:
             records.append((offset, end, "flushall", ()))
         offset = end
@@ -96,6 +103,6 @@ def replay(records) -> dict:
             store[args[0]] = args[1]
         elif kind == "del":
             store.pop(args[0], None)
-        else:
+        elif kind == "flushall":
             store.clear()
     return store
