@@ -1,4 +1,4 @@
-"""Synchronous client of the kvfast native protocol, over one TCP connection.
+"""Synchronous client of the kvfast native protocol, over one TCP or unix socket connection.
 
 >>> with Client("127.0.0.1", 5000) as client:       # doctest: +SKIP
 ...     client.put(1, 2)
@@ -8,6 +8,7 @@
 Each call sends one request line and waits for its one reply line, so a Client
 is meant for one thread at a time.
 """
+import os
 import socket
 
 from kvfast.config import DEFAULT_HOST, DEFAULT_PORT
@@ -33,6 +34,9 @@ class Client:
     connection should be closed, since a late reply would be read as the answer
     to the next request.
 
+    With ``unix_socket_path`` the client connects to the server's unix domain
+    socket (``kvfast-server --unixsocket PATH``) instead of ``host``/``port``.
+
     With a ``password``, ``auth PASSWORD`` is sent as soon as the connection is
     made; unless the server answers ``OK`` the connection is closed and
     AuthenticationError raised (``Invalid password``: a wrong password). The
@@ -40,13 +44,16 @@ class Client:
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 10.0,
-                 password: str | None = None):
+                 password: str | None = None, *, unix_socket_path: str | None = None):
         if password is not None:
             _check_password(password)
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        # Each request is one small write followed by waiting for the reply:
-        # Nagle's algorithm would only add delay.
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if unix_socket_path is not None:
+            self._sock = _connect_unix(unix_socket_path, timeout)
+        else:
+            self._sock = socket.create_connection((host, port), timeout=timeout)
+            # Each request is one small write followed by waiting for the reply:
+            # Nagle's algorithm would only add delay.
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._replies = self._sock.makefile("rb")
         self._server_said_goodbye = False
         if password is not None:
@@ -167,6 +174,18 @@ class Client:
         if not reply.endswith(b"\n"):
             raise ConnectionLostError("server closed the connection before it replied")
         return reply[:-1]
+
+
+def _connect_unix(path, timeout: float | None) -> socket.socket:
+    """A connection to the unix domain socket at ``path`` (OSError if none listens there)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _check_password(password) -> None:
