@@ -24,6 +24,7 @@ limit can refuse a batch.
 The :class:`Bulk` object (encoder + decoder of one batch, no I/O) is also what
 :class:`kvfast.AsyncClient` drives over asyncio streams.
 """
+import os
 import socket
 import struct
 import sys
@@ -653,7 +654,7 @@ cdef class Client:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(self.timeout)
-                sock.connect(self.unix_socket_path)
+                sock.connect(os.fspath(self.unix_socket_path))
             except BaseException:
                 sock.close()
                 raise

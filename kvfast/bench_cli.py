@@ -2,6 +2,7 @@
 
     kvfast-bench -h 127.0.0.1 -p 5000 -c 50 -n 100000 -P 16 -r 1000000 -t set,get
     kvfast-bench --protocol resp -p 6379 -t get --json
+    kvfast-bench -s /tmp/kvfast.sock -P 16 -t get
 
 Options follow redis-benchmark's. Each test prints one line with requests per
 second and latency percentiles (p50, p99, p99.9, max, from a histogram with
@@ -42,6 +43,8 @@ def build_parser():
     parser.add_argument("--help", action="help", help="show this help and exit")
     parser.add_argument("-h", dest="host", default="127.0.0.1", help="server address (IPv4; default 127.0.0.1)")
     parser.add_argument("-p", dest="port", type=int, default=5000, help="server port (default 5000)")
+    parser.add_argument("-s", dest="socket", metavar="PATH", default=None,
+                        help="connect to this unix domain socket instead of -h/-p (as redis-benchmark)")
     parser.add_argument("-c", dest="clients", type=positive, default=50, help="parallel connections (default 50)")
     parser.add_argument("-n", dest="requests", type=positive, default=100_000,
                         help="requests per test (default 100000)")
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
         try:
             generator = LoadGenerator(args.host, args.port, name, args.protocol == "resp", args.clients,
                                       args.pipeline, args.requests, args.keyspace, args.timeout,
-                                      not args.quiet and not args.json, args.sequential)
+                                      not args.quiet and not args.json, args.sequential,
+                                      unix_socket_path=args.socket)
             result = generator.run()
         except (OSError, ValueError) as error:
             print(f"{PROG}: error: {error}", file=sys.stderr)
