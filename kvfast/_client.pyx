@@ -102,7 +102,6 @@ cdef enum State:
     STATE_OPEN, STATE_BROKEN, STATE_CLOSED
 
 
-
 cdef inline const char *request_word(Operation operation) noexcept nogil:
     """The command word of ``operation``'s native request line, with its space."""
     if operation == OP_GET:
