@@ -81,6 +81,7 @@ cdef extern from *:
 cdef enum:
     MAX_REQUEST_BYTES = 48          # "incr " + 20 + " " + 20 + "\n" = 47
     SEND_CHUNK_BYTES = 65536        # one encoded chunk of a batch
+    SEND_BUFFER_BYTES = 1048576     # room for the largest chunk tune() allows
     READ_BYTES = 262144             # reply buffer (grows only for a longer line)
     MAX_REPLY_LINE = 1048576        # a reply line longer than this is not the server's
     WINDOW = 32768                  # unanswered requests of a batch, at most (see the module doc)
@@ -121,6 +122,19 @@ GOODBYE = b"Goodbye"
 INVALID_PREFIX = b"Invalid request: "
 INT64_MIN = -(2 ** 63)
 INT64_MAX = 2 ** 63 - 1
+
+cdef Py_ssize_t bulk_window = WINDOW
+cdef size_t send_chunk_bytes = SEND_CHUNK_BYTES
+
+
+def tune(window=None, send_chunk=None):
+    """Benchmarking aid: set the bulk window (requests) and send chunk (bytes, at most SEND_BUFFER_BYTES)."""
+    global bulk_window, send_chunk_bytes
+    if window is not None:
+        bulk_window = window
+    if send_chunk is not None:
+        send_chunk_bytes = min(<size_t>send_chunk, <size_t>SEND_BUFFER_BYTES)
+
 
 cdef array INT64_TEMPLATE = array("q")
 # Buffer formats that are int64 on this (64-bit Linux) machine: 'q', and 'l'
@@ -234,6 +248,7 @@ cdef struct Batch:
     Py_ssize_t value_stride
     int64_t constant
     Py_ssize_t count
+    Py_ssize_t window           # unanswered requests, at most
     Py_ssize_t encoded          # requests formatted so far
     Py_ssize_t replied          # replies parsed so far
     int64_t *results            # get: values, incr: new values (NULL otherwise)
@@ -256,7 +271,7 @@ cdef size_t encode_requests(Batch *batch, char *out, size_t capacity) noexcept n
     cdef char scratch[24]
     cdef int64_t argument
     cdef bint with_argument = batch.operation != OP_GET and batch.operation != OP_DEL
-    while batch.encoded < batch.count and batch.encoded - batch.replied < WINDOW \
+    while batch.encoded < batch.count and batch.encoded - batch.replied < batch.window \
             and used + MAX_REQUEST_BYTES <= capacity:
         memcpy(out + used, name, word)
         used += word
@@ -410,7 +425,7 @@ cdef int read_line(int fd, Reader *reader, size_t *line_start, size_t *line_leng
             return status
 
 
-cdef int run_batch(int fd, Batch *batch, char *out, size_t *out_start, size_t *out_end, Reader *reader,
+cdef int run_batch(int fd, Batch *batch, char *out, size_t send_chunk, size_t *out_start, size_t *out_end, Reader *reader,
                    int timeout_ms) noexcept nogil:
     """Send every request of ``batch`` and parse every reply, full duplex (see
     the module doc). Resumable: all progress lives in ``batch``, the send
@@ -426,7 +441,7 @@ cdef int run_batch(int fd, Batch *batch, char *out, size_t *out_start, size_t *o
         progressed = False
         if out_start[0] == out_end[0] and batch.encoded < batch.count:
             out_start[0] = 0
-            out_end[0] = encode_requests(batch, out, SEND_CHUNK_BYTES)
+            out_end[0] = encode_requests(batch, out, send_chunk)
         if out_start[0] < out_end[0]:
             sent = send(fd, out + out_start[0], out_end[0] - out_start[0], MSG_DONTWAIT | MSG_NOSIGNAL)
             if sent > 0:
@@ -483,6 +498,7 @@ cdef class Bulk:
         self.batch.values = NULL
         self.batch.constant = 0
         self.batch.count = n
+        self.batch.window = bulk_window
         self.batch.encoded = self.batch.replied = 0
         self.batch.error_index = -1
         self.batch.error_length = 0
@@ -625,7 +641,7 @@ cdef class Client:
 
     def __cinit__(self, *args, **kwargs):
         self._reader.data = <char *>malloc(READ_BYTES)
-        self._out = <char *>malloc(SEND_CHUNK_BYTES)
+        self._out = <char *>malloc(SEND_BUFFER_BYTES)
         if self._reader.data == NULL or self._out == NULL:
             raise MemoryError()
         self._reader.capacity = READ_BYTES
@@ -763,7 +779,7 @@ cdef class Client:
             return 0
         while True:
             with nogil:
-                status = run_batch(fd, &bulk.batch, self._out, &out_start, &out_end, &self._reader, timeout_ms)
+                status = run_batch(fd, &bulk.batch, self._out, send_chunk_bytes, &out_start, &out_end, &self._reader, timeout_ms)
             if status != EINTR:
                 break
             try:
@@ -982,6 +998,7 @@ cdef size_t format_request(Operation operation, int64_t key, int64_t argument, c
     batch.values = NULL
     batch.constant = argument
     batch.count = 1
+    batch.window = 1
     batch.encoded = batch.replied = 0
     return encode_requests(&batch, out, MAX_REQUEST_BYTES)
 

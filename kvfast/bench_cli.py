@@ -14,6 +14,7 @@ import sys
 
 from kvfast.cli import OneLineErrorParser, raise_open_file_limit
 from kvfast._bench import OPERATIONS, LoadGenerator
+from kvfast.bench_python import run_python_load
 
 PROG = "kvfast-bench"
 
@@ -60,6 +61,9 @@ def build_parser():
                              "mixed is 80%% get, 20%% set")
     parser.add_argument("--protocol", choices=("native", "resp"), default="native",
                         help="native text lines, or RESP as redis-benchmark sends (default native)")
+    parser.add_argument("--client", choices=("c", "python"), default="c",
+                        help="c: the compiled load generator (default); python: kvfast.Client, one thread per "
+                             "connection, its bulk calls (get_many ...) for -P > 1 (native protocol only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per test")
     parser.add_argument("-q", dest="quiet", action="store_true", help="no progress line")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per test (default 300)")
@@ -73,6 +77,8 @@ def summary(result):
             f"max={latency['max']:.3f} msec")
     if result["errors"]:
         line += f", {result['errors']} error replies"
+    if "client_cpu_us_per_request" in result:
+        line += f", client CPU {result['client_cpu_us_per_request']:.3f} us/request"
     return line
 
 
@@ -82,6 +88,13 @@ def main(argv=None) -> int:
     raise_open_file_limit()
     for name in args.tests:
         try:
+            if args.client == "python":
+                if args.protocol == "resp":
+                    raise ValueError("--client python speaks the native protocol only")
+                result = run_python_load(args.host, args.port, args.socket, name, args.clients, args.pipeline,
+                                         args.requests, args.keyspace, args.timeout, args.sequential)
+                print(json.dumps(result) if args.json else summary(result), flush=True)
+                continue
             generator = LoadGenerator(args.host, args.port, name, args.protocol == "resp", args.clients,
                                       args.pipeline, args.requests, args.keyspace, args.timeout,
                                       not args.quiet and not args.json, args.sequential,

@@ -4,6 +4,7 @@ before anything is sent, a server that goes away mid-batch, passwords,
 reconnecting, one client per thread."""
 import array
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -423,3 +424,18 @@ def test_closed_client_refuses_calls(connect):
     client.close()
     with pytest.raises(ValueError):
         client.get_many([1])
+
+
+# ---- kvfast-bench --client python -------------------------------------------------------------
+
+@pytest.mark.parametrize("pipeline", ["1", "100"])
+def test_kvfast_bench_python_client(start_server, socket_path, capsys, pipeline):
+    from kvfast import bench_cli
+    server = start_server("--unixsocket", socket_path)
+    where = ["-s", socket_path] if pipeline == "1" else ["-p", str(server.port)]
+    assert bench_cli.main([*where, "--client", "python", "-c", "2", "-n", "1000", "-P", pipeline,
+                           "-r", "500", "-t", "set,get,put,del,incr,mixed", "--json", "-q"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [result["test"] for result in results] == ["set", "get", "put", "del", "incr", "mixed"]
+    assert all(result["requests"] == 1000 and result["errors"] == 0 and result["client"] == "python"
+               for result in results)
