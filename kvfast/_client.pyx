@@ -425,8 +425,8 @@ cdef int read_line(int fd, Reader *reader, size_t *line_start, size_t *line_leng
             return status
 
 
-cdef int run_batch(int fd, Batch *batch, char *out, size_t send_chunk, size_t *out_start, size_t *out_end, Reader *reader,
-                   int timeout_ms) noexcept nogil:
+cdef int run_batch(int fd, Batch *batch, char *out, size_t send_chunk, size_t *out_start, size_t *out_end,
+                   Reader *reader, int timeout_ms) noexcept nogil:
     """Send every request of ``batch`` and parse every reply, full duplex (see
     the module doc). Resumable: all progress lives in ``batch``, the send
     buffer positions and ``reader``, so after EINTR (returned for the caller to
@@ -779,7 +779,8 @@ cdef class Client:
             return 0
         while True:
             with nogil:
-                status = run_batch(fd, &bulk.batch, self._out, send_chunk_bytes, &out_start, &out_end, &self._reader, timeout_ms)
+                status = run_batch(fd, &bulk.batch, self._out, send_chunk_bytes, &out_start, &out_end,
+                                   &self._reader, timeout_ms)
             if status != EINTR:
                 break
             try:
