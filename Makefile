@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BASE ?= HEAD~1
 
-.PHONY: install serve develop test lint sanitize soak compare floor versus bench growth persistence clean
+.PHONY: install serve develop test lint sanitize soak compare floor versus bench growth persistence pyclient clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -50,6 +50,9 @@ growth: develop     ## grow from 0 to 50M keys under load: latency and per-reque
 
 persistence: develop ## the append-only file: throughput off/no/everysec/always, replay of 10M records, rewrite pause
 	$(PYTHON) -m bench.persistence --json bench/results/persistence.json | tee docs/persistence.md
+
+pyclient: develop    ## kvfast.Client's bulk calls vs redis-py + hiredis (MGET, MSET, pipelines), TCP and unix socket
+	$(PYTHON) -m bench.python_client --rounds 5
 
 clean:
 	rm -rf build dist *.egg-info kvfast/*.c kvfast/*.so kvfast/*.html

@@ -1,6 +1,6 @@
 """kvfast: a small, fast int64 key-value server (compiled epoll loop) and its client."""
 from kvfast._version import __version__
-from kvfast.client import Client
+from kvfast.client import AsyncClient, Client
 from kvfast.errors import (
     AuthenticationError,
     ConnectionLostError,
@@ -8,10 +8,12 @@ from kvfast.errors import (
     KeyExistsError,
     KeyNotFoundError,
     KvfastError,
+    OutOfRangeError,
 )
 from kvfast.server import LogError, Server
 
 __all__ = [
+    "AsyncClient",
     "AuthenticationError",
     "Client",
     "ConnectionLostError",
@@ -20,6 +22,7 @@ __all__ = [
     "KeyNotFoundError",
     "KvfastError",
     "LogError",
+    "OutOfRangeError",
     "Server",
     "__version__",
 ]

@@ -9,6 +9,8 @@ until ``requests`` replies have arrived in all. Requests are formatted straight
 into each connection's buffer and replies are counted, not copied, so the
 generator spends far less CPU per request than the server it measures.
 """
+import os
+
 from libc.errno cimport errno, EAGAIN, EINTR, EINPROGRESS
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.stdio cimport snprintf
@@ -20,7 +22,7 @@ from kvfast._system cimport (
     epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP,
     EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CLOEXEC, recv, send, MSG_NOSIGNAL, setsockopt,
     IPPROTO_TCP, TCP_NODELAY, SOCK_NONBLOCK, SOCK_CLOEXEC, socket, connect, getsockopt,
-    AF_INET, SOCK_STREAM, SOL_SOCKET, SO_ERROR, sockaddr, sockaddr_in, htons, inet_pton,
+    AF_INET, AF_UNIX, SOCK_STREAM, SOL_SOCKET, SO_ERROR, sockaddr, sockaddr_in, sockaddr_un, htons, inet_pton,
     socklen_t, timespec, clock_gettime, CLOCK_MONOTONIC, set_errno,
 )
 from kvfast._text cimport format_int64
@@ -213,10 +215,13 @@ cdef class LoadGenerator:
     cdef Histogram *histogram
     cdef int epoll_fd
     cdef sockaddr_in address
+    cdef sockaddr_un unix_address       # used when unix_socket_path was given
+    cdef bint over_unix
 
     def __cinit__(self, str host, int port, str operation, bint resp, size_t clients,
                   size_t pipeline, uint64_t requests, uint64_t keyspace, double timeout,
-                  bint progress, bint sequential=False, uint64_t seed=0x9E3779B97F4A7C15):
+                  bint progress, bint sequential=False, uint64_t seed=0x9E3779B97F4A7C15,
+                  str unix_socket_path=None):
         if operation not in OPERATIONS:
             raise ValueError(f"unknown test {operation!r}; choose from {', '.join(OPERATIONS)}")
         if clients < 1 or pipeline < 1 or requests < 1 or keyspace < 1:
@@ -234,10 +239,18 @@ cdef class LoadGenerator:
         self.load.deadline = <int64_t>(timeout * 1e9)
         self._label = operation.encode()
         self.load.label = self._label
-        if inet_pton(AF_INET, host.encode(), &self.address.sin_addr) != 1:
-            raise ValueError(f"not an IPv4 address: {host!r}")
-        self.address.sin_family = AF_INET
-        self.address.sin_port = htons(port)
+        if unix_socket_path is not None:
+            path = os.fsencode(unix_socket_path)
+            if not 0 < len(path) < sizeof(self.unix_address.sun_path):
+                raise ValueError(f"not a usable unix socket path: {unix_socket_path!r}")
+            memcpy(self.unix_address.sun_path, <const char *>path, len(path) + 1)
+            self.unix_address.sun_family = AF_UNIX
+            self.over_unix = True
+        else:
+            if inet_pton(AF_INET, host.encode(), &self.address.sin_addr) != 1:
+                raise ValueError(f"not an IPv4 address: {host!r}")
+            self.address.sin_family = AF_INET
+            self.address.sin_port = htons(port)
         self.connections = <Connection *>calloc(clients, sizeof(Connection))
         self.histogram = <Histogram *>calloc(1, sizeof(Histogram))
         if self.connections == NULL or self.histogram == NULL:
@@ -330,13 +343,7 @@ cdef class LoadGenerator:
         self.load.deadline += self.load.started
         for i in range(self.load.clients):
             connection = &self.connections[i]
-            connection.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
-            if connection.fd < 0:
-                return -1
-            j = 1
-            setsockopt(connection.fd, IPPROTO_TCP, TCP_NODELAY, &j, sizeof(j))
-            if connect(connection.fd, <sockaddr *>&self.address, sizeof(self.address)) < 0 \
-                    and errno != EINPROGRESS:
+            if self.connect_one(connection) < 0:
                 return -1
             event.events = EPOLLOUT
             connection.interest = EPOLLOUT
@@ -379,6 +386,29 @@ cdef class LoadGenerator:
         self.load.finished = now_ns()
         if self.load.show_progress:
             write(1, b"\r\x1b[K", 4)
+        return 0
+
+    cdef int connect_one(self, Connection *connection) noexcept nogil:
+        """Open a non-blocking connection to the server (TCP with TCP_NODELAY, or
+        the unix socket); the connect completes, or fails, through EPOLLOUT.
+        Returns 0, or -1 (errno). A unix socket whose backlog is full answers
+        EAGAIN instead of EINPROGRESS: that connection is then reported as a
+        failure, as the kernel refused it."""
+        cdef int one = 1
+        cdef int result
+        if self.over_unix:
+            connection.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+            if connection.fd < 0:
+                return -1
+            result = connect(connection.fd, <sockaddr *>&self.unix_address, sizeof(self.unix_address))
+        else:
+            connection.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+            if connection.fd < 0:
+                return -1
+            setsockopt(connection.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+            result = connect(connection.fd, <sockaddr *>&self.address, sizeof(self.address))
+        if result < 0 and errno != EINPROGRESS:
+            return -1
         return 0
 
     cdef int start_batch(self, Connection *connection, uint64_t index) noexcept nogil:

@@ -161,6 +161,15 @@ cdef extern from "netinet/in.h" nogil:
     unsigned int htonl(unsigned int hostlong)
 
 
+cdef extern from "sys/un.h" nogil:
+    enum:
+        AF_UNIX
+
+    struct sockaddr_un:
+        unsigned short sun_family
+        char sun_path[108]
+
+
 # ---- the append-only log (_aof.pyx) ------------------------------------------------
 
 cdef extern from "pthread.h" nogil:

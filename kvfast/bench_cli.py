@@ -2,6 +2,7 @@
 
     kvfast-bench -h 127.0.0.1 -p 5000 -c 50 -n 100000 -P 16 -r 1000000 -t set,get
     kvfast-bench --protocol resp -p 6379 -t get --json
+    kvfast-bench -s /tmp/kvfast.sock -P 16 -t get
 
 Options follow redis-benchmark's. Each test prints one line with requests per
 second and latency percentiles (p50, p99, p99.9, max, from a histogram with
@@ -13,6 +14,7 @@ import sys
 
 from kvfast.cli import OneLineErrorParser, raise_open_file_limit
 from kvfast._bench import OPERATIONS, LoadGenerator
+from kvfast.bench_python import run_python_load
 
 PROG = "kvfast-bench"
 
@@ -42,6 +44,8 @@ def build_parser():
     parser.add_argument("--help", action="help", help="show this help and exit")
     parser.add_argument("-h", dest="host", default="127.0.0.1", help="server address (IPv4; default 127.0.0.1)")
     parser.add_argument("-p", dest="port", type=int, default=5000, help="server port (default 5000)")
+    parser.add_argument("-s", dest="socket", metavar="PATH", default=None,
+                        help="connect to this unix domain socket instead of -h/-p (as redis-benchmark)")
     parser.add_argument("-c", dest="clients", type=positive, default=50, help="parallel connections (default 50)")
     parser.add_argument("-n", dest="requests", type=positive, default=100_000,
                         help="requests per test (default 100000)")
@@ -57,6 +61,9 @@ def build_parser():
                              "mixed is 80%% get, 20%% set")
     parser.add_argument("--protocol", choices=("native", "resp"), default="native",
                         help="native text lines, or RESP as redis-benchmark sends (default native)")
+    parser.add_argument("--client", choices=("c", "python"), default="c",
+                        help="c: the compiled load generator (default); python: kvfast.Client, one thread per "
+                             "connection, its bulk calls (get_many ...) for -P > 1 (native protocol only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per test")
     parser.add_argument("-q", dest="quiet", action="store_true", help="no progress line")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per test (default 300)")
@@ -70,6 +77,8 @@ def summary(result):
             f"max={latency['max']:.3f} msec")
     if result["errors"]:
         line += f", {result['errors']} error replies"
+    if "client_cpu_us_per_request" in result:
+        line += f", client CPU {result['client_cpu_us_per_request']:.3f} us/request"
     return line
 
 
@@ -79,9 +88,17 @@ def main(argv=None) -> int:
     raise_open_file_limit()
     for name in args.tests:
         try:
+            if args.client == "python":
+                if args.protocol == "resp":
+                    raise ValueError("--client python speaks the native protocol only")
+                result = run_python_load(args.host, args.port, args.socket, name, args.clients, args.pipeline,
+                                         args.requests, args.keyspace, args.timeout, args.sequential)
+                print(json.dumps(result) if args.json else summary(result), flush=True)
+                continue
             generator = LoadGenerator(args.host, args.port, name, args.protocol == "resp", args.clients,
                                       args.pipeline, args.requests, args.keyspace, args.timeout,
-                                      not args.quiet and not args.json, args.sequential)
+                                      not args.quiet and not args.json, args.sequential,
+                                      unix_socket_path=args.socket)
             result = generator.run()
         except (OSError, ValueError) as error:
             print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -1,205 +1,272 @@
-"""Synchronous client of the kvfast native protocol, over one TCP connection.
+"""Clients of the kvfast native protocol: :class:`Client` (blocking, compiled)
+and :class:`AsyncClient` (asyncio), over TCP or a unix domain socket.
 
 >>> with Client("127.0.0.1", 5000) as client:       # doctest: +SKIP
 ...     client.put(1, 2)
 ...     client.get(1)
 2
 
-Each call sends one request line and waits for its one reply line, so a Client
-is meant for one thread at a time.
+Single calls: ``put``, ``get``, ``delete``, ``set``, ``incr``, and
+``request(line)`` (raw, as ``kvfast-client`` uses it). Bulk calls pipeline in C,
+reading keys and values straight from any int64 buffer (``array('q')``, a NumPy
+int64 array, a memoryview) or from any iterable of ints:
+
+>>> values, found = client.get_many(keys)           # doctest: +SKIP
+>>> values = client.get_many(keys, default=-1)      # doctest: +SKIP
+
+``get_many(keys, default=None)``, ``put_many(keys, values)``,
+``set_many(keys, values)``, ``delete_many(keys)``, ``incr_many(keys, deltas=1)``:
+results are ``array('q')`` values and ``bytearray`` 0/1 masks, or NumPy int64 /
+bool arrays when ``keys`` is a NumPy array (NumPy is never imported by kvfast).
+Every input is checked before anything is sent: TypeError for a non-int (or a
+buffer of another item type), :class:`~kvfast.errors.OutOfRangeError` (an
+OverflowError and a ValueError) outside the signed 64-bit range.
+
+``Client`` releases the GIL during all socket I/O. It is meant for one thread
+(a call from a second thread while one runs raises RuntimeError); use one
+Client per thread. ``AsyncClient`` serializes the calls of concurrent tasks
+with a lock; use it from one event loop.
 """
+import asyncio
 import socket
 
+from kvfast._client import (
+    INT64_MAX, INT64_MIN, OPERATION_DEL, OPERATION_GET, OPERATION_INCR, OPERATION_PUT, OPERATION_SET,
+    Bulk, Client, check_int64_argument, check_password, unexpected,
+)
 from kvfast.config import DEFAULT_HOST, DEFAULT_PORT
 from kvfast.errors import (
-    AuthenticationError, ConnectionLostError, InvalidRequestError, KeyExistsError, KeyNotFoundError, KvfastError,
-)
-from kvfast.protocol_model import (
-    GOODBYE, INT64_MAX, INT64_MIN, INVALID_PREFIX, KEY_EXISTS, KEY_NOT_FOUND, OK,
+    AuthenticationError, ConnectionLostError, KeyExistsError, KeyNotFoundError,
 )
 
-# Request text is sent as UTF-8. "surrogateescape" lets a str that was decoded
-# with that handler (as kvfast-client does with stdin) carry arbitrary bytes
-# through unchanged, and lets any reply bytes be returned as a str.
+__all__ = ["AsyncClient", "Client", "INT64_MAX", "INT64_MIN"]
+
 _ENCODING = "utf-8"
 _ENCODING_ERRORS = "surrogateescape"
+_READ_BYTES = 262144
 
 
-class Client:
-    """One connection to a kvfast server.
+def _is_integer_reply(reply: bytes) -> bool:
+    return reply.removeprefix(b"-").isdigit()
 
-    ``timeout`` (seconds, or None to wait forever) bounds connecting and each
-    socket operation; when it expires the call raises TimeoutError and the
-    connection should be closed, since a late reply would be read as the answer
-    to the next request.
 
-    With a ``password``, ``auth PASSWORD`` is sent as soon as the connection is
-    made; unless the server answers ``OK`` the connection is closed and
-    AuthenticationError raised (``Invalid password``: a wrong password). The
-    password is not kept.
+class AsyncClient:
+    """asyncio client with the methods of :class:`Client`, each a coroutine.
+
+        async with AsyncClient("127.0.0.1", 5000) as client:
+            await client.set(1, 2)
+            values, found = await client.get_many(keys)
+
+    The connection opens at ``async with`` (or :meth:`connect`, or the first
+    call). Bulk calls run the compiled encoder and decoder of :class:`Client`
+    (kvfast._client.Bulk) on the asyncio stream: chunks of request lines are
+    written while replies are parsed as they arrive, at most a window of
+    requests unanswered, so no thread is involved and the event loop keeps
+    serving other tasks between chunks. Timeouts, password, reconnect after a
+    broken connection and the exceptions are those of :class:`Client`;
+    concurrent tasks' calls are serialized by a lock.
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 10.0,
-                 password: str | None = None):
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float | None = 10.0,
+                 password: str | None = None, *, unix_socket_path: str | None = None):
         if password is not None:
-            _check_password(password)
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        # Each request is one small write followed by waiting for the reply:
-        # Nagle's algorithm would only add delay.
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._replies = self._sock.makefile("rb")
-        self._server_said_goodbye = False
-        if password is not None:
-            self._authenticate(password)
+            check_password(password)
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+        self.host, self.port, self.unix_socket_path, self.timeout = host, port, unix_socket_path, timeout
+        self._password = password
+        self._reader = self._writer = None
+        self._closed = False
+        self._lock = asyncio.Lock()
 
-    def _authenticate(self, password: str) -> None:
-        try:
-            reply = self._exchange(b"auth " + password.encode(_ENCODING, _ENCODING_ERRORS))
-        except BaseException:
-            self._abandon()
-            raise
-        if reply != OK:
-            self._abandon()
-            raise AuthenticationError(reply.decode(_ENCODING, _ENCODING_ERRORS))
-
-    def _abandon(self) -> None:
-        """Close the connection without saying goodbye (it never got going)."""
-        sock, replies = self._sock, self._replies
-        self._sock = self._replies = None
-        replies.close()
-        sock.close()
-
-    def __enter__(self):
+    async def __aenter__(self):
+        await self.connect()
         return self
 
-    def __exit__(self, *exc_info):
-        self.close()
+    async def __aexit__(self, *exc_info):
+        await self.close()
 
-    def put(self, key: int, value: int) -> None:
-        """Store ``value`` under ``key``.
+    async def connect(self) -> "AsyncClient":
+        """Open the connection now (and authenticate); returns the client."""
+        async with self._lock:
+            await self._ensure_open()
+        return self
 
-        Raises KeyExistsError when the key is already stored (its value is left
-        unchanged: ``put`` never overwrites). Arguments are checked before
-        anything is sent, see :func:`_check_int64`.
-        """
-        _check_int64("key", key)
-        _check_int64("value", value)
-        reply = self._exchange(b"put %d %d" % (key, value))
-        if reply == KEY_EXISTS:
-            raise KeyExistsError(key)
-        if reply != OK:
-            raise _unexpected(reply)
+    async def _wait(self, awaitable):
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except asyncio.TimeoutError:        # not the builtin TimeoutError before Python 3.11
+            raise TimeoutError(f"no reply from server within {self.timeout:g} seconds") from None
 
-    def get(self, key: int) -> int:
-        """Return the value stored under ``key``; KeyNotFoundError if there is none."""
-        _check_int64("key", key)
-        reply = self._exchange(b"get %d" % key)
-        if reply == KEY_NOT_FOUND:
-            raise KeyNotFoundError(key)
-        if not reply.removeprefix(b"-").isdigit():
-            raise _unexpected(reply)
-        return int(reply)
-
-    def delete(self, key: int) -> None:
-        """Remove ``key`` and its value; KeyNotFoundError if it is not stored."""
-        _check_int64("key", key)
-        reply = self._exchange(b"del %d" % key)
-        if reply == KEY_NOT_FOUND:
-            raise KeyNotFoundError(key)
-        if reply != OK:
-            raise _unexpected(reply)
-
-    def request(self, line: str) -> str:
-        """Send ``line`` as one raw request and return the reply line, without its newline.
-
-        Error replies (``Key not found``, ``Invalid request: ...``) are returned,
-        not raised: this is the pass-through used by ``kvfast-client``. The line
-        must hold exactly one request that the server answers, so a line
-        containing a newline, or a blank one (which gets no reply, so waiting
-        for one would hang), raises ValueError. After the server answers
-        ``Goodbye`` it closes the connection, and :meth:`close` sends nothing.
-        """
-        if "\n" in line:
-            raise ValueError("a request line must not contain a newline")
-        # Blank as the server sees it: its "\r" ending dropped, only spaces and tabs left.
-        if not line.removesuffix("\r").strip(" \t"):
-            raise ValueError("a blank request line gets no reply")
-        reply = self._exchange(line.encode(_ENCODING, _ENCODING_ERRORS))
-        if reply == GOODBYE:
-            self._server_said_goodbye = True
-        return reply.decode(_ENCODING, _ENCODING_ERRORS)
-
-    def close(self) -> None:
-        """Say ``bye`` to the server, then close the connection; safe to call again.
-
-        The goodbye is best-effort: if the server has already gone, or does not
-        answer within the timeout, the socket is closed anyway and no error is
-        raised, because there is nothing left for the caller to do about it.
-        """
-        if self._sock is None:
+    async def _ensure_open(self) -> None:
+        if self._closed:
+            raise ValueError("request on a closed AsyncClient")
+        if self._writer is not None:
             return
-        sock, replies = self._sock, self._replies
-        self._sock = self._replies = None
-        try:
-            if not self._server_said_goodbye:
-                sock.sendall(b"bye\n")
-                replies.readline()
-        except OSError:
-            pass
-        finally:
-            replies.close()
-            sock.close()
+        if self.unix_socket_path is not None:
+            opening = asyncio.open_unix_connection(self.unix_socket_path, limit=_READ_BYTES)
+        else:
+            opening = asyncio.open_connection(self.host, self.port, limit=_READ_BYTES)
+        self._reader, self._writer = await self._wait(opening)
+        if self.unix_socket_path is None:
+            self._writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._password is not None:
+            reply = await self._exchange_open(b"auth " + self._password.encode(_ENCODING, _ENCODING_ERRORS))
+            if reply != b"OK":
+                self._drop()
+                raise AuthenticationError(reply.decode(_ENCODING, _ENCODING_ERRORS))
 
-    def _exchange(self, request: bytes) -> bytes:
-        """Send one request line (``request`` without its newline); return the reply line without its newline.
+    def _drop(self) -> None:
+        """Close the stream without a goodbye; the next call reconnects."""
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
-        Raises ConnectionLostError when the server closes or resets the
-        connection before a complete reply line has arrived, and TimeoutError
-        when the reply takes longer than the timeout.
-        """
-        if self._sock is None:
-            raise ValueError("request on a closed Client")
+    async def _exchange_open(self, request: bytes) -> bytes:
+        """One request line (no newline) on the open stream; its reply line without the newline.
+        Any failure breaks the connection (ConnectionLostError, TimeoutError)."""
         try:
-            self._sock.sendall(request + b"\n")
-            reply = self._replies.readline()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as error:
+            self._writer.write(request + b"\n")
+            reply = await self._wait(self._reader.readline())
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as error:
+            self._drop()
             raise ConnectionLostError(f"connection to server lost: {error.strerror}") from error
+        except BaseException:
+            self._drop()
+            raise
         if not reply.endswith(b"\n"):
+            self._drop()
             raise ConnectionLostError("server closed the connection before it replied")
         return reply[:-1]
 
+    async def _exchange(self, request: bytes) -> bytes:
+        async with self._lock:
+            await self._ensure_open()
+            return await self._exchange_open(request)
 
-def _check_password(password) -> None:
-    """Refuse, before connecting, a password that ``auth PASSWORD`` cannot carry."""
-    if not isinstance(password, str):
-        raise TypeError(f"password must be a str, not {type(password).__name__}")
-    if not password:
-        raise ValueError("password must not be empty")
-    if "\n" in password or "\r" in password:
-        raise ValueError("password must not contain a line break")
+    async def put(self, key: int, value: int) -> None:
+        """See :meth:`Client.put`."""
+        check_int64_argument("key", key)
+        check_int64_argument("value", value)
+        reply = await self._exchange(b"put %d %d" % (key, value))
+        if reply == b"Key already exists":
+            raise KeyExistsError(key)
+        if reply != b"OK":
+            raise unexpected(reply)
 
+    async def get(self, key: int) -> int:
+        """See :meth:`Client.get`."""
+        check_int64_argument("key", key)
+        reply = await self._exchange(b"get %d" % key)
+        if _is_integer_reply(reply):
+            return int(reply)
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        raise unexpected(reply)
 
-def _check_int64(name: str, number) -> None:
-    """Refuse, before anything is sent, a key or value the protocol cannot carry.
+    async def delete(self, key: int) -> None:
+        """See :meth:`Client.delete`."""
+        check_int64_argument("key", key)
+        reply = await self._exchange(b"del %d" % key)
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        if reply != b"OK":
+            raise unexpected(reply)
 
-    Raises TypeError unless ``number`` is an int (bool, although an int
-    subclass, is refused: ``put(True, 1)`` is far more likely a bug than a
-    key), and ValueError when it is outside the signed 64-bit range. Checking
-    here gives a Python error naming the argument instead of a server reply.
-    """
-    if isinstance(number, bool) or not isinstance(number, int):
-        raise TypeError(f"{name} must be an int, not {type(number).__name__}")
-    if not INT64_MIN <= number <= INT64_MAX:
-        raise ValueError(f"{name} {number} is outside the signed 64-bit range")
+    async def set(self, key: int, value: int) -> None:
+        """See :meth:`Client.set`."""
+        check_int64_argument("key", key)
+        check_int64_argument("value", value)
+        reply = await self._exchange(b"set %d %d" % (key, value))
+        if reply != b"OK":
+            raise unexpected(reply)
 
+    async def incr(self, key: int, delta: int = 1) -> int:
+        """See :meth:`Client.incr`."""
+        check_int64_argument("key", key)
+        check_int64_argument("delta", delta)
+        reply = await self._exchange(b"incr %d %d" % (key, delta))
+        if _is_integer_reply(reply):
+            return int(reply)
+        raise unexpected(reply)
 
-def _unexpected(reply: bytes) -> KvfastError:
-    """Return the exception for a reply the calling method does not expect.
+    async def request(self, line: str) -> str:
+        """See :meth:`Client.request`."""
+        if "\n" in line:
+            raise ValueError("a request line must not contain a newline")
+        if not line.removesuffix("\r").strip(" \t"):
+            raise ValueError("a blank request line gets no reply")
+        async with self._lock:
+            await self._ensure_open()
+            reply = await self._exchange_open(line.encode(_ENCODING, _ENCODING_ERRORS))
+            if reply == b"Goodbye":
+                self._drop()
+        return reply.decode(_ENCODING, _ENCODING_ERRORS)
 
-    ``Invalid request: <reason>`` becomes InvalidRequestError(reason); anything
-    else means client and server disagree about the protocol.
-    """
-    if reply.startswith(INVALID_PREFIX):
-        reason = reply[len(INVALID_PREFIX):].decode(_ENCODING, _ENCODING_ERRORS)
-        return InvalidRequestError(reason)
-    return KvfastError(f"unexpected reply from server: {reply!r}")
+    async def get_many(self, keys, default=None):
+        """See :meth:`Client.get_many`."""
+        return await self._bulk(Bulk(OPERATION_GET, keys, None, default))
+
+    async def put_many(self, keys, values):
+        """See :meth:`Client.put_many`."""
+        return await self._bulk(Bulk(OPERATION_PUT, keys, values, None, True))
+
+    async def set_many(self, keys, values):
+        """See :meth:`Client.set_many`."""
+        return await self._bulk(Bulk(OPERATION_SET, keys, values, None, True))
+
+    async def delete_many(self, keys):
+        """See :meth:`Client.delete_many`."""
+        return await self._bulk(Bulk(OPERATION_DEL, keys))
+
+    async def incr_many(self, keys, deltas=1):
+        """See :meth:`Client.incr_many`."""
+        return await self._bulk(Bulk(OPERATION_INCR, keys, deltas, None, True))
+
+    async def _bulk(self, bulk):
+        """Write ``bulk``'s chunks while feeding it the replies (the window in
+        Bulk.encode keeps the stream's buffer bounded, and writing never waits
+        for the server to read: replies are always read, so neither side stalls)."""
+        async with self._lock:
+            await self._ensure_open()
+            try:
+                while not bulk.done:
+                    chunk = bulk.encode()
+                    while chunk:
+                        self._writer.write(chunk)
+                        chunk = bulk.encode()
+                    data = await self._wait(self._reader.read(_READ_BYTES))
+                    if not data:
+                        sent, replied, count = bulk.progress
+                        raise ConnectionLostError(f"server closed the connection before it replied "
+                                                  f"(bulk request: {replied} of {count} replies in)")
+                    bulk.feed(data)
+            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as error:
+                self._drop()
+                sent, replied, count = bulk.progress
+                raise ConnectionLostError(f"connection to server lost: {error.strerror} "
+                                          f"(bulk request: {replied} of {count} replies in)") from error
+            except BaseException:
+                self._drop()
+                raise
+        return bulk.result()
+
+    async def close(self) -> None:
+        """Say ``bye`` (best-effort, as :meth:`Client.close`), then close; safe to call again."""
+        if self._closed:
+            return
+        self._closed = True
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            writer.write(b"bye\n")
+            await self._wait(self._reader.readline())
+        except (OSError, TimeoutError):
+            pass
+        self._reader = self._writer = None
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass

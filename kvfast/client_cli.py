@@ -1,6 +1,7 @@
 """``kvfast-client``: talk to a kvfast server from the command line.
 
-Interactive (``kvfast-client HOST PORT``) it prompts for requests and prints
+Interactive (``kvfast-client HOST PORT``, or ``kvfast-client -s PATH`` over a
+unix domain socket) it prompts for requests and prints
 each reply; with request words after the port it sends that one request and
 prints the bare reply, for scripts.
 """
@@ -89,13 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of kvfast-client (also what --help describes)."""
     parser = _OneLineErrorParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+        usage="%(prog)s [-h] [--timeout SECONDS] [--password PASSWORD] (HOST PORT | -s PATH) [REQUEST ...]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("host", metavar="HOST", help="server address, e.g. 127.0.0.1")
-    parser.add_argument("port", metavar="PORT", type=_port_number, help="server port, e.g. 5000")
+    # HOST and PORT are optional to argparse only so that -s PATH can stand in for
+    # them; main() requires them when -s is not given (see _split_words).
+    parser.add_argument("host", metavar="HOST", nargs="?", help="server address, e.g. 127.0.0.1")
+    parser.add_argument("port", metavar="PORT", nargs="?", help="server port, e.g. 5000")
     # default=[] keeps argparse from listing REQUEST among missing arguments.
     parser.add_argument("request", metavar="REQUEST", nargs="*", default=[],
                         help="one request to send, e.g. get 1 (default: interactive)")
+    parser.add_argument("-s", "--socket", metavar="PATH", default=None,
+                        help="connect to the server's unix domain socket at PATH (kvfast-server "
+                             "--unixsocket PATH) instead of HOST PORT, which are then left out")
     parser.add_argument("--timeout", metavar="SECONDS", type=_positive_seconds,
                         default=DEFAULT_TIMEOUT,
                         help=f"how long to wait to connect and for each reply (default: {DEFAULT_TIMEOUT:g})")
@@ -113,6 +120,7 @@ def main(argv=None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
+        where = _split_words(args)
     except UsageError as error:
         return _fail(str(error))
     password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
@@ -121,11 +129,12 @@ def main(argv=None) -> int:
         return _fail(f"{source}: the password must be one non-empty line")
     try:
         try:
-            client = Client(args.host, args.port, timeout=args.timeout, password=password)
+            client = Client(args.host, args.port or 0, timeout=args.timeout, password=password,
+                            unix_socket_path=args.socket)
         except AuthenticationError as error:
             return _fail(f"authentication failed: {error}")
         except OSError as error:
-            return _fail(f"cannot connect to {args.host}:{args.port}: {_describe(error)}")
+            return _fail(f"cannot connect to {where}: {_describe(error)}")
         with client:
             if args.request:
                 return run_one_request(client, " ".join(args.request))
@@ -142,6 +151,25 @@ def main(argv=None) -> int:
         return EXIT_ERROR
     except OSError as error:
         return _fail(f"connection to server lost: {_describe(error)}")
+
+
+def _split_words(args) -> str:
+    """Sort out the positional words: without ``-s``, HOST and PORT come first
+    (both required, PORT checked); with ``-s PATH`` every word belongs to the
+    request. Returns where the client connects, for error messages; raises
+    UsageError as argparse would."""
+    if args.socket is not None:
+        args.request = [word for word in (args.host, args.port) if word is not None] + args.request
+        args.host = args.port = None
+        return f"unix socket {args.socket}"
+    missing = [name for name, word in (("HOST", args.host), ("PORT", args.port)) if word is None]
+    if missing:
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}")
+    try:
+        args.port = _port_number(args.port)
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"argument PORT: {error}") from None
+    return f"{args.host}:{args.port}"
 
 
 def run_one_request(client: Client, line: str) -> int:

@@ -54,6 +54,13 @@ MAX_CLIENTS = 10000
 #: 0 means never, as in Redis.
 IDLE_TIMEOUT = 0
 
+#: The PORT that means "no TCP listener" (the unix socket alone): 0 already means
+#: "any free port", so Redis's ``port 0`` spelling cannot be used.
+NO_TCP = "none"
+
+#: Longest unix socket path, in bytes: sun_path's 108 bytes less its terminating NUL.
+UNIX_PATH_MAX_BYTES = 107
+
 #: The environment variable that carries the password, for kvfast-server
 #: (``requirepass``) and kvfast-client alike; there is no password flag.
 PASSWORD_ENV = "KVFAST_PASSWORD"
@@ -96,6 +103,14 @@ def _word(value):
     """Normalise a word setting (log level, fsync policy): ``" Debug "`` is ``"debug"``.
     Non-strings are left alone for the type check to refuse."""
     return value.strip().lower() if isinstance(value, str) else value
+
+
+def _octal_mode(value):
+    """Normalise a file mode setting: a TOML integer ``700`` is read as its digits,
+    as Redis's config file writes it (``unixsocketperm 700``); text is stripped."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value.strip() if isinstance(value, str) else value
 
 
 def _path(value):
@@ -142,11 +157,14 @@ class Setting:
     forbidden_message: str = ""
     what: str = ""
     secret: bool = False
+    pattern: str = ""           # a str value must match this regular expression entirely
+    none_word: str = ""         # this word (a flag, variable or file string) gives the value None
 
     @property
     def annotation(self):
-        """The field's type annotation: ``kind``, or ``kind | None`` when None is the default."""
-        return self.kind | None if self.default is None else self.kind
+        """The field's type annotation: ``kind``, or ``kind | None`` when None is the
+        default or a value (``none_word``)."""
+        return self.kind | None if self.default is None or self.none_word else self.kind
 
 
 def _setting(name, kind, default, help, *, internal=False, env=None, flag="", **rules) -> Setting:
@@ -163,9 +181,15 @@ def _setting(name, kind, default, help, *, internal=False, env=None, flag="", **
 
 #: Every ServerConfig field, in field order (which is also the order --help lists them).
 TABLE: tuple[Setting, ...] = (
-    _setting("host", str, DEFAULT_HOST, "address to bind (0.0.0.0: every IPv4 interface)", not_blank=True),
-    _setting("port", int, DEFAULT_PORT, "TCP port to listen on (0: any free port)", flag="PORT",
-             minimum=0, maximum=65535),
+    _setting("host", str, DEFAULT_HOST, "addresses to bind, separated by blanks, as Redis's bind "
+             "(\"127.0.0.1 ::1\"; 0.0.0.0: every IPv4 interface)", not_blank=True),
+    _setting("port", int, DEFAULT_PORT, f"TCP port to listen on (0: any free port; {NO_TCP}: no TCP, "
+             "only the unix socket)", flag="PORT", minimum=0, maximum=65535, none_word=NO_TCP),
+    _setting("unixsocket", str, None, "also listen on a unix domain socket at this path",
+             normalise=_path, not_blank=True, minimum=1, maximum=UNIX_PATH_MAX_BYTES, what="a socket path"),
+    _setting("unixsocketperm", str, None, "permissions of the unix socket file, in octal (700: the "
+             "server's user only; default: as the umask leaves them)", normalise=_octal_mode,
+             pattern="0?[0-7]{3}", what="an octal file mode like 700 or 0770"),
     _setting("log_level", str, DEFAULT_LOG_LEVEL, "logging threshold", choices=LOG_LEVELS, normalise=_word,
              what="a log level"),
     _setting("max_line_bytes", int, MAX_LINE_BYTES, "longest native request line",
@@ -232,13 +256,17 @@ def _check_fields(config) -> None:
 
     Raises ConfigError (a ValueError) naming the field: ``port: out of range: 70000
     (must be 0 to 65535)``. Values from load_config were already checked against
-    the same rows (with their source named), so this cannot fail for them.
+    the same rows (with their source named), so only the checks across fields can
+    fail for them: ``port`` none without a ``unixsocket``. (A ``unixsocketperm``
+    without a socket is ignored, as in Redis.)
     """
     for setting in TABLE:
         value = getattr(config, setting.name)
         checked = check_value(setting, value, setting.name)
         if checked is not value:
             object.__setattr__(config, setting.name, checked)     # frozen: only here, at creation
+    if config.port is None and config.unixsocket is None:
+        raise ConfigError("port", f"{NO_TCP} (no TCP listener) needs unixsocket: there would be nothing to serve on")
 
 
 # A class statement would state each field's name, type and default a second time.
@@ -368,6 +396,8 @@ def _parse_text(setting: Setting, text: str, source: str):
         if word in _FALSE_WORDS:
             return False
         raise ConfigError(source, f"not yes or no: {text!r} (use yes/no, true/false or 1/0)")
+    if setting.none_word and text.strip().lower() == setting.none_word:
+        return None
     if setting.kind is int:
         if not _WHOLE_NUMBER.fullmatch(text.strip()):
             raise ConfigError(source, f"not a whole number: {text!r}")
@@ -385,8 +415,10 @@ def check_value(setting: Setting, value, source: str, key: str | None = None):
     def fail(message):
         raise ConfigError(source, message, key)
 
-    if value is None and setting.default is None:
-        return None                 # an optional setting left off
+    if value is None and (setting.default is None or setting.none_word):
+        return None                 # an optional setting left off, or PORT none
+    if setting.none_word and isinstance(value, str) and value.strip().lower() == setting.none_word:
+        return None
     given = value
     if setting.normalise is not None:
         value = setting.normalise(value)
@@ -406,6 +438,8 @@ def check_value(setting: Setting, value, source: str, key: str | None = None):
         return value
     if not isinstance(value, str):
         fail(f"expected a string, not {_describe(given, setting)}")
+    if setting.pattern and not re.fullmatch(setting.pattern, value):
+        fail(f"not {setting.what}: {given!r}")
     if setting.choices and value not in setting.choices:
         fail(f"not {setting.what}: {given!r} (use {', '.join(setting.choices)})")
     if setting.not_blank and not value.strip():

@@ -32,3 +32,10 @@ class AuthenticationError(KvfastError):
     def __init__(self, reply: str):
         super().__init__(reply)
         self.reply = reply
+
+
+class OutOfRangeError(OverflowError, ValueError):
+    """A key, value or delta given to :class:`kvfast.Client` is outside the
+    signed 64-bit range (refused before anything is sent). Both an
+    OverflowError (as NumPy and ``array('q')`` say it) and a ValueError (as the
+    single-key methods always said it)."""

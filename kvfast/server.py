@@ -4,10 +4,12 @@ The socket is created, bound and set listening here in Python (clear errors,
 any address family getaddrinfo gives); the compiled :class:`~kvfast._loop.EventLoop`
 then serves it without the GIL.
 """
+import errno
 import logging
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 
@@ -43,20 +45,22 @@ class Server:
                  config: ServerConfig | None = None):
         self.config = config if config is not None else ServerConfig(host=host, port=port)
         self.protected_mode = _protected_mode_applies(self.config)
-        self._socket = _listen(self.config)
-        if self.protected_mode:
-            log.warning("protected mode: listening on %s with no password, so only clients on 127.0.0.1 "
-                        "and ::1 will be served; set requirepass (or %s), or use "
-                        "--protected-mode no", self.config.host, PASSWORD_ENV)
+        self._sockets = []          # (socket, transport), TCP first
+        self._unix_socket_identity = None
         self._append_only_file = None
         self._loop = None
         self.loaded = None
         try:
+            self._listen_all()
+            if self.protected_mode:
+                log.warning("protected mode: listening on %s with no password, so only clients on 127.0.0.1 "
+                            "and ::1 (and the unix socket) will be served; set requirepass (or %s), or use "
+                            "--protected-mode no", self.config.host, PASSWORD_ENV)
             if self.config.appendonly is not None:
                 self._append_only_file = _open_log(self.config)
             self._loop = EventLoop(
-                [(self._socket.fileno(), "tcp")],
-                port=self._socket.getsockname()[1],
+                [(sock.fileno(), transport) for sock, transport in self._sockets],
+                port=self.addresses[0][1] if self.addresses else 0,
                 # The fixed protocol limits and the version INFO reports: kvfast.config
                 # and kvfast._version are their one source, the loop only enforces them.
                 max_line_bytes=self.config.max_line_bytes,
@@ -82,8 +86,35 @@ class Server:
         except BaseException:
             self._release()
             raise
-        self.address = self._socket.getsockname()[:2]
         self._thread = None
+
+    def _listen_all(self) -> None:
+        """Bind every TCP address of ``config.host`` (each on the same port: with
+        port 0, the one the first bind picked), then the unix socket; sets
+        ``addresses``, ``address`` and ``unix_socket_path``. Raises ListenError
+        naming the address that failed (the caller closes what was bound)."""
+        self.addresses = []
+        if self.config.port is not None:
+            port = self.config.port
+            for host in self.config.host.split():
+                try:
+                    sock = _listen(host, port, self.config.backlog)
+                except OSError as error:
+                    raise ListenError(f"{host}:{port}", error) from None
+                self._sockets.append((sock, "tcp"))
+                self.addresses.append(sock.getsockname()[:2])
+                port = self.addresses[-1][1]
+        self.address = self.addresses[0] if self.addresses else None
+        self.unix_socket_path = self.config.unixsocket
+        if self.unix_socket_path is not None:
+            mode = None if self.config.unixsocketperm is None else int(self.config.unixsocketperm, 8)
+            try:
+                sock = _listen_unix(self.unix_socket_path, mode, self.config.backlog)
+            except OSError as error:
+                raise ListenError(f"unix socket {self.unix_socket_path}", error) from None
+            self._sockets.append((sock, "unix"))
+            status = os.stat(self.unix_socket_path)
+            self._unix_socket_identity = (status.st_dev, status.st_ino)
 
     def serve_forever(self) -> None:
         """Serve in this thread until ``stop()`` (from another thread or a signal handler).
@@ -94,13 +125,20 @@ class Server:
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
             previous_wakeup_fd = signal.set_wakeup_fd(self._loop.signal_wakeup_fd, warn_on_full_buffer=False)
-        log.info("serving on %s:%d", *self.address)
+        log.info("serving on %s", self.describe())
         try:
             self._loop.run()
         finally:
             if in_main_thread:
                 signal.set_wakeup_fd(previous_wakeup_fd)
-        log.info("stopped serving on %s:%d", *self.address)
+        log.info("stopped serving on %s", self.describe())
+
+    def describe(self) -> str:
+        """Where the server listens, for log lines: ``127.0.0.1:5000, unix socket /run/kvfast.sock``."""
+        places = [format_address(host, port) for host, port in self.addresses]
+        if self.unix_socket_path is not None:
+            places.append(f"unix socket {self.unix_socket_path}")
+        return ", ".join(places)
 
     def start(self) -> "Server":
         """Serve from a daemon background thread; returns self."""
@@ -142,7 +180,22 @@ class Server:
                 if self._loop is not None:
                     self._loop.close()
             finally:
-                self._socket.close()
+                self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        """Close every listening socket, and remove the unix socket's file if it is
+        still the one this server made (not a file another server put there since)."""
+        for sock, _ in self._sockets:
+            sock.close()
+        self._sockets = []
+        identity, self._unix_socket_identity = self._unix_socket_identity, None
+        if identity is not None:
+            try:
+                status = os.stat(self.unix_socket_path)
+                if (status.st_dev, status.st_ino) == identity:
+                    os.unlink(self.unix_socket_path)
+            except OSError:
+                pass            # already gone: nothing to clean up
 
     def stats(self) -> dict:
         """Counters of the loop and the store (see ``EventLoop.stats``)."""
@@ -196,28 +249,105 @@ def _replay(loop: EventLoop, path) -> tuple[int, float]:
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
+class ListenError(OSError):
+    """An address the server could not listen on: ``str()`` is one line,
+    ``cannot listen on 127.0.0.1:5000: Address already in use``. ``where`` names
+    the address (``HOST:PORT`` or ``unix socket PATH``); ``errno`` and
+    ``strerror`` are the failure's."""
+
+    def __init__(self, where: str, error: OSError):
+        reason = error.strerror or str(error)
+        super().__init__(error.errno, reason)
+        self.where = where
+
+    def __str__(self):
+        return f"cannot listen on {self.where}: {self.strerror}"
+
+
+def format_address(host: str, port: int) -> str:
+    """``HOST:PORT``, an IPv6 address in brackets: ``[::1]:5000``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _protected_mode_applies(config: ServerConfig) -> bool:
-    """Protected mode (as in Redis) refuses every peer but 127.0.0.1 and ::1 when
-    the server listens beyond loopback with no password and it was not turned off."""
-    return config.protected_mode and config.requirepass is None and config.host not in LOOPBACK_HOSTS
+    """Protected mode (as in Redis) refuses every TCP peer but 127.0.0.1 and ::1 when
+    the server listens beyond loopback with no password and it was not turned off.
+    (Peers on the unix socket always count as local: its file's permissions decide
+    who may connect.)"""
+    if not config.protected_mode or config.requirepass is not None or config.port is None:
+        return False
+    return any(host not in LOOPBACK_HOSTS for host in config.host.split())
 
 
-def _listen(config: ServerConfig) -> socket.socket:
-    """A non-blocking socket listening on ``config.host:config.port``.
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A non-blocking socket listening on ``host:port``.
 
     Raises OSError (e.g. EADDRINUSE, or socket.gaierror for an unknown host).
     SO_REUSEADDR lets a restarted server bind while old connections linger in
-    TIME_WAIT, as Redis and memcached do.
+    TIME_WAIT, as Redis and memcached do. An IPv6 socket is IPv6 only, so that
+    ``"0.0.0.0 ::"`` can bind both.
     """
     family, kind, proto, _, sockaddr = socket.getaddrinfo(
-        config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
-        sock.listen(config.backlog)
+        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _listen_unix(path: str, mode: int | None, backlog: int) -> socket.socket:
+    """A non-blocking unix domain socket listening at ``path``.
+
+    A socket file left by a server that is gone (connecting to it is refused)
+    is replaced; a live one raises OSError(EADDRINUSE, "another server is
+    listening there"), and a path that is not a socket is left alone
+    (EADDRINUSE too: the file is not ours to remove). ``mode`` (e.g. 0o700) is
+    applied between bind and listen, so no one can connect before it holds
+    (connecting to a socket that does not listen yet is refused).
+    """
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        try:
+            if mode is not None:
+                os.chmod(path, mode)
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except BaseException:
+            os.unlink(path)
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Unlink ``path`` if it is a unix socket no server listens on (ECONNREFUSED);
+    raise OSError(EADDRINUSE) if one does, or if ``path`` is some other kind of file."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(status.st_mode):
+        raise OSError(errno.EADDRINUSE, "the path exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)         # a server that crashed left it behind
+            log.info("replaced the stale unix socket %s", path)
+            return
+        except OSError:
+            return                  # e.g. no permission to connect: bind will say what is wrong
+    raise OSError(errno.EADDRINUSE, "another server is listening there")

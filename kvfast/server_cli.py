@@ -14,12 +14,13 @@ from kvfast.config import (
     MAX_LINE_BYTES, PASSWORD_ENV, SETTINGS, SETTINGS_BY_NAME, ConfigError, MissingSettingError,
     format_default, load_config,
 )
-from kvfast.server import LogError, Server
+from kvfast.server import ListenError, LogError, Server
 
 PROG = "kvfast-server"
 
 DESCRIPTION = f"""\
-Serve a shared int64 -> int64 key-value store over TCP.
+Serve a shared int64 -> int64 key-value store over TCP and, with --unixsocket
+PATH, a unix domain socket (PORT none: the unix socket alone).
 
 Requests are text lines: "put K V" (only if K is absent), "get K", "del K", "bye".
 Replies: the value, "OK", "Key already exists", "Key not found", "Goodbye", or
@@ -33,7 +34,8 @@ flushed and synced first)."""
 REQUIRED = ("port",)
 
 #: Metavars that are not derived from the setting (see _metavar).
-_METAVARS = {"log_level": "LEVEL", "timeout": "SECONDS", "appendonly": "FILE"}
+_METAVARS = {"log_level": "LEVEL", "timeout": "SECONDS", "appendonly": "FILE", "unixsocket": "PATH",
+             "unixsocketperm": "OCTAL"}
 
 
 def _metavar(setting) -> str:
@@ -104,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Parse arguments, bind, print ``kvfast listening on HOST:PORT``, serve until
+    """Parse arguments, bind, print ``kvfast listening on HOST:PORT`` (one line per
+    TCP address) and ``kvfast listening on unix socket PATH``, serve until
     SIGINT/SIGTERM. Returns the exit status: 0 after a clean stop, 1 when the
-    arguments are bad or the address cannot be bound."""
+    arguments are bad or an address cannot be bound."""
     parser = build_parser()
     args = parser.parse_args(argv)
     flags = {setting.name: getattr(args, setting.name) for setting in SETTINGS if setting.flag}
@@ -127,9 +130,11 @@ def main(argv=None) -> int:
     except LogError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    except ListenError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
-        reason = error.strerror or str(error)
-        print(f"{PROG}: error: cannot listen on {config.host}:{config.port}: {reason}", file=sys.stderr)
+        print(f"{PROG}: error: cannot start: {error.strerror or error}", file=sys.stderr)
         return 1
     if server.loaded is not None:
         keys, seconds = server.loaded
@@ -140,8 +145,11 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    host, port = server.address
-    print(f"kvfast listening on {host}:{port}", flush=True)
+    # Tests and scripts read these lines: one per TCP address, then the unix socket's.
+    for host, port in server.addresses:
+        print(f"kvfast listening on {host}:{port}", flush=True)
+    if server.unix_socket_path is not None:
+        print(f"kvfast listening on unix socket {server.unix_socket_path}", flush=True)
     try:
         server.serve_forever()
     finally:

@@ -17,6 +17,7 @@ import time
 import pytest
 
 LISTENING = re.compile(rb"kvfast listening on ([0-9.]+):(\d+)")
+LISTENING_UNIX = re.compile(rb"kvfast listening on unix socket (.+?)\r?\n?$")
 START_TIMEOUT = 15.0
 
 
@@ -48,18 +49,22 @@ class ServerProcess:
     ``startup_lines`` holds the stdout lines printed up to and including the
     ready line (``loaded N keys ...`` comes before it when the log is on);
     ``preexec_fn`` runs in the child before exec (resource limits, signals).
+    With ``--unixsocket PATH`` among the arguments, the ready line of the unix
+    socket is awaited too and ``unix_socket_path`` is the path (else None);
+    ``port="none"`` serves the unix socket alone (``host``/``port`` are None).
     """
 
-    def __init__(self, *args, env=None, preexec_fn=None):
+    def __init__(self, *args, env=None, preexec_fn=None, port="0"):
         self.startup_lines = []
+        self.host = self.port = self.unix_socket_path = None
         self.proc = subprocess.Popen(
-            [script_path("kvfast-server"), "0", *args],
+            [script_path("kvfast-server"), port, *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, preexec_fn=preexec_fn,
         )
-        self.host, self.port = self._wait_for_ready()
+        self._wait_for_ready(tcp=port != "none", unix="--unixsocket" in args)
 
-    def _wait_for_ready(self):
+    def _wait_for_ready(self, tcp=True, unix=False):
         deadline = time.monotonic() + START_TIMEOUT
         line = b""
         # readline() blocks: a server that hangs before its ready line is killed
@@ -74,8 +79,13 @@ class ServerProcess:
                     break
                 self.startup_lines.append(line)
                 match = LISTENING.search(line)
+                if match and self.port is None:
+                    self.host, self.port = match.group(1).decode(), int(match.group(2))
+                match = LISTENING_UNIX.search(line)
                 if match:
-                    return match.group(1).decode(), int(match.group(2))
+                    self.unix_socket_path = match.group(1).decode()
+                if (self.port is not None or not tcp) and (self.unix_socket_path is not None or not unix):
+                    return
         finally:
             watchdog.cancel()
         self.kill()
@@ -88,6 +98,17 @@ class ServerProcess:
 
     def connect(self, timeout=10.0):
         sock = socket.create_connection(self.address, timeout=timeout)
+        return sock
+
+    def connect_unix(self, timeout=10.0):
+        """A connection to the server's unix socket."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(self.unix_socket_path)
+        except BaseException:
+            sock.close()
+            raise
         return sock
 
     def stop(self, sig=signal.SIGTERM, timeout=5.0):
@@ -209,19 +230,24 @@ def redis_server():
 REDIS_PY_PARSERS = ("hiredis", "python")
 
 
-def redis_py_client(server, parser, *, asyncio=False, **kwargs):
-    """A redis-py client of ``server`` (anything with ``host``/``port``) using
-    ``parser`` ("hiredis" or "python"); sync, or redis.asyncio's when ``asyncio``."""
+def redis_py_client(server, parser, *, asyncio=False, unix=False, **kwargs):
+    """A redis-py client of ``server`` (anything with ``host``/``port``, or with
+    ``unix_socket_path`` when ``unix``) using ``parser`` ("hiredis" or "python");
+    sync, or redis.asyncio's when ``asyncio``."""
     import redis
     import redis.asyncio
     from redis import _parsers
+    module = redis.asyncio if asyncio else redis
+    if unix:
+        kwargs.update(connection_class=module.UnixDomainSocketConnection, path=server.unix_socket_path)
+    else:
+        kwargs.update(host=server.host, port=server.port)
     if asyncio:
         parser_class = _parsers._AsyncHiredisParser if parser == "hiredis" else _parsers._AsyncRESP3Parser
-        pool = redis.asyncio.ConnectionPool(host=server.host, port=server.port, parser_class=parser_class, **kwargs)
-        return redis.asyncio.Redis(connection_pool=pool)
-    parser_class = _parsers._HiredisParser if parser == "hiredis" else _parsers._RESP3Parser
-    pool = redis.ConnectionPool(host=server.host, port=server.port, parser_class=parser_class, **kwargs)
-    return redis.Redis(connection_pool=pool)
+    else:
+        parser_class = _parsers._HiredisParser if parser == "hiredis" else _parsers._RESP3Parser
+    pool = module.ConnectionPool(parser_class=parser_class, **kwargs)
+    return module.Redis(connection_pool=pool)
 
 
 @pytest.fixture(params=REDIS_PY_PARSERS)

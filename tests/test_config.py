@@ -70,6 +70,8 @@ def test_names_of_each_setting():
 VALUES = {
     "host": (('"10.0.0.1"', "10.0.0.2", "10.0.0.3"), ("10.0.0.1", "10.0.0.2", "10.0.0.3")),
     "port": (("7001", "7002", "7003"), (7001, 7002, 7003)),
+    "unixsocket": (('"file.sock"', "env.sock", "flag.sock"), ("file.sock", "env.sock", "flag.sock")),
+    "unixsocketperm": (("700", "0770", "755"), ("700", "0770", "755")),
     "log_level": (('"debug"', "warning", "error"), ("debug", "warning", "error")),
     "max_clients": (("10", "20", "30"), (10, 20, 30)),
     "timeout": (("0", "300", "60"), (0, 300, 60)),
@@ -323,7 +325,7 @@ def test_example_file_shows_every_setting_with_its_default():
     example = tomllib.loads("\n".join(lines))
     assert set(example) == {setting.key for setting in SETTINGS}
     for setting in SETTINGS:
-        if setting.name not in ("requirepass", "appendonly"):     # no default: an example value
+        if setting.name not in ("requirepass", "appendonly", "unixsocket", "unixsocketperm"):  # an example value
             assert example[setting.key] == setting.default, setting.key
         assert setting.env in text
 
@@ -343,11 +345,12 @@ class ConfiguredServer(ServerProcess):
 
     def __init__(self, *args, env):
         self.startup_lines = []
+        self.host = self.port = self.unix_socket_path = None
         self.proc = subprocess.Popen(
             [script_path("kvfast-server"), *map(str, args)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )
-        self.host, self.port = self._wait_for_ready()
+        self._wait_for_ready()
 
 
 @pytest.fixture
