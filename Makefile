@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BASE ?= HEAD~1
 
-.PHONY: install serve develop test lint sanitize soak compare floor versus bench growth persistence pyclient clean
+.PHONY: install serve develop test lint sanitize soak compare transport floor versus bench growth persistence pyclient clean
 
 install:            ## install kvfast (compiles the Cython extensions)
 	$(PYTHON) -m pip install .
@@ -34,6 +34,9 @@ soak: develop       ## 5,000 connections churning for 60 s, then fds, RSS and ev
 
 compare: develop    ## kvfast vs redis-server vs asyncio -> docs/benchmarks.md, docs/benchmarks.png
 	$(PYTHON) -m bench.compare --publish
+
+transport: develop  ## unix socket vs TCP, kvfast and redis-server, server CPU/request at P1 and P16 -> docs/transport.md
+	$(PYTHON) -m bench.transport --publish
 
 floor: develop      ## kvfast next to a bare epoll server (the syscalls alone) and Redis / the asyncio reference, pipeline 1
 	$(PYTHON) -m bench.floor

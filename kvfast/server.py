@@ -1,8 +1,9 @@
-"""``kvfast.Server``: a listening socket plus the compiled event loop.
+"""``kvfast.Server``: listening sockets plus the compiled event loop.
 
-The socket is created, bound and set listening here in Python (clear errors,
-any address family getaddrinfo gives); the compiled :class:`~kvfast._loop.EventLoop`
-then serves it without the GIL.
+The sockets (one per TCP address, and the unix socket) are created, bound and
+set listening here in Python (clear errors, any address family getaddrinfo
+gives); the compiled :class:`~kvfast._loop.EventLoop` then serves them all
+without the GIL.
 """
 import errno
 import logging
@@ -30,7 +31,10 @@ class Server:
     """A kvfast server bound at construction time.
 
     ``Server(host, port)`` binds and listens at once (port 0 picks a free port;
-    ``address`` is the bound ``(host, port)``). Serve with ``serve_forever()`` in
+    ``address`` is the bound ``(host, port)``, the first of ``addresses`` when
+    ``config.host`` names several, None with ``port=None``: no TCP). With
+    ``config.unixsocket`` it also listens on that unix socket
+    (``unix_socket_path``), removed again by ``close()``. Serve with ``serve_forever()`` in
     the current thread, or ``start()`` in a background thread; ``stop()`` makes
     either return. As a context manager the server is started on entry and
     stopped and closed on exit.

@@ -56,17 +56,20 @@ class ServerProcess:
 
     def __init__(self, *args, env=None, preexec_fn=None, port="0"):
         self.startup_lines = []
-        self.host = self.port = self.unix_socket_path = None
         self.proc = subprocess.Popen(
             [script_path("kvfast-server"), port, *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, preexec_fn=preexec_fn,
         )
-        self._wait_for_ready(tcp=port != "none", unix="--unixsocket" in args)
+        self.host, self.port = self._wait_for_ready(tcp=port != "none", unix="--unixsocket" in args)
 
     def _wait_for_ready(self, tcp=True, unix=False):
+        """Read start-up lines until the ready lines asked for have come; returns
+        (host, port) of the first TCP line (None, None without TCP) and sets
+        ``unix_socket_path``."""
         deadline = time.monotonic() + START_TIMEOUT
         line = b""
+        address, self.unix_socket_path = None, None
         # readline() blocks: a server that hangs before its ready line is killed
         # by the watchdog, which ends the readline with EOF.
         watchdog = threading.Timer(START_TIMEOUT, self.kill)
@@ -79,13 +82,13 @@ class ServerProcess:
                     break
                 self.startup_lines.append(line)
                 match = LISTENING.search(line)
-                if match and self.port is None:
-                    self.host, self.port = match.group(1).decode(), int(match.group(2))
+                if match and address is None:
+                    address = match.group(1).decode(), int(match.group(2))
                 match = LISTENING_UNIX.search(line)
                 if match:
                     self.unix_socket_path = match.group(1).decode()
-                if (self.port is not None or not tcp) and (self.unix_socket_path is not None or not unix):
-                    return
+                if (address is not None or not tcp) and (self.unix_socket_path is not None or not unix):
+                    return address or (None, None)
         finally:
             watchdog.cancel()
         self.kill()
