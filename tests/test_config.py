@@ -345,12 +345,11 @@ class ConfiguredServer(ServerProcess):
 
     def __init__(self, *args, env):
         self.startup_lines = []
-        self.host = self.port = self.unix_socket_path = None
         self.proc = subprocess.Popen(
             [script_path("kvfast-server"), *map(str, args)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )
-        self._wait_for_ready()
+        self.host, self.port = self._wait_for_ready()
 
 
 @pytest.fixture
