@@ -107,22 +107,25 @@ cdef inline size_t line_limit(const ServerContext *context, const Session *sessi
         else context.limits.unauthenticated_max_line_bytes
 
 
-cdef ssize_t native_answer(ServerContext *context, Session *session,
-                           const char *data, size_t length) noexcept nogil:
-    """Frame and answer the native request line at the start of ``data``.
+cdef ssize_t native_frame(ServerContext *context, Session *session, const char *data, size_t length,
+                          size_t *line_length) noexcept nogil:
+    """Frame the request line at the start of ``data`` (a native request, or
+    an inline RESP one: _protocol.pyx routes it, then native_execute or
+    resp_execute_inline answers it).
 
-    Returns the bytes it used (the line and its ``\n``), 0 when the line is
-    not complete yet, or -1 if the reply could not be buffered (out of memory).
+    Returns the bytes it used (the line and its ``\n``) with ``line_length``
+    set (the line without its ``\n`` or ``\r\n``), 0 when the line is not
+    complete yet, or -1 if a reply could not be buffered (out of memory).
     A line over the limit (or an incomplete one that can no longer end within
     it) is refused with ``Invalid request: line too long``, the session is
-    marked closing and all of ``data`` counts as used. For an incomplete line,
+    marked closing (and refused) and all of ``data`` counts as used: there is
+    no line to answer then. For an incomplete line,
     ``session.native_scanned`` remembers how much of it holds no newline, so
     the next call (with more bytes after the same start) does not search those
     bytes again: each byte is searched once however finely a line is split.
     """
-    cdef size_t skip = session.native_scanned, end, line_length
+    cdef size_t skip = session.native_scanned, end
     cdef const char *newline = <const char *>memchr(data + skip, c'\n', length - skip)
-    cdef int result
     session.native_scanned = 0
     if newline == NULL:
         if length > line_limit(context, session) + 1:     # "+ 1": a "\r" may still end it
@@ -130,12 +133,23 @@ cdef ssize_t native_answer(ServerContext *context, Session *session,
         session.native_scanned = length
         return 0
     end = newline - data
-    line_length = end - 1 if end > 0 and data[end - 1] == c'\r' else end
-    if line_length > line_limit(context, session):
-        result = refuse_long_line(context, session)
-    else:
-        result = execute(context, session, data, line_length)
-    return -1 if result < 0 else <ssize_t>(end + 1)
+    line_length[0] = end - 1 if end > 0 and data[end - 1] == c'\r' else end
+    if line_length[0] > line_limit(context, session):
+        return -1 if refuse_long_line(context, session) < 0 else <ssize_t>(end + 1)
+    return <ssize_t>(end + 1)
+
+
+cdef int native_execute(ServerContext *context, Session *session, const char *line, size_t length) noexcept nogil:
+    """Answer one framed request line (see execute); 0 or -1 (out of memory)."""
+    return execute(context, session, line, length)
+
+
+cdef bint native_has_command(const char *name, size_t length) noexcept nogil:
+    """Whether ``name`` is a native command word (any case, as the native protocol reads it)."""
+    cdef Word word
+    word.start = name
+    word.length = length
+    return find_command(&word) != NULL
 
 
 # ---- the command table ----------------------------------------------------------
@@ -377,7 +391,7 @@ cdef int invalid(ServerContext *context, Output *output, const char *reason) noe
 cdef int refuse_long_line(ServerContext *context, Session *session) noexcept nogil:
     """Reply ``Invalid request: line too long`` and mark the session closing."""
     context.counters[<int>COUNTER_PROTOCOL_ERRORS] += 1
-    session.closing = True
+    session.closing = session.refused = True
     return invalid(context, &session.output, b"line too long")
 
 
