@@ -23,7 +23,7 @@ wrong row).
 
 The commands are rows of one table (COMMANDS, defined at the end of the
 command section): name, word counts, usage text, flags and proc, plus the
-synopsis ``kvfast-client --help`` shows. execute() makes the generic checks
+synopsis ``kvfast-client --help`` shows. native_execute() makes the generic checks
 once; each proc works on the store only through _keyspace.pxd.
 """
 from libc.stdint cimport int64_t
@@ -139,17 +139,18 @@ cdef ssize_t native_frame(ServerContext *context, Session *session, const char *
     return <ssize_t>(end + 1)
 
 
-cdef int native_execute(ServerContext *context, Session *session, const char *line, size_t length) noexcept nogil:
-    """Answer one framed request line (see execute); 0 or -1 (out of memory)."""
-    return execute(context, session, line, length)
-
-
-cdef bint native_has_command(const char *name, size_t length) noexcept nogil:
-    """Whether ``name`` is a native command word (any case, as the native protocol reads it)."""
-    cdef Word word
-    word.start = name
-    word.length = length
-    return find_command(&word) != NULL
+cdef int native_unknown(ServerContext *context, Session *session, const char *line, size_t length) noexcept nogil:
+    """The native reply to a line whose first word is no command (native_execute
+    left it to the router, and it is no inline request either):
+    ``Authentication required`` before a password-protected session has
+    authenticated, else ``Invalid request: unknown command '<word>'``. 0 or -1."""
+    cdef Word words[MAX_WORDS]
+    split_words(line, length, words)
+    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
+    if not session.authenticated:
+        context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+        return output_text(&session.output, b"Authentication required\n")
+    return unknown_command(context, &session.output, &words[0])
 
 
 # ---- the command table ----------------------------------------------------------
@@ -208,26 +209,31 @@ cdef const NativeCommand *find_command(const Word *word) noexcept nogil:
     return NULL
 
 
-cdef int execute(ServerContext *context, Session *session, const char *line, size_t length) noexcept nogil:
+cdef int native_execute(ServerContext *context, Session *session, const char *line, size_t length,
+                        bint *not_native) noexcept nogil:
     """Execute one request line (without its line ending, at most the line
     limit long) and buffer its one-line reply in the session; blank lines get
-    none. The generic checks are made here, once, in this order:
-    authentication (by the row's NATIVE_NO_AUTH flag), a known command, the
-    word count (its usage text), the log's state for writes; then the row's
-    proc runs. Returns 0, or -1 if the reply could not be buffered (out of memory)."""
+    none. When the line's first word is no native command, nothing is done
+    and ``not_native`` is set: the router decides whether the line is a Redis
+    inline request, or gets native_unknown's reply. The generic checks are
+    made here, once, in this order: a known command, authentication (by the
+    row's NATIVE_NO_AUTH flag), the word count (its usage text), the log's
+    state for writes; then the row's proc runs. Returns 0, or -1 if the
+    reply could not be buffered (out of memory)."""
     cdef Word words[MAX_WORDS]
     cdef size_t count = split_words(line, length, words)
     cdef const NativeCommand *command
     cdef int refusal
     if count == 0:
         return 0
-    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
     command = find_command(&words[0])
-    if not session.authenticated and (command == NULL or not (command.flags & NATIVE_NO_AUTH)):
+    if command == NULL:
+        not_native[0] = True
+        return 0
+    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
+    if not session.authenticated and not (command.flags & NATIVE_NO_AUTH):
         context.counters[<int>COUNTER_ERROR_REPLIES] += 1
         return output_text(&session.output, b"Authentication required\n")
-    if command == NULL:
-        return unknown_command(context, &session.output, &words[0])
     if count < command.min_words or count > command.max_words:
         return invalid(context, &session.output, command.usage)
     if command.flags & NATIVE_WRITE:

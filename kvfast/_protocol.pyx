@@ -15,7 +15,7 @@ used. The loop only moves bytes: it hands over what it read and keeps what
 was not used.
 """
 from kvfast._context cimport ServerContext, Session
-from kvfast._native cimport native_frame, native_execute, native_has_command, native_prefetch_key
+from kvfast._native cimport native_frame, native_execute, native_unknown, native_prefetch_key
 from kvfast._output cimport output_pending, output_text
 from kvfast._resp cimport resp_answer, resp_prefetch_key, resp_has_command, resp_execute_inline
 
@@ -65,27 +65,29 @@ cdef ssize_t line_answer(ServerContext *context, Session *session, const char *d
     native_frame does: the bytes used, 0 (incomplete) or -1 (out of memory)."""
     cdef size_t line_length = 0
     cdef ssize_t used = native_frame(context, session, data, length, &line_length)
+    cdef bint not_native = False
     cdef int result
     if used <= 0 or session.closing:            # incomplete, out of memory, or refused (too long)
         return used
-    if is_inline_resp(data, line_length):
-        result = resp_execute_inline(context, session, data, line_length)
-    else:
-        result = native_execute(context, session, data, line_length)
+    result = native_execute(context, session, data, line_length, &not_native)
+    if not_native:                              # the first word is no native command (checked first: no cost)
+        if first_word_is_resp_command(data, line_length):
+            result = resp_execute_inline(context, session, data, line_length)
+        else:
+            result = native_unknown(context, session, data, line_length)
     return -1 if result < 0 else used
 
 
-cdef bint is_inline_resp(const char *line, size_t length) noexcept nogil:
-    """Whether a line's first word (after spaces and tabs, up to the next)
-    names a RESP command the native protocol does not have."""
+cdef bint first_word_is_resp_command(const char *line, size_t length) noexcept nogil:
+    """Whether a line's first word (after spaces and tabs, up to the next, as
+    the native protocol splits it) names a RESP command."""
     cdef size_t start = 0, end
     while start < length and (line[start] == c' ' or line[start] == c'\t'):
         start += 1
     end = start
     while end < length and line[end] != c' ' and line[end] != c'\t':
         end += 1
-    return end > start and not native_has_command(line + start, end - start) \
-        and resp_has_command(line + start, end - start)
+    return end > start and resp_has_command(line + start, end - start)
 
 
 cdef size_t protocol_prefetch(ServerContext *context, const char *data, size_t length, size_t start,
