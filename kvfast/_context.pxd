@@ -29,13 +29,14 @@ cdef enum Counter:
 cdef struct Limits:
     # What the protocols enforce; every value comes from kvfast/config.py.
     size_t max_line_bytes                   # longest native request line
-    size_t max_request_bytes                # largest RESP request
+    size_t query_buffer_limit               # largest RESP request (Redis's client-query-buffer-limit)
     size_t max_arguments                    # most arguments of a RESP request
     size_t max_bulk_bytes                   # largest RESP argument (Redis's proto-max-bulk-len)
     size_t unauthenticated_max_line_bytes   # ...the same three before AUTH, when a password is set
     size_t unauthenticated_max_arguments
     size_t unauthenticated_max_bulk_bytes
     size_t output_high_water_bytes          # unsent reply bytes at which a client is answered no further
+    size_t max_clients                      # most clients connected at once (INFO's maxclients)
 
 
 cdef struct Transaction      # a session's MULTI/WATCH state (below)
@@ -80,6 +81,10 @@ cdef struct ServerContext:
     size_t watch_count              # WATCHes in force: while 0, no write looks further (_keyspace.pxd)
     Store watched                   # watched key -> its first Watch (a pointer), when watch_count > 0
     Transaction *watchers           # the sessions with watches (FLUSHALL walks them)
+    const char *replication_id      # 40 hex digits, new at every start (INFO's master_replid)
+    size_t peak_input_bytes         # largest input / pending output buffer of a connection...
+    size_t peak_output_bytes
+    int64_t peak_window_ms          # ...since this time (Redis's "recent": a window of a few seconds)
 
 
 cdef struct Session:
@@ -87,6 +92,7 @@ cdef struct Session:
     uint64_t id                     # CLIENT ID
     int resp_version                # 2 or 3, set by HELLO
     bint closing                    # reply, then close: read no further requests
+    bint refused                    # closing because a request was refused: its bytes are drained first
     bint authenticated              # always true when no password is set
     size_t native_scanned           # leading bytes of the held incomplete native line known to hold no newline
     size_t scan_position            # where scanning of an incomplete RESP request resumes (0: none)

@@ -51,7 +51,7 @@ from posix.unistd cimport close, read
 from kvfast._system cimport (
     epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP,
     EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL, EPOLL_CLOEXEC,
-    accept4, setsockopt, recv, send, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL,
+    accept4, setsockopt, recv, send, shutdown, SHUT_WR, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL,
     IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, sockaddr, sockaddr_storage,
     sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, INADDR_LOOPBACK, htonl,
     eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
@@ -82,6 +82,10 @@ cdef enum:
     EVENT_LOG_INTERVAL_MS = 10000     # each kind of client trouble is logged at most this often
     EVENT_KINDS = 4
     MAX_LISTENERS = 16          # sockets one loop can listen on
+    DRAIN_TIMEOUT_MS = 3000     # a refused request's rest is read and discarded this long at most...
+    DRAIN_MAX_BYTES = 1 << 30   # ...and up to this many bytes
+    PEAK_WINDOW_MS = 8000       # INFO's client_recent_max_*_buffer: the largest within this window
+
 
 cdef enum RunResult:
     RUN_FAILED = -1             # a system call failed; errno says why
@@ -121,6 +125,9 @@ cdef struct Connection:
     size_t input_cap
     int64_t last_active_ms      # last read or write, for the idle timeout
     Refusal refusal             # why the connection is being turned away, if it is
+    bint draining               # a refused request was answered: reading and discarding until EOF
+    int64_t drain_deadline_ms   # ...until this time at the latest
+    size_t drained_bytes        # ...and this many bytes at most (DRAIN_MAX_BYTES)
     Session session             # protocol state and the output buffer
 
 
@@ -154,7 +161,6 @@ cdef class EventLoop:
     cdef size_t write_queue_len
     cdef size_t write_queue_cap
     cdef uint64_t next_client_id
-    cdef size_t max_clients
     cdef int64_t idle_timeout_ms        # 0: never
     cdef bint protected_mode            # only local peers may connect
     cdef size_t refusing                # connections being turned away (not clients)
@@ -162,6 +168,8 @@ cdef class EventLoop:
     cdef int64_t next_sweep_ms
     cdef bytes password                 # kept alive: context.password points into it
     cdef bytes version                  # kept alive: context.version points into it
+    cdef bytes replication_id           # kept alive: context.replication_id points into it
+    cdef size_t draining                # connections draining a refused request (see start_drain)
     cdef uint64_t events_logged[EVENT_KINDS]    # counter values already reported in the log
     cdef int64_t events_logged_at[EVENT_KINDS]
     cdef ServerContext context          # the store, counters and limits, shared with the protocols
@@ -169,8 +177,8 @@ cdef class EventLoop:
     cdef bint rewrite_watched           # the rewrite child's pipe is registered with epoll
     cdef object logger
 
-    def __cinit__(self, listeners, *, int port, size_t max_line_bytes, size_t max_request_bytes,
-                  size_t max_arguments, size_t max_bulk_bytes, size_t unauthenticated_max_line_bytes,
+    def __cinit__(self, listeners, *, int port, size_t max_line_bytes, size_t client_query_buffer_limit,
+                  size_t max_arguments, size_t proto_max_bulk_len, size_t unauthenticated_max_line_bytes,
                   size_t unauthenticated_max_arguments, size_t unauthenticated_max_bulk_bytes,
                   size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients,
                   double timeout, str version, bytes password=None, bint protected_mode=False, logger=None,
@@ -185,16 +193,18 @@ cdef class EventLoop:
         self.context.port = port
         self.context.started_at = time(NULL)
         self.context.limits.max_line_bytes = max_line_bytes
-        self.context.limits.max_request_bytes = max_request_bytes
+        self.context.limits.query_buffer_limit = client_query_buffer_limit
         self.context.limits.max_arguments = max_arguments
-        self.context.limits.max_bulk_bytes = max_bulk_bytes
+        self.context.limits.max_bulk_bytes = proto_max_bulk_len
         self.context.limits.unauthenticated_max_line_bytes = unauthenticated_max_line_bytes
         self.context.limits.unauthenticated_max_arguments = unauthenticated_max_arguments
         self.context.limits.unauthenticated_max_bulk_bytes = unauthenticated_max_bulk_bytes
         self.context.limits.output_high_water_bytes = output_high_water_bytes
         self.version = version.encode()
         self.context.version = self.version
-        self.max_clients = max_clients
+        self.replication_id = os.urandom(20).hex().encode()
+        self.context.replication_id = self.replication_id
+        self.context.limits.max_clients = max_clients
         self.idle_timeout_ms = <int64_t>(timeout * 1000)
         self.protected_mode = protected_mode
         self.password = password
@@ -422,26 +432,30 @@ cdef class EventLoop:
         if self.context.aof != NULL and self.context.aof.failure != 0:
             return <int>(self.context.aof.retry_at_ms - self.now_ms) if self.context.aof.retry_at_ms > self.now_ms \
                 else 0
-        if self.idle_timeout_ms > 0 or self.refusing > 0:
+        if self.idle_timeout_ms > 0 or self.refusing > 0 or self.draining > 0:
             return <int>(self.next_sweep_ms - self.now_ms) if self.next_sweep_ms > self.now_ms else 0
         return -1
 
     cdef void sweep(self) noexcept nogil:
-        """Close connections idle longer than the timeout, and refused ones that
-        never sent anything within the grace period. Runs every
-        SWEEP_INTERVAL_MS at most, and only while either can exist."""
+        """Close connections idle longer than the timeout, refused ones that
+        never sent anything within the grace period, and drains past their
+        deadline. Runs every SWEEP_INTERVAL_MS at most, and only while any of
+        them can exist."""
         cdef size_t fd
         cdef Connection *connection
         cdef int64_t idle
         self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
-        if self.idle_timeout_ms == 0 and self.refusing == 0:
+        if self.idle_timeout_ms == 0 and self.refusing == 0 and self.draining == 0:
             return
         for fd in range(self.descriptors_cap):
             if self.descriptors[fd].kind != DESCRIPTOR_CLIENT:
                 continue
             connection = self.descriptors[fd].connection
             idle = self.now_ms - connection.last_active_ms
-            if connection.refusal != REFUSE_NONE:
+            if connection.draining:
+                if self.now_ms >= connection.drain_deadline_ms:
+                    self.close_connection(connection)
+            elif connection.refusal != REFUSE_NONE:
                 if idle > REFUSAL_GRACE_MS:
                     self.close_connection(connection)
             elif self.idle_timeout_ms > 0 and idle > self.idle_timeout_ms:
@@ -550,7 +564,7 @@ cdef class EventLoop:
             if self.protected_mode and not is_local_peer(listener.transport, &peer):
                 refusal = REFUSE_PROTECTED
                 self.context.counters[<int>COUNTER_PROTECTED_REFUSALS] += 1
-            elif self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] >= self.max_clients:
+            elif self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] >= self.context.limits.max_clients:
                 refusal = REFUSE_MAX_CLIENTS
                 self.context.counters[<int>COUNTER_REJECTED_CONNECTIONS] += 1
             if (refusal != REFUSE_NONE and self.refusing >= MAX_REFUSING) \
@@ -615,6 +629,8 @@ cdef class EventLoop:
         self.descriptors[connection.fd].kind = DESCRIPTOR_FREE
         self.descriptors[connection.fd].connection = NULL
         close(connection.fd)
+        if connection.draining:
+            self.draining -= 1
         if connection.refusal != REFUSE_NONE:
             self.refusing -= 1
         else:
@@ -627,9 +643,10 @@ cdef class EventLoop:
 
     cdef void update_interest(self, Connection *connection) noexcept nogil:
         """Register exactly the events the connection's state calls for:
-        EPOLLIN unless closing or paused, EPOLLOUT only while a write was refused."""
+        EPOLLIN unless closing (but draining) or paused, EPOLLOUT only while a
+        write was refused."""
         cdef uint32_t wanted = 0
-        if not connection.session.closing and not connection.reading_paused:
+        if connection.draining or (not connection.session.closing and not connection.reading_paused):
             wanted |= EPOLLIN
         if connection.write_blocked:
             wanted |= EPOLLOUT
@@ -640,9 +657,11 @@ cdef class EventLoop:
     # ---- input ------------------------------------------------------------------
 
     cdef ssize_t receive(self, Connection *connection, char *scratch, char **data) noexcept nogil:
-        """One bounded read from the connection: into ``scratch`` (the free half of
-        the shared buffer) when it holds no incomplete request, else after that
-        request in its own buffer.
+        """One read from the connection: into ``scratch`` (the free half of the
+        shared buffer, ``read_chunk_bytes``) when it holds no incomplete
+        request, else into the free room after that request in its own buffer
+        (at least ``read_chunk_bytes``; more as a large request grows it, see
+        reserve_input). A draining connection's bytes are discarded (drain).
 
         Returns the number of bytes now waiting at ``*data`` to be answered
         (answer_received), 0 when there is nothing to answer (nothing arrived, the
@@ -653,6 +672,8 @@ cdef class EventLoop:
         pipeline 1, the table miss of one request then overlaps the next recv.
         """
         cdef ssize_t received
+        if connection.draining:
+            return self.drain(connection, scratch)
         if connection.session.closing or connection.reading_paused:
             self.queue_write(connection)         # woken by ERR/HUP: let the write decide
             return 0
@@ -667,7 +688,8 @@ cdef class EventLoop:
                 self.close_connection(connection)
                 return -1
             data[0] = connection.input
-            received = recv(connection.fd, connection.input + connection.input_len, self.read_chunk_bytes, 0)
+            received = recv(connection.fd, connection.input + connection.input_len,
+                            connection.input_cap - connection.input_len, 0)
         if received <= 0:
             if received < 0 and (errno == EAGAIN or errno == EINTR):
                 return 0
@@ -679,7 +701,8 @@ cdef class EventLoop:
         replies for writing, and pause or resume reading. Returns 0, or -1 if the
         connection was closed. An incomplete request that can no longer fit its
         limit (a native line over ``max_line_bytes``, a RESP request over
-        ``max_request_bytes``) is refused and the connection closes after the reply.
+        ``client_query_buffer_limit``) is refused and the connection closes after
+        the reply (and a drain of the rest, see start_drain).
         """
         if self.consume(connection, data, length) < 0:
             return -1
@@ -731,6 +754,37 @@ cdef class EventLoop:
         self.queue_write(connection)
         return 0
 
+    cdef void start_drain(self, Connection *connection) noexcept nogil:
+        """A refused request's reply has been sent: end our side (shutdown,
+        so the client sees the reply and then EOF, not a reset) and read and
+        discard what it still sends, until it closes, DRAIN_TIMEOUT_MS pass or
+        DRAIN_MAX_BYTES arrive; then close. Closing at once with unread bytes
+        would make the kernel send a reset, and a client still writing its
+        request would get ECONNRESET instead of the error. Nothing is buffered:
+        the bytes are read into the shared scratch buffer and dropped."""
+        self.discard_input(connection)
+        shutdown(connection.fd, SHUT_WR)
+        connection.draining = True
+        connection.drain_deadline_ms = self.now_ms + DRAIN_TIMEOUT_MS
+        connection.drained_bytes = 0
+        self.draining += 1
+        if self.next_sweep_ms > self.now_ms + SWEEP_INTERVAL_MS:
+            self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
+        self.update_interest(connection)
+
+    cdef ssize_t drain(self, Connection *connection, char *scratch) noexcept nogil:
+        """One read of a draining connection, discarded (see start_drain).
+        Returns 0, or -1 if the connection was closed (EOF, error, too many bytes)."""
+        cdef ssize_t received = recv(connection.fd, scratch, self.read_chunk_bytes, 0)
+        if received < 0 and (errno == EAGAIN or errno == EINTR):
+            return 0
+        if received > 0:
+            connection.drained_bytes += <size_t>received
+            if connection.drained_bytes <= DRAIN_MAX_BYTES:
+                return 0
+        self.close_connection(connection)
+        return -1
+
     cdef int end_of_input(self, Connection *connection) noexcept nogil:
         """The peer closed its side (or the read failed): close now, or after the
         replies already produced have been written. Returns -1 if closed now."""
@@ -744,18 +798,42 @@ cdef class EventLoop:
         return -1
 
     cdef int reserve_input(self, Connection *connection) noexcept nogil:
-        """Room for one more bounded read after the incomplete request already
-        held. Returns 0, or -1 (ENOMEM)."""
+        """Room for one more read (of at least ``read_chunk_bytes``) after the
+        incomplete request already held. Returns 0, or -1 (ENOMEM).
+
+        The buffer doubles, so a large request costs a logarithmic number of
+        copies, and the free room (what receive() reads into at once, as
+        Redis reads big arguments whole) grows with it. It grows only with
+        bytes received, never with a size a header declares: at most twice
+        what is held, and never beyond the query buffer limit plus one read
+        (the protocol refuses an incomplete request over its limit)."""
         cdef size_t needed = connection.input_len + self.read_chunk_bytes
+        cdef size_t capacity = connection.input_cap * 2
+        cdef size_t ceiling = self.context.limits.query_buffer_limit + self.read_chunk_bytes
         cdef char *grown
         if needed <= connection.input_cap:
             return 0
-        grown = <char *>realloc(connection.input, needed)
+        if capacity > ceiling:
+            capacity = ceiling
+        if capacity < needed:
+            capacity = needed
+        grown = <char *>realloc(connection.input, capacity)
         if grown == NULL:
             return -1
         connection.input = grown
-        connection.input_cap = needed
+        connection.input_cap = capacity
+        self.note_peak(&self.context.peak_input_bytes, capacity)
         return 0
+
+    cdef void note_peak(self, size_t *peak, size_t value) noexcept nogil:
+        """Keep the largest input or output buffer of the recent window (INFO's
+        client_recent_max_input_buffer and ..._output_buffer); a window older
+        than PEAK_WINDOW_MS starts over."""
+        if self.now_ms - self.context.peak_window_ms >= PEAK_WINDOW_MS:
+            self.context.peak_window_ms = self.now_ms
+            self.context.peak_input_bytes = self.context.peak_output_bytes = 0
+        if value > peak[0]:
+            peak[0] = value
 
     cdef int keep_leftover(self, Connection *connection, const char *data,
                            size_t consumed, size_t leftover) noexcept nogil:
@@ -873,6 +951,7 @@ cdef class EventLoop:
         """
         cdef Output *output = &connection.session.output
         cdef ssize_t sent
+        self.note_peak(&self.context.peak_output_bytes, output_pending(output))
         while True:
             # (On Linux EWOULDBLOCK is EAGAIN, so EAGAIN alone covers both here and in recv.)
             while output.start < output.end:
@@ -892,7 +971,10 @@ cdef class EventLoop:
                 if output.capacity > SPARE_OUTPUT_BYTES:
                     output_free(output)
                 if connection.session.closing:
-                    self.close_connection(connection)
+                    if connection.session.refused and not connection.draining:
+                        self.start_drain(connection)
+                    elif not connection.draining:
+                        self.close_connection(connection)
                     return
             if not connection.reading_paused \
                     or output_pending(output) * 2 >= self.context.limits.output_high_water_bytes:

@@ -11,7 +11,7 @@ Queueing
     queue's bound) flags the transaction: EXEC then answers ``-EXECABORT
     Transaction discarded because of previous errors.`` As in Redis, nothing is
     kept for a transaction already doomed. The queue holds at most
-    ``max_request_bytes`` of requests (the largest request a client may send:
+    ``query_buffer_limit`` bytes of requests (the largest request a client may send:
     the connection's request limit bounds its queue too).
 
 EXEC
@@ -215,12 +215,12 @@ cdef inline size_t padded(size_t length) noexcept nogil:
 cdef int enqueue(ServerContext *context, Transaction *transaction, const Request *request,
                  size_t changes) noexcept nogil:
     """Copy the request into the queue: 0, 1 when it would take the queue past
-    its bound (max_request_bytes), -1 when out of memory."""
+    its bound (query_buffer_limit), -1 when out of memory."""
     cdef size_t needed = sizeof(QueuedRequest) + padded(request.length)
     cdef size_t capacity
     cdef char *grown
     cdef QueuedRequest *header
-    if transaction.queue_length + needed > context.limits.max_request_bytes:
+    if transaction.queue_length + needed > context.limits.query_buffer_limit:
         return 1
     if transaction.queue_length + needed > transaction.queue_capacity:
         capacity = transaction.queue_capacity * 2 if transaction.queue_capacity else QUEUE_FIRST_CAPACITY
@@ -269,7 +269,7 @@ cdef int multi_dispatch(ServerContext *context, Session *session, const Request 
             transaction.aborted = True
             free_queue(transaction)
             return reply_error(context, output, b"-ERR Transaction queue too large: its commands would take more "
-                                                b"than max-request-bytes; EXEC will discard it\r\n")
+                                                b"than client-query-buffer-limit; EXEC will discard it\r\n")
     return output_text(output, b"+QUEUED\r\n")
 
 

@@ -23,7 +23,7 @@ wrong row).
 
 The commands are rows of one table (COMMANDS, defined at the end of the
 command section): name, word counts, usage text, flags and proc, plus the
-synopsis ``kvfast-client --help`` shows. execute() makes the generic checks
+synopsis ``kvfast-client --help`` shows. native_execute() makes the generic checks
 once; each proc works on the store only through _keyspace.pxd.
 """
 from libc.stdint cimport int64_t
@@ -107,22 +107,25 @@ cdef inline size_t line_limit(const ServerContext *context, const Session *sessi
         else context.limits.unauthenticated_max_line_bytes
 
 
-cdef ssize_t native_answer(ServerContext *context, Session *session,
-                           const char *data, size_t length) noexcept nogil:
-    """Frame and answer the native request line at the start of ``data``.
+cdef ssize_t native_frame(ServerContext *context, Session *session, const char *data, size_t length,
+                          size_t *line_length) noexcept nogil:
+    """Frame the request line at the start of ``data`` (a native request, or
+    an inline RESP one: _protocol.pyx routes it, then native_execute or
+    resp_execute_inline answers it).
 
-    Returns the bytes it used (the line and its ``\n``), 0 when the line is
-    not complete yet, or -1 if the reply could not be buffered (out of memory).
+    Returns the bytes it used (the line and its ``\n``) with ``line_length``
+    set (the line without its ``\n`` or ``\r\n``), 0 when the line is not
+    complete yet, or -1 if a reply could not be buffered (out of memory).
     A line over the limit (or an incomplete one that can no longer end within
     it) is refused with ``Invalid request: line too long``, the session is
-    marked closing and all of ``data`` counts as used. For an incomplete line,
+    marked closing (and refused) and all of ``data`` counts as used: there is
+    no line to answer then. For an incomplete line,
     ``session.native_scanned`` remembers how much of it holds no newline, so
     the next call (with more bytes after the same start) does not search those
     bytes again: each byte is searched once however finely a line is split.
     """
-    cdef size_t skip = session.native_scanned, end, line_length
+    cdef size_t skip = session.native_scanned, end
     cdef const char *newline = <const char *>memchr(data + skip, c'\n', length - skip)
-    cdef int result
     session.native_scanned = 0
     if newline == NULL:
         if length > line_limit(context, session) + 1:     # "+ 1": a "\r" may still end it
@@ -130,12 +133,24 @@ cdef ssize_t native_answer(ServerContext *context, Session *session,
         session.native_scanned = length
         return 0
     end = newline - data
-    line_length = end - 1 if end > 0 and data[end - 1] == c'\r' else end
-    if line_length > line_limit(context, session):
-        result = refuse_long_line(context, session)
-    else:
-        result = execute(context, session, data, line_length)
-    return -1 if result < 0 else <ssize_t>(end + 1)
+    line_length[0] = end - 1 if end > 0 and data[end - 1] == c'\r' else end
+    if line_length[0] > line_limit(context, session):
+        return -1 if refuse_long_line(context, session) < 0 else <ssize_t>(end + 1)
+    return <ssize_t>(end + 1)
+
+
+cdef int native_unknown(ServerContext *context, Session *session, const char *line, size_t length) noexcept nogil:
+    """The native reply to a line whose first word is no command (native_execute
+    left it to the router, and it is no inline request either):
+    ``Authentication required`` before a password-protected session has
+    authenticated, else ``Invalid request: unknown command '<word>'``. 0 or -1."""
+    cdef Word words[MAX_WORDS]
+    split_words(line, length, words)
+    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
+    if not session.authenticated:
+        context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+        return output_text(&session.output, b"Authentication required\n")
+    return unknown_command(context, &session.output, &words[0])
 
 
 # ---- the command table ----------------------------------------------------------
@@ -194,26 +209,31 @@ cdef const NativeCommand *find_command(const Word *word) noexcept nogil:
     return NULL
 
 
-cdef int execute(ServerContext *context, Session *session, const char *line, size_t length) noexcept nogil:
+cdef int native_execute(ServerContext *context, Session *session, const char *line, size_t length,
+                        bint *not_native) noexcept nogil:
     """Execute one request line (without its line ending, at most the line
     limit long) and buffer its one-line reply in the session; blank lines get
-    none. The generic checks are made here, once, in this order:
-    authentication (by the row's NATIVE_NO_AUTH flag), a known command, the
-    word count (its usage text), the log's state for writes; then the row's
-    proc runs. Returns 0, or -1 if the reply could not be buffered (out of memory)."""
+    none. When the line's first word is no native command, nothing is done
+    and ``not_native`` is set: the router decides whether the line is a Redis
+    inline request, or gets native_unknown's reply. The generic checks are
+    made here, once, in this order: a known command, authentication (by the
+    row's NATIVE_NO_AUTH flag), the word count (its usage text), the log's
+    state for writes; then the row's proc runs. Returns 0, or -1 if the
+    reply could not be buffered (out of memory)."""
     cdef Word words[MAX_WORDS]
     cdef size_t count = split_words(line, length, words)
     cdef const NativeCommand *command
     cdef int refusal
     if count == 0:
         return 0
-    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
     command = find_command(&words[0])
-    if not session.authenticated and (command == NULL or not (command.flags & NATIVE_NO_AUTH)):
+    if command == NULL:
+        not_native[0] = True
+        return 0
+    context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
+    if not session.authenticated and not (command.flags & NATIVE_NO_AUTH):
         context.counters[<int>COUNTER_ERROR_REPLIES] += 1
         return output_text(&session.output, b"Authentication required\n")
-    if command == NULL:
-        return unknown_command(context, &session.output, &words[0])
     if count < command.min_words or count > command.max_words:
         return invalid(context, &session.output, command.usage)
     if command.flags & NATIVE_WRITE:
@@ -377,7 +397,7 @@ cdef int invalid(ServerContext *context, Output *output, const char *reason) noe
 cdef int refuse_long_line(ServerContext *context, Session *session) noexcept nogil:
     """Reply ``Invalid request: line too long`` and mark the session closing."""
     context.counters[<int>COUNTER_PROTOCOL_ERRORS] += 1
-    session.closing = True
+    session.closing = session.refused = True
     return invalid(context, &session.output, b"line too long")
 
 

@@ -2,16 +2,22 @@
 """The router between the loop's bytes and the two protocols.
 
 This is the one place that knows a request starting with ``*`` is RESP
-(answered by _resp) and anything else a native text line (answered by
-_native); one connection may mix both. Each protocol frames its own requests:
+(answered by _resp) and anything else a text line, framed by _native. A line
+is a native request when its first word is a native command (``get``, ``set``,
+``del``, ``incr``, ``put``, ``stats``, ``auth``, ``bye``, in any case, as the
+native protocol reads them: ``GET 5`` is native too); otherwise, when its
+first word is a RESP command (``PING``, ``INFO``, ``MULTI``...), it is a Redis
+inline request, answered by _resp with RESP replies (as redis-benchmark's
+PING_INLINE needs); anything else stays native (its unknown-command reply).
+One connection may mix all three. Each protocol frames its own requests:
 it answers the request at the start of a buffer and says how many bytes it
 used. The loop only moves bytes: it hands over what it read and keeps what
 was not used.
 """
 from kvfast._context cimport ServerContext, Session
-from kvfast._native cimport native_answer, native_prefetch_key
+from kvfast._native cimport native_frame, native_execute, native_unknown, native_prefetch_key
 from kvfast._output cimport output_pending, output_text
-from kvfast._resp cimport resp_answer, resp_prefetch_key
+from kvfast._resp cimport resp_answer, resp_prefetch_key, resp_has_command, resp_execute_inline
 
 
 cdef enum:
@@ -44,13 +50,44 @@ cdef size_t protocol_answer(ServerContext *context, Session *session, const char
         if is_resp(data[start]):
             used = resp_answer(context, session, data + start, length - start)
         else:
-            used = native_answer(context, session, data + start, length - start)
+            used = line_answer(context, session, data + start, length - start)
         if used < 0:
             return <size_t>-1
         if used == 0:
             break                   # incomplete: wait for more bytes
         start += <size_t>used
     return start
+
+
+cdef ssize_t line_answer(ServerContext *context, Session *session, const char *data, size_t length) noexcept nogil:
+    """Frame the text line at the start of ``data`` and answer it, natively
+    or as a Redis inline request (see the module's docstring). Returns what
+    native_frame does: the bytes used, 0 (incomplete) or -1 (out of memory)."""
+    cdef size_t line_length = 0
+    cdef ssize_t used = native_frame(context, session, data, length, &line_length)
+    cdef bint not_native = False
+    cdef int result
+    if used <= 0 or session.closing:            # incomplete, out of memory, or refused (too long)
+        return used
+    result = native_execute(context, session, data, line_length, &not_native)
+    if not_native:                              # the first word is no native command (checked first: no cost)
+        if first_word_is_resp_command(data, line_length):
+            result = resp_execute_inline(context, session, data, line_length)
+        else:
+            result = native_unknown(context, session, data, line_length)
+    return -1 if result < 0 else used
+
+
+cdef bint first_word_is_resp_command(const char *line, size_t length) noexcept nogil:
+    """Whether a line's first word (after spaces and tabs, up to the next, as
+    the native protocol splits it) names a RESP command."""
+    cdef size_t start = 0, end
+    while start < length and (line[start] == c' ' or line[start] == c'\t'):
+        start += 1
+    end = start
+    while end < length and line[end] != c' ' and line[end] != c'\t':
+        end += 1
+    return end > start and resp_has_command(line + start, end - start)
 
 
 cdef size_t protocol_prefetch(ServerContext *context, const char *data, size_t length, size_t start,

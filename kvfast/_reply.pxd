@@ -47,6 +47,18 @@ cdef inline int reply_bulk(Output *output, const char *data, size_t length) noex
     return output_append(output, b"\r\n", 2)
 
 
+cdef inline int reply_verbatim(Session *session, const char *data, size_t length) noexcept nogil:
+    """Text for a person (INFO): RESP3's verbatim string ``=<n>\r\ntxt:<text>\r\n``
+    (``n`` counts the ``txt:``), or a bulk string in RESP2, as Redis sends it."""
+    cdef Output *output = &session.output
+    if session.resp_version != 3:
+        return reply_bulk(output, data, length)
+    if output_append(output, b"=", 1) < 0 or output_int64(output, <int64_t>length + 4, b"\r\ntxt:") < 0 \
+            or output_append(output, data, length) < 0:
+        return -1
+    return output_append(output, b"\r\n", 2)
+
+
 cdef inline int reply_bulk_text(Output *output, const char *text) noexcept nogil:
     return reply_bulk(output, text, strlen(text))
 

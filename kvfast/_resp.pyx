@@ -12,7 +12,7 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 shapes and error texts; see the README for the list of commands.
 """
 from libc.stdint cimport int64_t, INT64_MIN
-from libc.string cimport memcmp, strlen
+from libc.string cimport memchr, memcmp, memcpy, strlen
 from libc.time cimport time
 from posix.unistd cimport getpid
 
@@ -36,7 +36,7 @@ from kvfast._keyspace cimport (
 from kvfast._reply cimport (
     ERR_NOT_INTEGER, ERR_KEY_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_OUT_OF_MEMORY, ERR_NOAUTH, ERR_WRONGPASS,
     ERR_LOG_OFF,
-    reply_integer, reply_bulk, reply_bulk_text, reply_bulk_integer, reply_null, reply_array, reply_map,
+    reply_integer, reply_bulk, reply_bulk_text, reply_bulk_integer, reply_null, reply_array, reply_map, reply_verbatim,
     reply_wrong_arity, reply_error, append_sanitized, reply_unknown_subcommand, refuse_write, parse_keys, read_integer,
 )
 from kvfast._multi cimport (
@@ -45,7 +45,8 @@ from kvfast._multi cimport (
 )
 from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
 from kvfast._stats cimport (
-    StatsSection, INFO_NONE, INFO_CLIENTS, INFO_MEMORY, INFO_PERSISTENCE, INFO_STATS, write_info_section,
+    StatsSection, INFO_NONE, INFO_CLIENTS, INFO_MEMORY, INFO_PERSISTENCE, INFO_STATS, INFO_REPLICATION,
+    write_info_section,
 )
 from kvfast._store cimport Store, store_prefetch
 from kvfast._strings cimport (
@@ -53,7 +54,7 @@ from kvfast._strings cimport (
     command_append, command_time, command_role, command_wait, command_swapdb, command_lastsave, command_save,
     command_bgsave,
 )
-from kvfast._text cimport INT_OK, parse_int64, equals_nocase, same_letters_nocase, secrets_equal
+from kvfast._text cimport INT_OK, parse_int64, format_int64, equals_nocase, same_letters_nocase, secrets_equal
 
 
 cdef enum:
@@ -125,7 +126,7 @@ cdef Scan scan_long_header(const char *data, size_t length, size_t at, bint sign
     return SCAN_COMPLETE
 
 
-cdef int scan_request(const char *data, size_t length, size_t max_request_bytes, int64_t max_arguments,
+cdef int scan_request(const char *data, size_t length, size_t query_buffer_limit, int64_t max_arguments,
                       int64_t max_bulk_bytes, Session *session, Request *request,
                       const char **error) noexcept nogil:
     """Check that ``data`` (starting with ``*``) holds a whole, well-formed request.
@@ -167,7 +168,7 @@ cdef int scan_request(const char *data, size_t length, size_t max_request_bytes,
         if scan == SCAN_MALFORMED or size > max_bulk_bytes:
             error[0] = b"-ERR Protocol error: invalid bulk length\r\n"
             return -1
-        if position + <size_t>size + 2 > max_request_bytes:
+        if position + <size_t>size + 2 > query_buffer_limit:
             error[0] = b"-ERR Protocol error: request too large\r\n"
             return -1
         if position + <size_t>size + 2 > length:
@@ -233,30 +234,31 @@ cdef ssize_t resp_answer(ServerContext *context, Session *session,
 
     Returns the bytes it used, 0 if the request is not complete yet, or -1 if a
     reply could not be buffered (out of memory). A malformed request, or an
-    incomplete one already larger than ``max_request_bytes``, gets Redis's
-    protocol error reply, the session is marked closing, and all of ``data``
+    incomplete one already larger than the query buffer limit, gets Redis's
+    protocol error reply, the session is marked closing and refused (the loop
+    drains what the client still sends before closing), and all of ``data``
     counts as used.
     """
     cdef Request request
     cdef const char *error = NULL
     cdef int scanned
     if session.authenticated:
-        scanned = scan_request(data, length, context.limits.max_request_bytes,
+        scanned = scan_request(data, length, context.limits.query_buffer_limit,
                                <int64_t>context.limits.max_arguments, <int64_t>context.limits.max_bulk_bytes,
                                session, &request, &error)
     else:       # as Redis does before AUTH: a few small arguments only
-        scanned = scan_request(data, length, context.limits.max_request_bytes,
+        scanned = scan_request(data, length, context.limits.query_buffer_limit,
                                <int64_t>context.limits.unauthenticated_max_arguments,
                                <int64_t>context.limits.unauthenticated_max_bulk_bytes, session, &request, &error)
     if scanned == 0:
-        if length > context.limits.max_request_bytes:
+        if length > context.limits.query_buffer_limit:
             scanned = -1
             error = b"-ERR Protocol error: request too large\r\n"
         else:
             return 0
     if scanned < 0:
         context.counters[<int>COUNTER_PROTOCOL_ERRORS] += 1
-        session.closing = True
+        session.closing = session.refused = True
         session.scan_position = 0
         if scanned == -2:
             if expected_dollar(&session.output, data, length) < 0:
@@ -267,6 +269,164 @@ cdef ssize_t resp_answer(ServerContext *context, Session *session,
     if request.argc > 0 and execute(context, session, &request) < 0:
         return -1
     return <ssize_t>request.length
+
+
+# ---- inline requests ------------------------------------------------------------
+#
+# Redis's inline protocol: a request line that does not start with "*" is split
+# into words as sdssplitargs splits it, then run as the RESP request of those
+# words. _protocol.pyx decides which lines come here (resp_has_command).
+
+
+cdef enum:
+    INLINE_HEADER_ROOM = 24     # bytes kept free before the arguments for "*<argc>\r\n"
+
+
+cdef bint resp_has_command(const char *name, size_t length) noexcept nogil:
+    """Whether ``name`` (any case) is a RESP command of the table."""
+    cdef Argument argument
+    argument.start = name
+    argument.length = length
+    return find_command(&argument) != NULL
+
+
+cdef inline bint is_split_space(char byte) noexcept nogil:
+    """C's isspace, as sdssplitargs uses it."""
+    return byte == c' ' or c'\t' <= byte <= c'\r'
+
+
+cdef inline int hex_value(char byte) noexcept nogil:
+    """0-15 for a hexadecimal digit, else -1."""
+    if c'0' <= byte <= c'9':
+        return byte - c'0'
+    if c'a' <= byte <= c'f':
+        return byte - c'a' + 10
+    if c'A' <= byte <= c'F':
+        return byte - c'A' + 10
+    return -1
+
+
+cdef int split_inline(const char *line, size_t length, Output *words, Output *word, size_t *argc) noexcept nogil:
+    """Split ``line`` as Redis's sdssplitargs does, appending each word to
+    ``words`` as a RESP bulk string (``word`` is scratch) and counting them in
+    ``argc``. Words are separated by blanks (isspace); ``"..."`` takes the
+    escapes ``\\xHH \\n \\r \\t \\b \\a`` and ``\\<any>``, ``'...'`` takes
+    ``\\'``, and a closing quote must be followed by a blank or the end. As in
+    Redis (whose lines are C strings there), a NUL byte ends the line.
+    Returns 0, 1 for unbalanced quotes, or -1 (out of memory)."""
+    cdef size_t p = 0
+    cdef char byte, c
+    cdef bint in_double, in_single, done
+    cdef int high, low
+    if memchr(line, 0, length) != NULL:
+        length = <size_t>(<const char *>memchr(line, 0, length) - line)
+    while True:
+        while p < length and is_split_space(line[p]):
+            p += 1
+        if p == length:
+            return 0
+        in_double = in_single = done = False
+        word.start = word.end = 0
+        while not done:
+            byte = line[p] if p < length else 0
+            if in_double:
+                if byte == c'\\' and p + 3 < length and line[p + 1] == c'x' \
+                        and hex_value(line[p + 2]) >= 0 and hex_value(line[p + 3]) >= 0:
+                    high = hex_value(line[p + 2])
+                    low = hex_value(line[p + 3])
+                    c = <char>(high * 16 + low)
+                    p += 3
+                elif byte == c'\\' and p + 1 < length:
+                    p += 1
+                    c = line[p]
+                    if c == c'n':
+                        c = c'\n'
+                    elif c == c'r':
+                        c = c'\r'
+                    elif c == c't':
+                        c = c'\t'
+                    elif c == c'b':
+                        c = c'\b'
+                    elif c == c'a':
+                        c = c'\a'
+                elif byte == c'"':
+                    if p + 1 < length and not is_split_space(line[p + 1]):
+                        return 1
+                    done = True
+                elif p >= length:
+                    return 1                        # unterminated quotes
+                else:
+                    c = byte
+                if not done and output_append(word, &c, 1) < 0:
+                    return -1
+            elif in_single:
+                if byte == c'\\' and p + 1 < length and line[p + 1] == c"'":
+                    p += 1
+                    c = c"'"
+                elif byte == c"'":
+                    if p + 1 < length and not is_split_space(line[p + 1]):
+                        return 1
+                    done = True
+                elif p >= length:
+                    return 1
+                else:
+                    c = byte
+                if not done and output_append(word, &c, 1) < 0:
+                    return -1
+            elif p >= length or byte == c' ' or byte == c'\n' or byte == c'\r' or byte == c'\t':
+                done = True
+            elif byte == c'"':
+                in_double = True
+            elif byte == c"'":
+                in_single = True
+            elif output_append(word, &byte, 1) < 0:
+                return -1
+            if p < length:
+                p += 1
+        if reply_bulk(words, word.data, word.end) < 0:
+            return -1
+        argc[0] += 1
+
+
+cdef int resp_execute_inline(ServerContext *context, Session *session, const char *line,
+                             size_t length) noexcept nogil:
+    """Run an inline request line (without its line ending) as Redis does: its
+    words (split_inline) become a RESP request, built in a small buffer of its
+    own and executed like any other, with RESP replies. A blank line does
+    nothing; unbalanced quotes get Redis's protocol error, and the connection
+    closes after it (refused: its input is drained first). Returns 0, or -1
+    (out of memory)."""
+    cdef Output words, word
+    cdef Request request
+    cdef char digits[INLINE_HEADER_ROOM]
+    cdef size_t argc = 0, count_length, header_length
+    cdef int result
+    cdef char *at
+    words.data = word.data = NULL
+    words.start = words.end = words.capacity = word.start = word.end = word.capacity = 0
+    result = output_append(&words, b"                        ", INLINE_HEADER_ROOM)   # room for "*<argc>\r\n"
+    if result == 0:
+        result = split_inline(line, length, &words, &word, &argc)
+    output_free(&word)
+    if result == 1:
+        context.counters[<int>COUNTER_PROTOCOL_ERRORS] += 1
+        session.closing = session.refused = True
+        result = output_text(&session.output, b"-ERR Protocol error: unbalanced quotes in request\r\n")
+    elif result == 0 and argc > 0:
+        count_length = format_int64(<int64_t>argc, digits + INLINE_HEADER_ROOM)
+        header_length = count_length + 3                             # "*", the count, "\r\n"
+        at = words.data + INLINE_HEADER_ROOM - header_length
+        at[0] = c'*'
+        memcpy(at + 1, digits + INLINE_HEADER_ROOM - count_length, count_length)
+        at[count_length + 1] = c'\r'
+        at[count_length + 2] = c'\n'
+        request.data = at
+        request.argc = argc
+        request.arguments_at = header_length
+        request.length = words.end - (INLINE_HEADER_ROOM - header_length)
+        result = execute(context, session, &request)
+    output_free(&words)
+    return result
 
 
 cdef int expected_dollar(Output *output, const char *data, size_t length) noexcept nogil:
@@ -903,7 +1063,7 @@ cdef struct InfoSection:
 
 
 cdef enum:
-    INFO_SECTION_COUNT = 6
+    INFO_SECTION_COUNT = 7
     ALL_SECTIONS = (1 << INFO_SECTION_COUNT) - 1
 
 cdef InfoSection INFO_SECTIONS[INFO_SECTION_COUNT]
@@ -933,18 +1093,20 @@ INFO_SECTIONS[1] = InfoSection(b"clients", b"# Clients\r\n", INFO_CLIENTS, NULL)
 INFO_SECTIONS[2] = InfoSection(b"memory", b"# Memory\r\n", INFO_MEMORY, NULL)
 INFO_SECTIONS[3] = InfoSection(b"persistence", b"# Persistence\r\n", INFO_PERSISTENCE, NULL)
 INFO_SECTIONS[4] = InfoSection(b"stats", b"# Stats\r\n", INFO_STATS, NULL)
-INFO_SECTIONS[5] = InfoSection(b"keyspace", b"# Keyspace\r\n", INFO_NONE, write_keyspace_section)
+INFO_SECTIONS[5] = InfoSection(b"replication", b"# Replication\r\n", INFO_REPLICATION, NULL)
+INFO_SECTIONS[6] = InfoSection(b"keyspace", b"# Keyspace\r\n", INFO_NONE, write_keyspace_section)
 
 
 cdef int command_info(ServerContext *context, Session *session, const Request *request,
                       size_t position) noexcept nogil:
     """INFO [section...]: Redis's text format (``# Section`` headers, then
-    ``field:value`` lines, a blank line after each but the keyspace) as one bulk
-    string. Sections as INFO_SECTIONS lists them; ``all``/``everything``/
+    ``field:value`` lines, a blank line between sections) as one bulk string
+    (a verbatim string in RESP3, as Redis 7 sends it). Sections as
+    INFO_SECTIONS lists them, in that (Redis's) order; ``all``/``everything``/
     ``default`` or none: all; unknown sections are left out, as Redis does."""
     cdef Argument argument
     cdef int sections = 0 if request.argc > 1 else ALL_SECTIONS
-    cdef int i
+    cdef int i, written = 0
     cdef Output text
     cdef int result = 0
     while position < request.length:
@@ -960,22 +1122,23 @@ cdef int command_info(ServerContext *context, Session *session, const Request *r
     text.start = text.end = text.capacity = 0
     for i in range(INFO_SECTION_COUNT):
         if result == 0 and sections & (1 << i):
-            result = write_info_part(context, &text, &INFO_SECTIONS[i])
+            if written > 0:
+                result = output_text(&text, b"\r\n")
+            if result == 0:
+                result = write_info_part(context, &text, &INFO_SECTIONS[i])
+            written += 1
     if result == 0:
-        result = reply_bulk(&session.output, text.data + text.start, text.end - text.start)
+        result = reply_verbatim(session, text.data + text.start, text.end - text.start)
     output_free(&text)
     return result
 
 
 cdef int write_info_part(ServerContext *context, Output *text, const InfoSection *section) noexcept nogil:
-    """One section: its title, its lines, then a blank line (none after the
-    keyspace, the last, as Redis ends it). 0 or -1 (out of memory)."""
+    """One section: its title, then its lines. 0 or -1 (out of memory)."""
     if output_text(text, section.title) < 0:
         return -1
-    if (section.write(context, text) if section.write != NULL
-            else write_info_section(text, context, section.fields)) < 0:
-        return -1
-    return 0 if section.write == write_keyspace_section else output_text(text, b"\r\n")
+    return section.write(context, text) if section.write != NULL \
+        else write_info_section(text, context, section.fields)
 
 
 # ---- the rows ---------------------------------------------------------------------

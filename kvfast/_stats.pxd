@@ -11,6 +11,7 @@ cdef enum StatsSection:
     INFO_MEMORY
     INFO_PERSISTENCE
     INFO_STATS
+    INFO_REPLICATION
 
 
 cdef int write_stats_line(Output *output, ServerContext *context) noexcept nogil

@@ -70,6 +70,33 @@ cdef int64_t resizing(ServerContext *context) noexcept nogil:
 cdef int64_t zero(ServerContext *context) noexcept nogil:
     return 0
 
+cdef int64_t minus_one(ServerContext *context) noexcept nogil:
+    return -1
+
+cdef int64_t max_clients(ServerContext *context) noexcept nogil:
+    return <int64_t>context.limits.max_clients
+
+cdef int64_t peak_input(ServerContext *context) noexcept nogil:
+    return <int64_t>context.peak_input_bytes
+
+cdef int64_t peak_output(ServerContext *context) noexcept nogil:
+    return <int64_t>context.peak_output_bytes
+
+cdef int64_t backlog_size(ServerContext *context) noexcept nogil:
+    return 1024 * 1024              # Redis's default repl-backlog-size (none is kept: no replicas)
+
+cdef const char *master(ServerContext *context) noexcept nogil:
+    return b"master"
+
+cdef const char *no_failover(ServerContext *context) noexcept nogil:
+    return b"no-failover"
+
+cdef const char *replication_id(ServerContext *context) noexcept nogil:
+    return context.replication_id
+
+cdef const char *no_replication_id(ServerContext *context) noexcept nogil:
+    return b"0000000000000000000000000000000000000000"
+
 cdef int64_t log_enabled(ServerContext *context) noexcept nogil:
     return context.aof != NULL
 
@@ -118,7 +145,7 @@ cdef const char *last_write_error(ServerContext *context) noexcept nogil:
 # ---- the table ------------------------------------------------------------------
 
 cdef enum:
-    MAX_FIELDS = 64
+    MAX_FIELDS = 128
 
 cdef Field FIELDS[MAX_FIELDS]
 cdef int FIELD_COUNT = 0
@@ -128,6 +155,8 @@ cdef void row(const char *name, StatsSection section, int shown, int counter, Nu
               TextSource text, const char *api_name):
     """Append one row to FIELDS (at import; the order is the order shown)."""
     global FIELD_COUNT
+    if FIELD_COUNT == MAX_FIELDS:
+        raise RuntimeError("the stats field table is full: raise MAX_FIELDS")
     FIELDS[FIELD_COUNT] = Field(name, api_name, section, shown, counter, number, text)
     FIELD_COUNT += 1
 
@@ -151,6 +180,15 @@ cdef void word(const char *name, StatsSection section, int shown, TextSource tex
 
 gauge(b"keys", INFO_NONE, IN_STATS_LINE | IN_API, keys)
 counter(b"connected_clients", INFO_CLIENTS, IN_STATS_LINE | IN_API, COUNTER_CONNECTED_CLIENTS)
+# The rest of Redis 7's INFO clients, as clients and redis-cli --stat read it: no cluster, no
+# blocking commands, no client-side caching, so the counts are 0.
+gauge(b"cluster_connections", INFO_CLIENTS, 0, zero)
+gauge(b"maxclients", INFO_CLIENTS, 0, max_clients)
+gauge(b"client_recent_max_input_buffer", INFO_CLIENTS, 0, peak_input)
+gauge(b"client_recent_max_output_buffer", INFO_CLIENTS, 0, peak_output)
+gauge(b"blocked_clients", INFO_CLIENTS, 0, zero)
+gauge(b"tracking_clients", INFO_CLIENTS, 0, zero)
+gauge(b"clients_in_timeout_table", INFO_CLIENTS, 0, zero)
 counter(b"total_connections_received", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_CONNECTIONS_RECEIVED,
         b"connections_accepted")
 counter(b"total_commands_processed", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_COMMANDS_PROCESSED,
@@ -188,6 +226,18 @@ gauge(b"kvfast_aof_last_rewrite_pause_us", INFO_PERSISTENCE, IN_API | NEEDS_LOG,
       b"aof_last_rewrite_pause_us")
 gauge(b"kvfast_aof_max_rewrite_pause_us", INFO_PERSISTENCE, IN_API | NEEDS_LOG, max_pause_us,
       b"aof_max_rewrite_pause_us")
+# INFO replication as a Redis 7 master without replicas prints it (valkey-glide reads role:master).
+word(b"role", INFO_REPLICATION, 0, master)
+gauge(b"connected_slaves", INFO_REPLICATION, 0, zero)
+word(b"master_failover_state", INFO_REPLICATION, 0, no_failover)
+word(b"master_replid", INFO_REPLICATION, 0, replication_id)
+word(b"master_replid2", INFO_REPLICATION, 0, no_replication_id)
+gauge(b"master_repl_offset", INFO_REPLICATION, 0, zero)
+gauge(b"second_repl_offset", INFO_REPLICATION, 0, minus_one)
+gauge(b"repl_backlog_active", INFO_REPLICATION, 0, zero)
+gauge(b"repl_backlog_size", INFO_REPLICATION, 0, backlog_size)
+gauge(b"repl_backlog_first_byte_offset", INFO_REPLICATION, 0, zero)
+gauge(b"repl_backlog_histlen", INFO_REPLICATION, 0, zero)
 
 
 # ---- the views --------------------------------------------------------------------

@@ -48,6 +48,9 @@ cdef extern from "sys/socket.h" nogil:
     int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)
     ssize_t recv(int sockfd, void *buf, size_t len, int flags)
     ssize_t send(int sockfd, const void *buf, size_t len, int flags)
+    int shutdown(int sockfd, int how)
+    enum:
+        SHUT_WR
 
 
 cdef extern from "netinet/in.h" nogil:

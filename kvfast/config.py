@@ -27,10 +27,16 @@ DEFAULT_LOG_LEVEL = "info"
 #: A longer line gets ``Invalid request: line too long`` and its connection is closed.
 MAX_LINE_BYTES = 64 * 1024
 
-#: Largest RESP (Redis protocol) request, in bytes. Larger ones are refused with
-#: ``-ERR Protocol error: request too large`` and the connection is closed, as soon
-#: as a header declares the size (before the body is buffered).
-MAX_REQUEST_BYTES = 1024 * 1024
+#: Largest RESP (Redis protocol) request, in bytes: Redis's client-query-buffer-limit,
+#: 1 GiB as in Redis. A larger one is refused with ``-ERR Protocol error: request too
+#: large`` as soon as a header declares the size (before the body is buffered); the
+#: rest of it is read and discarded, then the connection is closed. The input buffer
+#: grows with the bytes received, never with a declared size.
+CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024
+
+#: Largest RESP bulk string (``$<n>``) accepted: Redis's proto-max-bulk-len, 512 MiB.
+#: A larger one is ``-ERR Protocol error: invalid bulk length``, then close.
+PROTO_MAX_BULK_LEN = 512 * 1024 * 1024
 
 #: Bytes read from one connection per readable event (a bounded read, as Redis does),
 #: so one busy client cannot starve the others in a loop iteration.
@@ -78,13 +84,10 @@ AOF_REWRITE_MIN_BYTES = 64 * 1024 * 1024
 # --- fixed limits of the RESP and native parsers (not settings) -----------------
 # kvfast.Server passes each of these to the compiled EventLoop, which enforces them.
 
-#: Largest RESP multibulk count (``*<n>``) accepted, as Redis's 1024*1024; a larger
-#: count is a protocol error and the connection is closed.
-MAX_ARGUMENTS = 1024 * 1024
-
-#: Largest RESP bulk string (``$<n>``) accepted: Redis's proto-max-bulk-len, 512 MiB
-#: (a request is also held to max_request_bytes, normally the tighter limit).
-MAX_BULK_BYTES = 512 * 1024 * 1024
+#: Largest RESP multibulk count (``*<n>``) accepted, as Redis 7's INT_MAX; a larger
+#: count is a protocol error and the connection is closed. (The query buffer limit
+#: bounds it in practice: every argument takes at least 6 bytes.)
+MAX_ARGUMENTS = 2**31 - 1
 
 #: Before a client has authenticated (when a password is set), requests are held
 #: to these sizes: a native line, a RESP argument count, a RESP argument. They
@@ -94,7 +97,8 @@ UNAUTHENTICATED_MAX_ARGUMENTS = 10
 UNAUTHENTICATED_MAX_BULK_BYTES = 16 * 1024
 
 #: Largest value of a whole-number setting the loop stores in a C int (listen(2)'s
-#: backlog, seconds, sizes); an error message calls a range up to it "at least N".
+#: backlog, seconds, sizes) or in an int64/size_t (byte counts); an error message
+#: calls a range up to either "at least N".
 _INT_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 
@@ -194,7 +198,10 @@ TABLE: tuple[Setting, ...] = (
              what="a log level"),
     _setting("max_line_bytes", int, MAX_LINE_BYTES, "longest native request line",
              minimum=16, maximum=_INT_MAX),
-    _setting("max_request_bytes", int, MAX_REQUEST_BYTES, "largest RESP request", minimum=64, maximum=_INT_MAX),
+    _setting("client_query_buffer_limit", int, CLIENT_QUERY_BUFFER_LIMIT,
+             "largest RESP request, in bytes (Redis's client-query-buffer-limit)", minimum=64, maximum=_INT64_MAX),
+    _setting("proto_max_bulk_len", int, PROTO_MAX_BULK_LEN,
+             "largest RESP argument, in bytes (Redis's proto-max-bulk-len)", minimum=1, maximum=_INT64_MAX),
     _setting("read_chunk_bytes", int, READ_CHUNK_BYTES, "bytes read from a client per readable event",
              internal=True, minimum=1, maximum=_INT_MAX),
     _setting("output_high_water_bytes", int, OUTPUT_HIGH_WATER_BYTES,
@@ -432,7 +439,7 @@ def check_value(setting: Setting, value, source: str, key: str | None = None):
         if isinstance(value, bool) or not isinstance(value, int):
             fail(f"expected a whole number, not {_describe(given, setting)}")
         if not setting.minimum <= value <= setting.maximum:
-            bounds = (f"at least {setting.minimum}" if setting.maximum == _INT_MAX
+            bounds = (f"at least {setting.minimum}" if setting.maximum in (_INT_MAX, _INT64_MAX)
                       else f"{setting.minimum} to {setting.maximum}")
             fail(f"out of range: {value} (must be {bounds})")
         return value

@@ -19,7 +19,7 @@ from kvfast._replay import LogError
 from kvfast._loop import EventLoop
 from kvfast._version import __version__
 from kvfast.config import (
-    DEFAULT_HOST, DEFAULT_PORT, MAX_ARGUMENTS, MAX_BULK_BYTES, PASSWORD_ENV, UNAUTHENTICATED_MAX_ARGUMENTS,
+    DEFAULT_HOST, DEFAULT_PORT, MAX_ARGUMENTS, PASSWORD_ENV, UNAUTHENTICATED_MAX_ARGUMENTS,
     UNAUTHENTICATED_MAX_BULK_BYTES, UNAUTHENTICATED_MAX_LINE_BYTES, ServerConfig,
 )
 
@@ -68,9 +68,9 @@ class Server:
                 # The fixed protocol limits and the version INFO reports: kvfast.config
                 # and kvfast._version are their one source, the loop only enforces them.
                 max_line_bytes=self.config.max_line_bytes,
-                max_request_bytes=self.config.max_request_bytes,
+                client_query_buffer_limit=self.config.client_query_buffer_limit,
                 max_arguments=MAX_ARGUMENTS,
-                max_bulk_bytes=MAX_BULK_BYTES,
+                proto_max_bulk_len=self.config.proto_max_bulk_len,
                 unauthenticated_max_line_bytes=UNAUTHENTICATED_MAX_LINE_BYTES,
                 unauthenticated_max_arguments=UNAUTHENTICATED_MAX_ARGUMENTS,
                 unauthenticated_max_bulk_bytes=UNAUTHENTICATED_MAX_BULK_BYTES,

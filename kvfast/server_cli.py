@@ -63,7 +63,8 @@ def _settings_table() -> str:
     for setting in SETTINGS:
         default = "required" if setting.name in REQUIRED else format_default(setting)
         rows.append((setting.key, setting.flag or "(none)", setting.env, default))
-    return "\n".join(f"  {key:<25}{flag:<26}{env:<32}{default}".rstrip()
+    widths = [max(len(row[column]) for row in rows) + 1 for column in range(3)]    # columns fit their widest
+    return "\n".join(f"  {key:<{widths[0]}}{flag:<{widths[1]}}{env:<{widths[2]}}{default}".rstrip()
                      for key, flag, env, default in rows)
 
 

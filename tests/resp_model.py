@@ -12,7 +12,10 @@ routing), byte for byte:
 * :func:`answer_stream` takes everything a client sent on one connection and
   says what the server replies in total and whether it closes: requests are
   routed by their first byte (``*``: RESP, scanned as ``scan_request`` does,
-  including its protocol errors; anything else: a native line, answered by
+  including its protocol errors; anything else a line: a Redis inline request
+  when its first word is a RESP command but no native one, split as Redis's
+  sdssplitargs (:func:`split_inline`) and answered as RESP; otherwise a
+  native line, answered by
   :func:`kvfast.protocol_model.answer`).
 
 The server is assumed to have no password (every session authenticated) and
@@ -21,7 +24,8 @@ an incomplete request beyond those limits (the fuzz tests send a few KiB).
 """
 import re
 
-from kvfast.config import MAX_ARGUMENTS, MAX_BULK_BYTES, MAX_LINE_BYTES, MAX_REQUEST_BYTES
+from kvfast._resp import command_names
+from kvfast.config import CLIENT_QUERY_BUFFER_LIMIT, MAX_ARGUMENTS, MAX_LINE_BYTES, PROTO_MAX_BULK_LEN
 from kvfast.protocol_model import answer as answer_native
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
@@ -37,6 +41,13 @@ ERR_SYNTAX = b"-ERR syntax error\r\n"
 ERR_MULTIBULK = b"-ERR Protocol error: invalid multibulk length\r\n"
 ERR_BULK = b"-ERR Protocol error: invalid bulk length\r\n"
 ERR_TOO_LARGE = b"-ERR Protocol error: request too large\r\n"
+ERR_UNBALANCED = b"-ERR Protocol error: unbalanced quotes in request\r\n"
+
+#: The native protocol's command words (any case): a line starting with one is native.
+NATIVE_COMMANDS = (b"put", b"get", b"del", b"set", b"incr", b"stats", b"bye", b"auth")
+#: Every RESP command of the server's table: the ones ARITY does not model (other
+#: modules' commands) are Unmodelled, not unknown.
+SERVER_COMMANDS = frozenset(name.encode() for name in command_names())
 
 #: name -> arity, Redis's convention (-N: at least N arguments, name included).
 ARITY = {
@@ -105,6 +116,8 @@ def answer_resp(store: dict, args: list, resp3: bool = False) -> bytes:
     bytes), applying it to ``store`` (int -> int) in place. QUIT and BYE also
     close the connection: see :func:`closes_connection`."""
     name = args[0].lower() if len(args[0]) <= 16 else None
+    if name not in ARITY and name in SERVER_COMMANDS and _ascii_nocase_equal(args[0], name):
+        raise Unmodelled(name)
     if name not in ARITY or not _ascii_nocase_equal(args[0], name):
         return unknown_command(args)
     arity = ARITY[name]
@@ -252,7 +265,7 @@ def scan_header(data: bytes, at: int, signed: bool):
     return (-value if negative else value), i + 2
 
 
-def scan_request(data: bytes, max_request_bytes: int = MAX_REQUEST_BYTES):
+def scan_request(data: bytes, max_request_bytes: int = CLIENT_QUERY_BUFFER_LIMIT):
     """``scan_request`` on ``data`` (starting with ``*``): ``(args, length)`` for
     a whole request, INCOMPLETE, or ``(error_reply, None)`` for a protocol error."""
     header = scan_header(data, 0, True)
@@ -272,7 +285,7 @@ def scan_request(data: bytes, max_request_bytes: int = MAX_REQUEST_BYTES):
         header = scan_header(data, position, False)
         if header == INCOMPLETE:
             return INCOMPLETE
-        if header == MALFORMED or header[0] > MAX_BULK_BYTES:
+        if header == MALFORMED or header[0] > PROTO_MAX_BULK_LEN:
             return ERR_BULK, None
         size, position = header
         if position + size + 2 > max_request_bytes:
@@ -318,12 +331,97 @@ def answer_stream(store: dict, data: bytes, resp3: bool = False):
             return bytes(replies), False, data[start:]
         line = data[start:newline]
         start = newline + 1
+        if is_inline_resp(line):
+            args = split_inline(line[:-1] if line.endswith(b"\r") else line)
+            if args is None:                        # unbalanced quotes: reply, then close
+                replies += ERR_UNBALANCED
+                return bytes(replies), True, b""
+            if args:
+                replies += answer_resp(store, args, resp3)
+                if closes_connection(args):
+                    return bytes(replies), True, b""
+            continue
         reply, close = _answer_native_line(store, line)
         if reply is not None:
             replies += reply + b"\n"
         if close:
             return bytes(replies), True, b""
     return bytes(replies), False, b""
+
+
+def is_inline_resp(line: bytes) -> bool:
+    """_protocol.is_inline_resp: the line (with its "\r", if any) is within the
+    line limit and its first word (split at spaces and tabs) names a RESP
+    command of the server but no native command."""
+    body = line[:-1] if line.endswith(b"\r") else line
+    words = re.findall(rb"[^ \t]+", body)
+    if len(body) > MAX_LINE_BYTES or not words or len(words[0]) > 16:
+        return False
+    first = words[0]
+    if any(_ascii_nocase_equal(first, name) for name in NATIVE_COMMANDS):
+        return False
+    return any(_ascii_nocase_equal(first, name) for name in SERVER_COMMANDS)
+
+
+_SPACES = b" \t\n\v\f\r"
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def split_inline(line: bytes):
+    """Redis's sdssplitargs, written from its C: the words of ``line``, or None
+    for unbalanced quotes. A NUL byte ends the line (a C string in Redis)."""
+    line = line.split(b"\0", 1)[0]
+    words, p, n = [], 0, len(line)
+    while True:
+        while p < n and line[p] in _SPACES:
+            p += 1
+        if p >= n:
+            return words
+        current, quote = bytearray(), None
+        while True:
+            byte = line[p] if p < n else None
+            if quote == b'"':
+                if byte == 0x5C and p + 3 < n and line[p + 1] == ord("x") \
+                        and line[p + 2] in _HEX and line[p + 3] in _HEX:
+                    current.append(int(line[p + 2:p + 4], 16))
+                    p += 3
+                elif byte == 0x5C and p + 1 < n:
+                    p += 1
+                    current += _ESCAPES.get(line[p], line[p:p + 1])
+                elif byte == ord('"'):
+                    if p + 1 < n and line[p + 1] not in _SPACES:
+                        return None
+                    p += 1
+                    break
+                elif byte is None:
+                    return None
+                else:
+                    current.append(byte)
+            elif quote == b"'":
+                if byte == 0x5C and p + 1 < n and line[p + 1] == ord("'"):
+                    p += 1
+                    current.append(ord("'"))
+                elif byte == ord("'"):
+                    if p + 1 < n and line[p + 1] not in _SPACES:
+                        return None
+                    p += 1
+                    break
+                elif byte is None:
+                    return None
+                else:
+                    current.append(byte)
+            elif byte is None or byte in b" \n\r\t":
+                p += 1
+                break
+            elif byte == ord('"'):
+                quote = b'"'
+            elif byte == ord("'"):
+                quote = b"'"
+            else:
+                current.append(byte)
+            p += 1
+        words.append(bytes(current))
 
 
 def _answer_native_line(store: dict, line: bytes):

@@ -78,7 +78,8 @@ VALUES = {
     "requirepass": (('"from-file"', "from-env", None), ("from-file", "from-env", None)),
     "protected_mode": (("false", "yes", "no"), (False, True, False)),
     "max_line_bytes": (("100", "200", "300"), (100, 200, 300)),
-    "max_request_bytes": (("1000", "2000", "3000"), (1000, 2000, 3000)),
+    "client_query_buffer_limit": (("1000", "2000", "3000"), (1000, 2000, 3000)),
+    "proto_max_bulk_len": (("10", "20", "30"), (10, 20, 30)),
     "output_high_water_bytes": (("11", "22", "33"), (11, 22, 33)),
     "backlog": (("1", "2", "3"), (1, 2, 3)),
     "appendonly": (('"file.aof"', "env.aof", "flag.aof"), ("file.aof", "env.aof", "flag.aof")),
@@ -190,10 +191,10 @@ def test_log_levels_are_case_insensitive():
 
 
 def test_limits_at_their_bounds():
-    config = load_config({"port": "65535", "max_line_bytes": "16", "max_request_bytes": "64",
+    config = load_config({"port": "65535", "max_line_bytes": "16", "client_query_buffer_limit": "64",
                           "max_clients": "1", "timeout": "0", "backlog": "1",
                           "output_high_water_bytes": "1"}, {})
-    assert (config.port, config.max_line_bytes, config.max_request_bytes) == (65535, 16, 64)
+    assert (config.port, config.max_line_bytes, config.client_query_buffer_limit) == (65535, 16, 64)
     assert load_config(environ={"KVFAST_PASSWORD": "x" * 512}).requirepass == "x" * 512
     assert load_config(environ={"KVFAST_PASSWORD": "é" * 256}).requirepass == "é" * 256
 
@@ -212,7 +213,8 @@ def test_limits_at_their_bounds():
     ("KVFAST_MAX_CLIENTS", "0", "out of range: 0 (must be at least 1)"),
     ("KVFAST_MAX_CLIENTS", str(2**31), f"out of range: {2**31} (must be at least 1)"),
     ("KVFAST_MAX_LINE_BYTES", "15", "out of range: 15 (must be at least 16)"),
-    ("KVFAST_MAX_REQUEST_BYTES", "63", "out of range: 63 (must be at least 64)"),
+    ("KVFAST_CLIENT_QUERY_BUFFER_LIMIT", "63", "out of range: 63 (must be at least 64)"),
+    ("KVFAST_PROTO_MAX_BULK_LEN", "0", "out of range: 0 (must be at least 1)"),
     ("KVFAST_OUTPUT_HIGH_WATER_BYTES", "0", "out of range: 0 (must be at least 1)"),
     ("KVFAST_BACKLOG", "0", "out of range: 0 (must be at least 1)"),
     ("KVFAST_LOG_LEVEL", "loud", "not a log level: 'loud' (use debug, info, warning, error, critical)"),

@@ -352,7 +352,10 @@ def test_known_streams(target):
         b"*1\r\n$4\r\nPING\r\n*x\r\nget 1\n",                  # protocol error, then ignored
         b"*2\r\n$4\r\nECHO\r\n:1\r\n",                         # expected '$'
         b"*2\r\n$4\r\nECHO\r\n\r\n\r\n",                       # expected '$', got ' '
-        b"*1\r\n$2000000\r\n",                                  # too large, refused at the header
+        b"*1\r\n$600000000\r\n",                                # over proto-max-bulk-len: refused at the header
+        b"*1\r\n$2000000\r\n",                                  # large: waits for its bytes
+        b"PING\r\nping hello\nECHO \"a\\x41\\n\" 'b c'\r\nGET 1\r\nget 1\n",   # inline RESP and native lines
+        b"ECHO \"unbalanced\r\nget 1\n",                       # inline protocol error, then close
         b"*1\r\n$-0\r\n\r\n",                                   # a bulk length has no sign
         b"*0\r\n*-1\r\nput 1 2\nget 1\n",
         b"*3\r\n$4\r\nINCR\r\n$1\r\n1\r\n$1\r\n2\r\n",          # wrong arity

@@ -16,8 +16,9 @@ from conftest import request
 def make_loop(listeners, **overrides):
     """An EventLoop over ``listeners`` with the default limits of kvfast.config."""
     settings = dict(
-        port=0, max_line_bytes=config.MAX_LINE_BYTES, max_request_bytes=config.MAX_REQUEST_BYTES,
-        max_arguments=config.MAX_ARGUMENTS, max_bulk_bytes=config.MAX_BULK_BYTES,
+        port=0, max_line_bytes=config.MAX_LINE_BYTES,
+        client_query_buffer_limit=config.CLIENT_QUERY_BUFFER_LIMIT, max_arguments=config.MAX_ARGUMENTS,
+        proto_max_bulk_len=config.PROTO_MAX_BULK_LEN,
         unauthenticated_max_line_bytes=config.UNAUTHENTICATED_MAX_LINE_BYTES,
         unauthenticated_max_arguments=config.UNAUTHENTICATED_MAX_ARGUMENTS,
         unauthenticated_max_bulk_bytes=config.UNAUTHENTICATED_MAX_BULK_BYTES,

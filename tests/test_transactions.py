@@ -129,8 +129,8 @@ def test_closing_discards_the_queue_and_the_watches(server):
         assert second.call("EXEC") == b"*0\r\n"
 
 
-def test_the_queue_is_bounded_by_max_request_bytes(start_server):
-    server = start_server("--max-request-bytes", "4096")
+def test_the_queue_is_bounded_by_the_query_buffer_limit(start_server):
+    server = start_server("--client-query-buffer-limit", "4096")
     with RawClient(server.address) as client:
         assert client.call("MULTI") == b"+OK\r\n"
         replies = [client.call("SET", i, i) for i in range(200)]    # each queued SET takes about 60 bytes
