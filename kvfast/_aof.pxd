@@ -75,6 +75,7 @@ cdef struct AppendLog:
     int64_t latest_fork_us      # how long the last fork() stopped the loop (page tables are copied)
     int64_t last_rewrite_pause_us   # the swap's duration in the loop (copy tail, sync, rename)
     int64_t max_rewrite_pause_us
+    bint unit_open              # between aof_begin_transaction and aof_end_transaction
     int64_t last_rewrite_time   # Unix time the last rewrite (or SAVE) was swapped in; 0: none yet (LASTSAVE)
     void *logger                # borrowed: AppendOnlyFile.logger, for aof_warn and friends
 

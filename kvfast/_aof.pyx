@@ -138,6 +138,7 @@ cdef size_t aof_begin_transaction(AppendLog *log) noexcept nogil:
     cdef uint8_t *record = reserve_pending(log, BEGIN_BYTES)
     if record != NULL:
         record[0] = RECORD_BEGIN
+    log.unit_open = True
     return begin
 
 
@@ -148,6 +149,7 @@ cdef void aof_end_transaction(AppendLog *log, size_t begin) noexcept nogil:
     cdef uint8_t *data = <uint8_t *>log.pending
     cdef size_t at = begin + BEGIN_BYTES
     cdef uint64_t count = 0
+    log.unit_open = False
     while at < log.pending_len:
         at += record_length(data[at])
         count += 1

@@ -16,7 +16,7 @@ from libc.string cimport memchr, memcmp, memcpy, strlen
 from libc.time cimport time
 from posix.unistd cimport getpid
 
-from kvfast._aof cimport fsync_policy_text
+from kvfast._aof cimport fsync_policy_text, aof_begin_transaction, aof_end_transaction
 from kvfast._command cimport (
     Request, Argument, next_argument, RespProc, RespCommand, CMD_WRITE, CMD_READONLY, CMD_ADMIN, CMD_LOADING,
     CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, FLAG_COUNT,
@@ -605,10 +605,32 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
                               changes if changes > 0 or not (command.flags & CMD_WRITE) else 1)
     if command.flags & CMD_WRITE and context.aof != NULL:
         changes = keys_named(command, request.argc)
+        if changes > 1 and not context.aof.unit_open:
+            return execute_as_unit(context, session, request, command, position, changes)
         refusal = keyspace_begin_write(context, changes if changes > 0 else 1)
         if refusal != 0:
             return refuse_write(context, &session.output, refusal)
     return command.proc(context, session, request, position)
+
+
+cdef int execute_as_unit(ServerContext *context, Session *session, const Request *request,
+                         const RespCommand *command, size_t position, size_t changes) noexcept nogil:
+    """Run a write command that may log several records (MSET, DEL k..., RENAME)
+    with its records framed as one unit of the log, as EXEC's are: a torn
+    tail inside it drops the whole command at replay, so a crash never leaves
+    half an MSET or a RENAME's new key without its delete. Room is reserved
+    for the records and the unit's B (dropped again when one record or none
+    was made). Inside EXEC the transaction's unit already frames it. Returns
+    as execute() does."""
+    cdef int refusal = keyspace_begin_write(context, changes + 1)
+    cdef size_t begin
+    cdef int result
+    if refusal != 0:
+        return refuse_write(context, &session.output, refusal)
+    begin = aof_begin_transaction(context.aof)
+    result = command.proc(context, session, request, position)
+    aof_end_transaction(context.aof, begin)
+    return result
 
 
 cdef bint credentials_match(ServerContext *context, const Argument *user, const Argument *password) noexcept nogil:

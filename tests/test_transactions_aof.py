@@ -172,3 +172,27 @@ def test_a_large_transaction_is_one_unit(start_server, tmp_path):
         assert client.call("DBSIZE") == b":1\r\n"
         assert client.call("GET", 7) == b"$1\r\n7\r\n"
     stop_clean(server)
+
+
+def test_multi_record_commands_are_one_unit_each(start_server, tmp_path):
+    """MSET, DEL of several keys and RENAME log several records: each command's
+    records are framed as one unit (a crash cannot keep half an MSET, or a
+    RENAME's new key beside the old one); inside EXEC the transaction frames them."""
+    path = tmp_path / "log.aof"
+    replies = write_log(start_server, path, ("MSET", 1, 10, 2, 20, 3, 30), ("RENAME", 3, 4), ("DEL", 1, 2, 9),
+                        ("DEL", 4, 9), ("MULTI",), ("MSET", 5, 50, 6, 60), ("EXEC",))
+    assert replies == [b"+OK\r\n", b"+OK\r\n", b":2\r\n", b":1\r\n", b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n+OK\r\n"]
+    assert path.read_bytes() == aof_format.log_bytes(
+        aof_format.rec_begin(3), aof_format.rec_set(1, 10), aof_format.rec_set(2, 20), aof_format.rec_set(3, 30),
+        aof_format.rec_begin(2), aof_format.rec_set(4, 30), aof_format.rec_del(3),
+        aof_format.rec_begin(2), aof_format.rec_del(1), aof_format.rec_del(2),
+        aof_format.rec_del(4),                          # one record: no unit
+        aof_format.rec_begin(2), aof_format.rec_set(5, 50), aof_format.rec_set(6, 60))
+    # Cut inside the RENAME's unit: replay keeps the MSET whole and drops the RENAME whole.
+    whole = path.read_bytes()
+    rename_at = 16 + 13 + 3 * 21
+    path.write_bytes(whole[:rename_at + 13 + 21])       # the new key's record is in, the delete is not
+    server = start_aof(start_server, path, "always")
+    with RawClient(server.address) as client:
+        assert client.call("MGET", 1, 2, 3, 4) == b"*4\r\n$2\r\n10\r\n$2\r\n20\r\n$2\r\n30\r\n$-1\r\n"
+    assert "torn last" in stop_clean(server)
