@@ -162,11 +162,11 @@ cdef class EventLoop:
     cdef size_t write_queue_cap
     cdef uint64_t next_client_id
     cdef int64_t idle_timeout_ms        # 0: never
-    cdef bint protected_mode            # only local peers may connect
+    cdef bint local_peers_only          # only local peers may connect
     cdef size_t refusing                # connections being turned away (not clients)
     cdef int64_t now_ms                 # monotonic clock, read after each epoll_wait
     cdef int64_t next_sweep_ms
-    cdef bytes password                 # kept alive: context.password points into it
+    cdef bytes password_bytes               # kept alive: context.password points into it
     cdef bytes version                  # kept alive: context.version points into it
     cdef bytes replication_id           # kept alive: context.replication_id points into it
     cdef size_t draining                # connections draining a refused request (see start_drain)
@@ -176,6 +176,7 @@ cdef class EventLoop:
     cdef AppendOnlyFile append_only_file    # kept alive: context.aof points into it (None: no log)
     cdef bint rewrite_watched           # the rewrite child's pipe is registered with epoll
     cdef object logger
+    cdef object runtime_settings        # kept alive: context.settings points to it (None: none)
 
     def __cinit__(self, listeners, *, int port, size_t max_line_bytes, size_t client_query_buffer_limit,
                   size_t max_arguments, size_t proto_max_bulk_len, size_t unauthenticated_max_line_bytes,
@@ -206,14 +207,14 @@ cdef class EventLoop:
         self.context.replication_id = self.replication_id
         self.context.limits.max_clients = max_clients
         self.idle_timeout_ms = <int64_t>(timeout * 1000)
-        self.protected_mode = protected_mode
-        self.password = password
+        self.local_peers_only = protected_mode
+        self.password_bytes = password
         self.append_only_file = append_only_file
         if append_only_file is not None:
             self.context.aof = &append_only_file.log
         if password is not None:
-            self.context.password = self.password
-            self.context.password_length = len(self.password)
+            self.context.password = self.password_bytes
+            self.context.password_length = len(self.password_bytes)
         self.shared_input = <char *>malloc(2 * read_chunk_bytes)     # two halves: see receive()
         if self.shared_input == NULL:
             raise MemoryError()
@@ -310,6 +311,120 @@ cdef class EventLoop:
         """Counters of the loop, the store and the log, as a dict (the IN_API
         rows of _stats.pyx)."""
         return stats_as_dict(&self.context)
+
+    # ---- settings that change at run time (CONFIG SET: kvfast.config rows' apply hooks) ----
+    # Each setter runs with the GIL in the loop's thread (from CONFIG SET, between two
+    # requests) or before run(): the nogil code reads the same fields afterwards, so
+    # existing connections see a new value at their next request, new ones at once.
+
+    @property
+    def settings(self):
+        """The kvfast.runtime.RuntimeSettings object CONFIG GET/SET/REWRITE ask, or None."""
+        return self.runtime_settings
+
+    @settings.setter
+    def settings(self, value):
+        self.runtime_settings = value
+        self.context.settings = NULL if value is None else <void *>value
+
+    @property
+    def timeout(self):
+        """Seconds a client may stay idle before it is closed (0: never)."""
+        return self.idle_timeout_ms / 1000
+
+    @timeout.setter
+    def timeout(self, double seconds):
+        self.idle_timeout_ms = <int64_t>(seconds * 1000)
+        self.next_sweep_ms = 0          # the next iteration sweeps, and epoll_wait's timeout follows
+
+    @property
+    def max_clients(self):
+        return self.context.limits.max_clients
+
+    @max_clients.setter
+    def max_clients(self, size_t value):
+        self.context.limits.max_clients = value     # connected clients over it stay; new ones are refused
+
+    @property
+    def max_line_bytes(self):
+        return self.context.limits.max_line_bytes
+
+    @max_line_bytes.setter
+    def max_line_bytes(self, size_t value):
+        self.context.limits.max_line_bytes = value
+
+    @property
+    def client_query_buffer_limit(self):
+        return self.context.limits.query_buffer_limit
+
+    @client_query_buffer_limit.setter
+    def client_query_buffer_limit(self, size_t value):
+        self.context.limits.query_buffer_limit = value
+
+    @property
+    def proto_max_bulk_len(self):
+        return self.context.limits.max_bulk_bytes
+
+    @proto_max_bulk_len.setter
+    def proto_max_bulk_len(self, size_t value):
+        self.context.limits.max_bulk_bytes = value
+
+    @property
+    def output_high_water_bytes(self):
+        return self.context.limits.output_high_water_bytes
+
+    @output_high_water_bytes.setter
+    def output_high_water_bytes(self, size_t value):
+        self.context.limits.output_high_water_bytes = value
+
+    @property
+    def protected_mode(self):
+        """Whether only local peers may connect (refused at accept: connected clients stay)."""
+        return self.local_peers_only
+
+    @protected_mode.setter
+    def protected_mode(self, bint value):
+        self.local_peers_only = value
+
+    @property
+    def password(self):
+        return self.password_bytes
+
+    @password.setter
+    def password(self, bytes value):
+        """New connections must authenticate with ``value`` (None: no password, and
+        every connection counts as authenticated, as Redis's nopass default user);
+        connections already authenticated stay so, as in Redis."""
+        cdef size_t fd
+        self.password_bytes = value
+        if value is None:
+            self.context.password = NULL
+            self.context.password_length = 0
+            for fd in range(self.descriptors_cap):
+                if self.descriptors[fd].kind == DESCRIPTOR_CLIENT:
+                    self.descriptors[fd].connection.session.authenticated = True
+        else:
+            self.context.password = self.password_bytes
+            self.context.password_length = len(self.password_bytes)
+
+    @property
+    def fsync(self):
+        """The append-only file's fsync policy (None without a log)."""
+        return None if self.append_only_file is None else self.append_only_file.policy
+
+    @fsync.setter
+    def fsync(self, str policy):
+        if self.append_only_file is not None:
+            self.append_only_file.policy = policy
+
+    @property
+    def aof_rewrite_min_bytes(self):
+        return None if self.append_only_file is None else self.append_only_file.rewrite_min_bytes
+
+    @aof_rewrite_min_bytes.setter
+    def aof_rewrite_min_bytes(self, uint64_t value):
+        if self.append_only_file is not None:
+            self.append_only_file.rewrite_min_bytes = value
 
     cdef void release(self) noexcept:
         cdef size_t fd
@@ -561,7 +676,7 @@ cdef class EventLoop:
                     self.pause_accepting()
                 return      # EAGAIN: backlog empty; ECONNABORTED and the like: try later
             refusal = REFUSE_NONE
-            if self.protected_mode and not is_local_peer(listener.transport, &peer):
+            if self.local_peers_only and not is_local_peer(listener.transport, &peer):
                 refusal = REFUSE_PROTECTED
                 self.context.counters[<int>COUNTER_PROTECTED_REFUSALS] += 1
             elif self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] >= self.context.limits.max_clients:

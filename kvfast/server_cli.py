@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     open_files = raise_open_file_limit()
     log.debug("open file limit: %d", open_files)
     try:
-        server = Server(config=config)
+        server = Server(config=config, config_file=args.config)
     except LogError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

@@ -476,7 +476,7 @@ def test_persistence_settings_default_to_off_and_everysec():
 @pytest.mark.parametrize("text", ["sometimes", "", "1", "fsync"])
 def test_bad_fsync_policy_is_a_one_line_error(text):
     assert error_of(flags={"fsync": text}) == (
-        f"--fsync: not an fsync policy: {text!r} (use always, everysec, no)")
+        f"--fsync: not an fsync policy: {text!r} (use everysec, always, no)")
 
 
 def test_appendonly_must_be_a_path(tmp_path):
