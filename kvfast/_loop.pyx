@@ -36,7 +36,10 @@ by the whole loop; a connection owns an input buffer only while it holds an
 incomplete request. The shared buffer has two halves, because one client's
 read is held, unanswered, while the next client's read lands in the other half.
 Listeners are TCP or unix-domain sockets; the transports differ only in
-TCP_NODELAY and in which peers count as local (is_local_peer).
+TCP_NODELAY and in which peers count as local (is_local_peer). A "metrics"
+listener (--metrics-port) is TCP whose connections are not clients: their
+bytes go to _metrics.metrics_answer (one HTTP GET /metrics each) instead of the
+protocol router, and the sweep closes them after METRICS_IDLE_MS idle.
 """
 import os
 
@@ -64,6 +67,7 @@ from kvfast._context cimport (
     COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._metrics cimport metrics_answer
 from kvfast._multi cimport multi_release
 from kvfast._output cimport Output, output_pending, output_free
 from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_PROTECTED, protocol_answer, \
@@ -85,6 +89,7 @@ cdef enum:
     DRAIN_TIMEOUT_MS = 3000     # a refused request's rest is read and discarded this long at most...
     DRAIN_MAX_BYTES = 1 << 30   # ...and up to this many bytes
     PEAK_WINDOW_MS = 8000       # INFO's client_recent_max_*_buffer: the largest within this window
+    METRICS_IDLE_MS = 5000      # a metrics connection that has not sent its request by then is closed
 
 
 cdef enum RunResult:
@@ -104,8 +109,9 @@ cdef enum DescriptorKind:
 cdef enum Transport:
     TRANSPORT_TCP = 0
     TRANSPORT_UNIX = 1
+    TRANSPORT_METRICS = 2       # the metrics port: HTTP GET /metrics (_metrics.pyx), not a client
 
-TRANSPORTS = {"tcp": TRANSPORT_TCP, "unix": TRANSPORT_UNIX}
+TRANSPORTS = {"tcp": TRANSPORT_TCP, "unix": TRANSPORT_UNIX, "metrics": TRANSPORT_METRICS}
 
 
 cdef struct Listener:
@@ -170,6 +176,7 @@ cdef class EventLoop:
     cdef bytes version                  # kept alive: context.version points into it
     cdef bytes replication_id           # kept alive: context.replication_id points into it
     cdef size_t draining                # connections draining a refused request (see start_drain)
+    cdef size_t metrics_connections     # open connections of the metrics port (not clients)
     cdef uint64_t events_logged[EVENT_KINDS]    # counter values already reported in the log
     cdef int64_t events_logged_at[EVENT_KINDS]
     cdef ServerContext context          # the store, counters and limits, shared with the protocols
@@ -506,7 +513,7 @@ cdef class EventLoop:
                             continue    # the connection was closed
                         if length > 0:
                             # Answer the previous read now, while this one's first key loads.
-                            if i + 1 < ready or held != NULL:
+                            if (i + 1 < ready or held != NULL) and connection.transport != TRANSPORT_METRICS:
                                 protocol_prefetch(&self.context, data, <size_t>length, 0, 1)
                             if held != NULL:
                                 self.answer_received(held, held_data, held_length)
@@ -547,7 +554,7 @@ cdef class EventLoop:
         if self.context.aof != NULL and self.context.aof.failure != 0:
             return <int>(self.context.aof.retry_at_ms - self.now_ms) if self.context.aof.retry_at_ms > self.now_ms \
                 else 0
-        if self.idle_timeout_ms > 0 or self.refusing > 0 or self.draining > 0:
+        if self.idle_timeout_ms > 0 or self.refusing > 0 or self.draining > 0 or self.metrics_connections > 0:
             return <int>(self.next_sweep_ms - self.now_ms) if self.next_sweep_ms > self.now_ms else 0
         return -1
 
@@ -560,7 +567,7 @@ cdef class EventLoop:
         cdef Connection *connection
         cdef int64_t idle
         self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
-        if self.idle_timeout_ms == 0 and self.refusing == 0 and self.draining == 0:
+        if self.idle_timeout_ms == 0 and self.refusing == 0 and self.draining == 0 and self.metrics_connections == 0:
             return
         for fd in range(self.descriptors_cap):
             if self.descriptors[fd].kind != DESCRIPTOR_CLIENT:
@@ -572,6 +579,9 @@ cdef class EventLoop:
                     self.close_connection(connection)
             elif connection.refusal != REFUSE_NONE:
                 if idle > REFUSAL_GRACE_MS:
+                    self.close_connection(connection)
+            elif connection.transport == TRANSPORT_METRICS:
+                if idle > METRICS_IDLE_MS:
                     self.close_connection(connection)
             elif self.idle_timeout_ms > 0 and idle > self.idle_timeout_ms:
                 self.context.counters[<int>COUNTER_TIMED_OUT_CLIENTS] += 1
@@ -676,7 +686,9 @@ cdef class EventLoop:
                     self.pause_accepting()
                 return      # EAGAIN: backlog empty; ECONNABORTED and the like: try later
             refusal = REFUSE_NONE
-            if self.local_peers_only and not is_local_peer(listener.transport, &peer):
+            if listener.transport == TRANSPORT_METRICS:
+                pass                # read-only counts, no keys: served to whoever reaches the port
+            elif self.local_peers_only and not is_local_peer(listener.transport, &peer):
                 refusal = REFUSE_PROTECTED
                 self.context.counters[<int>COUNTER_PROTECTED_REFUSALS] += 1
             elif self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] >= self.context.limits.max_clients:
@@ -716,7 +728,7 @@ cdef class EventLoop:
         cdef Connection *connection = <Connection *>calloc(1, sizeof(Connection))
         if connection == NULL:
             return -1
-        if transport == TRANSPORT_TCP:
+        if transport != TRANSPORT_UNIX:
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         connection.fd = fd
         connection.transport = transport
@@ -730,8 +742,11 @@ cdef class EventLoop:
             free(connection)
             return -1
         connection.interest = EPOLLIN
-        if refusal != REFUSE_NONE:
-            self.refusing += 1
+        if refusal != REFUSE_NONE or transport == TRANSPORT_METRICS:
+            if refusal != REFUSE_NONE:
+                self.refusing += 1
+            else:
+                self.metrics_connections += 1
             self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
             return 0
         self.context.counters[<int>COUNTER_CONNECTIONS_RECEIVED] += 1
@@ -748,6 +763,8 @@ cdef class EventLoop:
             self.draining -= 1
         if connection.refusal != REFUSE_NONE:
             self.refusing -= 1
+        elif connection.transport == TRANSPORT_METRICS:
+            self.metrics_connections -= 1
         else:
             self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] -= 1
         free(connection.input)
@@ -840,7 +857,10 @@ cdef class EventLoop:
         memory).
         """
         cdef size_t consumed, leftover
-        consumed = protocol_answer(&self.context, &connection.session, data, length)
+        if connection.transport == TRANSPORT_METRICS:
+            consumed = metrics_answer(&self.context, &connection.session, data, length)
+        else:
+            consumed = protocol_answer(&self.context, &connection.session, data, length)
         if consumed == <size_t>-1:
             self.close_connection(connection)
             return -1

@@ -249,6 +249,8 @@ TABLE: tuple[Setting, ...] = (
              "(\"127.0.0.1 ::1\"; 0.0.0.0: every IPv4 interface)", not_blank=True, redis_name="bind"),
     _setting("port", int, DEFAULT_PORT, f"TCP port to listen on (0: any free port; {NO_TCP}: no TCP, "
              "only the unix socket)", flag="PORT", minimum=0, maximum=65535, none_word=NO_TCP, off_text="0"),
+    _setting("metrics_port", int, None, "also serve Prometheus metrics at http://HOST:PORT/metrics, on every "
+             "bind address (0: any free port; default: off)", minimum=0, maximum=65535),
     _setting("unixsocket", str, None, "also listen on a unix domain socket at this path",
              normalise=_path, not_blank=True, minimum=1, maximum=UNIX_PATH_MAX_BYTES, what="a socket path"),
     _setting("unixsocketperm", str, None, "permissions of the unix socket file, in octal (700: the "

@@ -35,7 +35,9 @@ class Server:
     ``address`` is the bound ``(host, port)``, the first of ``addresses`` when
     ``config.host`` names several, None with ``port=None``: no TCP). With
     ``config.unixsocket`` it also listens on that unix socket
-    (``unix_socket_path``), removed again by ``close()``. Serve with ``serve_forever()`` in
+    (``unix_socket_path``), removed again by ``close()``. With
+    ``config.metrics_port`` it also serves ``GET /metrics`` (Prometheus) on that
+    port of every bind address (``metrics_addresses``). Serve with ``serve_forever()`` in
     the current thread, or ``start()`` in a background thread; ``stop()`` makes
     either return. As a context manager the server is started on entry and
     stopped and closed on exit.
@@ -117,6 +119,17 @@ class Server:
                 self.addresses.append(sock.getsockname()[:2])
                 port = self.addresses[-1][1]
         self.address = self.addresses[0] if self.addresses else None
+        self.metrics_addresses = []
+        if self.config.metrics_port is not None:
+            port = self.config.metrics_port
+            for host in self.config.host.split():
+                try:
+                    sock = _listen(host, port, self.config.backlog)
+                except OSError as error:
+                    raise ListenError(f"{host}:{port} (metrics)", error) from None
+                self._sockets.append((sock, "metrics"))
+                self.metrics_addresses.append(sock.getsockname()[:2])
+                port = self.metrics_addresses[-1][1]
         self.unix_socket_path = self.config.unixsocket
         if self.unix_socket_path is not None:
             mode = None if self.config.unixsocketperm is None else int(self.config.unixsocketperm, 8)
@@ -148,6 +161,7 @@ class Server:
     def describe(self) -> str:
         """Where the server listens, for log lines: ``127.0.0.1:5000, unix socket /run/kvfast.sock``."""
         places = [format_address(host, port) for host, port in self.addresses]
+        places += [f"metrics http://{format_address(host, port)}/metrics" for host, port in self.metrics_addresses]
         if self.unix_socket_path is not None:
             places.append(f"unix socket {self.unix_socket_path}")
         return ", ".join(places)
