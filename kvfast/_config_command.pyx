@@ -80,13 +80,19 @@ cdef int answer(ServerContext *context, Session *session, const Request *request
         return reply_error_text(context, output, f"ERR CONFIG failed: {type(error).__name__}: {error}")
 
 
-cdef const char *HELP_LINES[9]
+cdef enum:
+    HELP_LINE_COUNT = 11
+
+# Redis 7.0's text (RESETSTAT is wip-ops's subcommand: CONFIG RESETSTAT, merged with it).
+cdef const char *HELP_LINES[HELP_LINE_COUNT]
 HELP_LINES[:] = [
     b"CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     b"GET <pattern>",
     b"    Return parameters matching the glob-like <pattern> and their values.",
     b"SET <directive> <value>",
     b"    Set the configuration <directive> to <value>.",
+    b"RESETSTAT",
+    b"    Reset statistics reported by the INFO command.",
     b"REWRITE",
     b"    Rewrite the configuration file.",
     b"HELP",
@@ -117,9 +123,9 @@ cdef int command_config(ServerContext *context, Session *session, const Request 
     elif equals_nocase(argument.start, argument.length, b"help"):
         if request.argc != 2:
             return reply_wrong_arity(context, output, b"config|help")
-        if reply_array(output, 9) < 0:
+        if reply_array(output, HELP_LINE_COUNT) < 0:
             return -1
-        for i in range(9):
+        for i in range(HELP_LINE_COUNT):
             if output_text(output, b"+") < 0 or output_text(output, HELP_LINES[i]) < 0 \
                     or output_text(output, b"\r\n") < 0:
                 return -1

@@ -106,7 +106,7 @@ class RuntimeSettings:
         (its checks across fields); only then is anything applied, each changed row
         through its ``apply`` hook. Raises ConfigCommandError with Redis's text."""
         if len(arguments) % 2:
-            raise ConfigCommandError("ERR wrong number of arguments for 'config|set' command")
+            raise ConfigCommandError("ERR syntax error")       # as Redis 7.0 (arity covers fewer than 2)
         pairs = [(arguments[i].decode("utf-8", "surrogateescape"), arguments[i + 1])
                  for i in range(0, len(arguments), 2)]
         rows, seen = [], set()
