@@ -328,7 +328,7 @@ def test_example_file_shows_every_setting_with_its_default():
     example = tomllib.loads("\n".join(lines))
     assert set(example) == {setting.key for setting in SETTINGS}
     for setting in SETTINGS:
-        if setting.name not in ("requirepass", "appendonly", "unixsocket", "unixsocketperm", "metrics_port"):  #
+        if setting.name not in ("requirepass", "appendonly", "unixsocket", "unixsocketperm", "metrics_port"):
             assert example[setting.key] == setting.default, setting.key
         assert setting.env in text
 
