@@ -16,7 +16,8 @@ from libc.string cimport memchr, memcmp, memcpy, strlen
 from libc.time cimport time
 from posix.unistd cimport getpid
 
-from kvfast._aof cimport fsync_policy_text, aof_begin_transaction, aof_end_transaction
+from kvfast._aof cimport aof_begin_transaction, aof_end_transaction
+from kvfast._config_command cimport command_config
 from kvfast._command cimport (
     Request, Argument, next_argument, RespProc, RespCommand, CMD_WRITE, CMD_READONLY, CMD_ADMIN, CMD_LOADING,
     CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, FLAG_COUNT,
@@ -1027,49 +1028,6 @@ cdef int command_bgrewriteaof(ServerContext *context, Session *session, const Re
         return refuse_write(context, output, context.aof.failure)
     context.aof.rewrite_requested = True
     return output_text(output, b"+Background append only file rewriting started\r\n")
-
-
-cdef int command_config(ServerContext *context, Session *session, const Request *request,
-                        size_t position) noexcept nogil:
-    """CONFIG GET pattern...: answers ``save`` (""), ``appendonly`` (yes/no) and
-    ``appendfsync``, what redis-benchmark and redis-cli ask; ``*`` matches all
-    three, other names nothing."""
-    cdef Output *output = &session.output
-    cdef Argument argument
-    cdef bint want_save = False, want_appendonly = False, want_appendfsync = False
-    next_argument(request.data, &position, &argument)
-    if not equals_nocase(argument.start, argument.length, b"get"):
-        return reply_unknown_subcommand(context, output, &argument, b"CONFIG")
-    if request.argc < 3:
-        return reply_wrong_arity(context, output, b"config|get")
-    while position < request.length:
-        next_argument(request.data, &position, &argument)
-        if equals_nocase(argument.start, argument.length, b"*"):
-            want_save = want_appendonly = want_appendfsync = True
-        elif equals_nocase(argument.start, argument.length, b"appendfsync"):
-            want_appendfsync = True
-        elif equals_nocase(argument.start, argument.length, b"save"):
-            want_save = True
-        elif equals_nocase(argument.start, argument.length, b"appendonly"):
-            want_appendonly = True
-    if reply_map(session, <size_t>want_save + <size_t>want_appendonly + <size_t>want_appendfsync) < 0:
-        return -1
-    if want_save and (reply_bulk_text(output, b"save") < 0 or reply_bulk_text(output, b"") < 0):
-        return -1
-    if want_appendonly and (reply_bulk_text(output, b"appendonly") < 0
-                            or reply_bulk_text(output, b"yes" if context.aof != NULL else b"no") < 0):
-        return -1
-    if want_appendfsync and (reply_bulk_text(output, b"appendfsync") < 0
-                             or reply_bulk_text(output, fsync_policy_name(context)) < 0):
-        return -1
-    return 0
-
-
-cdef const char *fsync_policy_name(ServerContext *context) noexcept nogil:
-    """CONFIG GET appendfsync: the log's policy (everysec, Redis's default, when off)."""
-    if context.aof == NULL:
-        return b"everysec"
-    return fsync_policy_text(context.aof.policy)
 
 
 # ---- INFO ---------------------------------------------------------------------------
