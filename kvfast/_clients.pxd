@@ -1,6 +1,7 @@
 # CLIENT, MONITOR, SHUTDOWN, DEBUG and MEMORY STATS (kvfast/_clients.pyx), and
 # the session registry the loop keeps (ServerContext.sessions).
 from kvfast._command cimport Request, Argument
+from kvfast._commandstats cimport Redaction
 from kvfast._context cimport ServerContext, Session
 
 
@@ -14,7 +15,8 @@ cdef inline void session_link(ServerContext *context, Session *session) noexcept
 
 
 cdef void session_unlink(ServerContext *context, Session *session) noexcept nogil
-cdef void monitor_feed(ServerContext *context, Session *session, const Request *request) noexcept nogil
+cdef void monitor_feed(ServerContext *context, Session *session, const Request *request,
+                       Redaction redaction) noexcept nogil
 cdef int client_set_name(ServerContext *context, Session *session, const Argument *name) noexcept nogil
 
 cdef int command_client(ServerContext *context, Session *session, const Request *request,

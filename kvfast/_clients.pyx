@@ -13,14 +13,15 @@ line to every monitoring session's output and the loop writes them.
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, strlen, strcmp
+from libc.string cimport memcpy, strlen
 
 from kvfast._command cimport Request, Argument, next_argument
-from kvfast._context cimport ServerContext, Session, ADDRESS_BYTES
-from kvfast._keyspace cimport keyspace_peek, keyspace_size
-from kvfast._output cimport Output, output_append, output_text, output_int64, output_free, output_pending
+from kvfast._commandstats cimport Redaction, redacted
+from kvfast._context cimport ServerContext, Session
+from kvfast._keyspace cimport keyspace_peek
+from kvfast._output cimport Output, output_append, output_text, output_free, output_pending
 from kvfast._reply cimport (
-    ERR_SYNTAX, ERR_KEY_NOT_INTEGER, reply_integer, reply_bulk, reply_bulk_text, reply_null, reply_array, reply_map,
+    ERR_SYNTAX, ERR_KEY_NOT_INTEGER, reply_integer, reply_bulk_text, reply_null, reply_map,
     reply_verbatim, reply_error, reply_wrong_arity, reply_unknown_subcommand, append_sanitized,
 )
 from kvfast._store cimport store_count, store_memory_bytes
@@ -117,12 +118,13 @@ cdef int append_repr(Output *line, const char *data, size_t length) noexcept nog
     return output_append(line, b"\"", 1)
 
 
-cdef void monitor_feed(ServerContext *context, Session *session, const Request *request) noexcept nogil:
+cdef void monitor_feed(ServerContext *context, Session *session, const Request *request,
+                       Redaction redaction) noexcept nogil:
     """Send the request to every monitoring client, as Redis prints it:
     ``+1700000000.123456 [0 127.0.0.1:5555] "set" "1" "2"``."""
     cdef Output line
     cdef Argument argument
-    cdef size_t position = request.arguments_at, i
+    cdef size_t position = request.arguments_at, i, hello_auth_at = 0
     cdef timeval now
     cdef char stamp[64]
     cdef int n
@@ -146,6 +148,9 @@ cdef void monitor_feed(ServerContext *context, Session *session, const Request *
         return
     for i in range(request.argc):
         next_argument(request.data, &position, &argument)
+        if redacted(request, i, redaction, &hello_auth_at):
+            argument.start = b"(redacted)"
+            argument.length = 10
         if output_append(&line, b" ", 1) < 0 or append_repr(&line, argument.start, argument.length) < 0:
             output_free(&line)
             return
@@ -274,8 +279,8 @@ cdef int client_list(ServerContext *context, Session *session, const Request *re
     """CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id...]: one line per client, oldest first."""
     cdef Output text
     cdef Argument argument, kind
-    cdef bint by_type = False, normal = True, known, by_id = False
-    cdef size_t ids_at = 0, at
+    cdef bint normal = True, known, by_id = False
+    cdef size_t ids_at = 0
     cdef int64_t id
     cdef int result = 0
     cdef Session *other

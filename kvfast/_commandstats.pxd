@@ -70,8 +70,16 @@ cdef void stats_free(ServerContext *context) noexcept nogil
 cdef uint64_t latency_bucket_upper_ns(int bucket) noexcept nogil
 cdef uint64_t latency_percentile_ns(const CommandStats *stats, double fraction) noexcept nogil
 
+cdef enum Redaction:
+    # Arguments MONITOR and SLOWLOG replace with "(redacted)", as Redis does.
+    REDACT_NONE = 0
+    REDACT_ALL = 1              # every argument after the name (AUTH)
+    REDACT_HELLO_AUTH = 2       # the two after HELLO's AUTH (user and password)
+
+
+cdef bint redacted(const Request *request, size_t index, Redaction redaction, size_t *hello_auth_at) noexcept nogil
 cdef void slowlog_consider(ServerContext *context, Session *session, const Request *request,
-                           int64_t ns) noexcept nogil
+                           int64_t ns, Redaction redaction) noexcept nogil
 cdef void slowlog_free(ServerContext *context) noexcept nogil
 
 cdef int write_cpu_section(ServerContext *context, Output *text) noexcept nogil

@@ -25,7 +25,7 @@ from kvfast._context cimport (
     ServerContext, Session, CommandStats, ErrorStat, SlowlogEntry, LATENCY_BUCKETS, ERROR_KINDS, ERROR_NAME_BYTES,
     ADDRESS_BYTES,
 )
-from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
+from kvfast._output cimport Output, output_append, output_text, output_int64
 from kvfast._reply cimport (
     reply_integer, reply_bulk, reply_bulk_text, reply_array, reply_map, reply_error, reply_wrong_arity,
     reply_unknown_subcommand,
@@ -188,8 +188,27 @@ cdef uint64_t latency_percentile_ns(const CommandStats *stats, double fraction) 
 
 # ---- the slow log --------------------------------------------------------------------
 
+cdef bint redacted(const Request *request, size_t index, Redaction redaction, size_t *hello_auth_at) noexcept nogil:
+    """Whether argument ``index`` (0: the name) is shown as "(redacted)".
+    ``hello_auth_at`` is scratch the caller zeroes: the index of HELLO's AUTH."""
+    cdef Argument argument
+    cdef size_t position = request.arguments_at, i
+    if redaction == REDACT_NONE or index == 0:
+        return False
+    if redaction == REDACT_ALL:
+        return True
+    if hello_auth_at[0] == 0:
+        hello_auth_at[0] = <size_t>-1
+        for i in range(request.argc):
+            next_argument(request.data, &position, &argument)
+            if i >= 2 and equals_nocase(argument.start, argument.length, b"auth"):
+                hello_auth_at[0] = i
+                break
+    return hello_auth_at[0] != <size_t>-1 and hello_auth_at[0] < index <= hello_auth_at[0] + 2
+
+
 cdef void slowlog_consider(ServerContext *context, Session *session, const Request *request,
-                           int64_t ns) noexcept nogil:
+                           int64_t ns, Redaction redaction) noexcept nogil:
     """Add the request to the slow log if it took at least slowlog-log-slower-than
     microseconds (and the log is on), trimming its arguments as Redis does;
     the oldest entries beyond slowlog-max-len are dropped."""
@@ -198,7 +217,7 @@ cdef void slowlog_consider(ServerContext *context, Session *session, const Reque
     cdef SlowlogEntry *oldest
     cdef Output arguments
     cdef Argument argument
-    cdef size_t position = request.arguments_at, shown, i
+    cdef size_t position = request.arguments_at, shown, i, hello_auth_at = 0
     cdef char note[64]
     cdef int note_length
     if threshold < 0 or ns // 1000 < threshold or context.limits.slowlog_max_len == 0:
@@ -219,7 +238,9 @@ cdef void slowlog_consider(ServerContext *context, Session *session, const Reque
             reply_bulk(&arguments, note, <size_t>note_length)
             break
         next_argument(request.data, &position, &argument)
-        if argument.length > SLOWLOG_MAX_STRING:
+        if redacted(request, i, redaction, &hello_auth_at):
+            reply_bulk(&arguments, b"(redacted)", 10)
+        elif argument.length > SLOWLOG_MAX_STRING:
             note_length = snprintf(note, sizeof(note), b"... (%lu more bytes)",
                                    <unsigned long>(argument.length - SLOWLOG_MAX_STRING))
             if output_append(&arguments, b"$", 1) < 0 \
@@ -319,7 +340,7 @@ cdef int command_slowlog(ServerContext *context, Session *session, const Request
     cdef Argument argument
     cdef int64_t count = SLOWLOG_DEFAULT_COUNT
     cdef SlowlogEntry *entry
-    cdef size_t shown, i
+    cdef size_t shown, _i
     next_argument(request.data, &position, &argument)
     if equals_nocase(argument.start, argument.length, b"help") and request.argc == 2:
         return reply_status_lines(session, SLOWLOG_HELP, 11, SLOWLOG_HELP_LAST)
@@ -338,7 +359,7 @@ cdef int command_slowlog(ServerContext *context, Session *session, const Request
         if reply_array(output, shown) < 0:
             return -1
         entry = context.slowlog_newest
-        for i in range(shown):
+        for _i in range(shown):
             if reply_array(output, 6) < 0 or reply_integer(output, entry.id) < 0 \
                     or reply_integer(output, entry.timestamp) < 0 or reply_integer(output, entry.duration_us) < 0 \
                     or output_append(output, entry.arguments, entry.arguments_length) < 0 \
@@ -347,8 +368,8 @@ cdef int command_slowlog(ServerContext *context, Session *session, const Request
                 return -1
             entry = entry.older
         return 0
-    if equals_nocase(argument.start, argument.length, b"get") or equals_nocase(argument.start, argument.length,
-                                                                              b"len") \
+    if equals_nocase(argument.start, argument.length, b"get") \
+            or equals_nocase(argument.start, argument.length, b"len") \
             or equals_nocase(argument.start, argument.length, b"reset") \
             or equals_nocase(argument.start, argument.length, b"help"):
         return wrong_subcommand_arity(context, output, b"slowlog|", &argument)
@@ -400,7 +421,6 @@ cdef int command_latency(ServerContext *context, Session *session, const Request
     cdef Output *output = &session.output
     cdef Argument argument
     cdef size_t i, count = 0, start
-    cdef bint wanted
     next_argument(request.data, &position, &argument)
     if equals_nocase(argument.start, argument.length, b"histogram"):
         start = position

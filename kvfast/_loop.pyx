@@ -61,9 +61,9 @@ from kvfast._aof cimport AppendOnlyFile, AppendLog
 from kvfast._rewrite cimport aof_persist_batch, aof_retry_failed, aof_save_snapshot_now
 from kvfast._command cimport RespCommand
 from kvfast._context cimport (
-    ServerContext, Session, ADDRESS_BYTES, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS, COUNTER_PROTOCOL_ERRORS,
-    COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
-    COUNTER_AUTH_FAILURES,
+    ServerContext, Session, ADDRESS_BYTES, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS,
+    COUNTER_PROTOCOL_ERRORS, COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS,
+    COUNTER_TIMED_OUT_CLIENTS, COUNTER_AUTH_FAILURES,
 )
 from kvfast._clients cimport session_link, session_unlink
 from kvfast._commandstats cimport stats_init, stats_free, stats_batch_begin, stats_batch_end
@@ -1097,7 +1097,6 @@ cdef bint is_local_peer(Transport transport, const sockaddr_storage *peer) noexc
         return address[15] == 1
     return (address[10] == 0xff and address[11] == 0xff and address[12] == 127 and address[13] == 0
             and address[14] == 0 and address[15] == 1)
-
 
 
 cdef extern from *:

@@ -25,7 +25,8 @@ from kvfast._clients cimport (
     monitor_feed, client_set_name, command_client, command_monitor, command_shutdown, command_debug,
 )
 from kvfast._commandstats cimport (
-    monotonic_ns, stats_batch_begin, stats_count_amortized, stats_record, stats_note_error, stats_count_error,
+    Redaction, REDACT_NONE, REDACT_ALL, REDACT_HELLO_AUTH,
+    monotonic_ns, stats_count_amortized, stats_record, stats_note_error, stats_count_error,
     stats_reset, slowlog_consider, write_cpu_section, write_commandstats_section, write_errorstats_section,
     write_latencystats_section, command_slowlog, command_latency,
 )
@@ -599,6 +600,7 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     cdef uint64_t errors
     cdef int refusal, result
     cdef int64_t started
+    cdef bint queueing
     next_argument(request.data, &position, &name)
     command = find_command(&name)
     context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
@@ -623,12 +625,13 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
             multi_flag_error(session)
             result = reply_wrong_arity(context, &session.output, command.name)
         return rejected(context, session, stats, offset, result)
-    if session.transaction != NULL and session.transaction.queueing and command.proc != command_quit:
-        # In MULTI (kvfast/_multi.pyx): queued, or run now if it is EXEC, DISCARD...
+    queueing = session.transaction != NULL and session.transaction.queueing and command.proc != command_quit
+    if queueing and command.proc != command_exec and command.proc != command_discard:
+        # In MULTI (kvfast/_multi.pyx): queued (counted when EXEC runs it), or refused.
         changes = keys_named(command, request.argc) if command.flags & CMD_WRITE else 0
         return multi_dispatch(context, session, request, command, position,
                               changes if changes > 0 or not (command.flags & CMD_WRITE) else 1)
-    if command.flags & CMD_WRITE and context.aof != NULL:
+    if not queueing and command.flags & CMD_WRITE and context.aof != NULL:
         changes = keys_named(command, request.argc)
         refusal = keyspace_begin_write(context, changes if changes > 0 else 1)
         if refusal != 0:
@@ -643,21 +646,33 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     else:
         started = monotonic_ns()
         context.execute_depth += 1
-        result = command.proc(context, session, request, position)
+        if queueing:                                # EXEC or DISCARD ending a transaction
+            result = multi_dispatch(context, session, request, command, position, 0)
+        else:
+            result = command.proc(context, session, request, position)
         context.execute_depth -= 1
         started = monotonic_ns() - started
         stats_record(context, stats, started)
         if context.execute_depth == 0:
             context.batch_exact_ns += started
         if command.proc != command_exec:            # its queued commands are logged instead, as Redis
-            slowlog_consider(context, session, request, started)
+            slowlog_consider(context, session, request, started, redaction(command))
     if context.counters[<int>COUNTER_ERROR_REPLIES] != errors and output_pending(&session.output) > offset \
             and session.output.data[session.output.start + offset] == c'-':
         stats.failed_calls += 1
         stats_note_error(context, &session.output, offset)
     if context.monitor_count != 0 and not (command.flags & CMD_ADMIN):
-        monitor_feed(context, session, request)
+        monitor_feed(context, session, request, redaction(command))
     return result
+
+
+cdef inline Redaction redaction(const RespCommand *command) noexcept nogil:
+    """Which arguments MONITOR and SLOWLOG show as "(redacted)": passwords."""
+    if command.proc == command_auth:
+        return REDACT_ALL
+    if command.proc == command_hello:
+        return REDACT_HELLO_AUTH
+    return REDACT_NONE
 
 
 cdef inline int rejected(ServerContext *context, Session *session, CommandStats *stats, size_t offset,
