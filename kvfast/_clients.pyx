@@ -157,7 +157,7 @@ cdef void monitor_feed(ServerContext *context, Session *session, const Request *
     if output_append(&line, b"\r\n", 2) == 0:
         monitor = context.sessions
         while monitor != NULL:
-            if monitor.monitoring and not monitor.closing:
+            if monitor.monitoring and not monitor.closing and monitor != session:   # its own: no (replies)
                 output_append(&monitor.output, line.data, line.end)
             monitor = monitor.next_session
     output_free(&line)
@@ -297,7 +297,7 @@ cdef int client_list(ServerContext *context, Session *session, const Request *re
             ids_at = position
             while position < request.length:
                 next_argument(request.data, &position, &argument)
-                if parse_int64(argument.start, argument.length, &id) != INT_OK or id <= 0:
+                if parse_int64(argument.start, argument.length, &id) != INT_OK:
                     return reply_error(context, &session.output, b"-ERR Invalid client ID\r\n")
         else:
             return reply_error(context, &session.output, ERR_SYNTAX)

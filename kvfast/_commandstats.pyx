@@ -23,7 +23,8 @@ from libc.time cimport time
 from kvfast._command cimport Request, Argument, next_argument, RespCommand
 from kvfast._context cimport (
     ServerContext, Session, CommandStats, ErrorStat, SlowlogEntry, LATENCY_BUCKETS, ERROR_KINDS, ERROR_NAME_BYTES,
-    ADDRESS_BYTES,
+    ADDRESS_BYTES, COUNTER_COMMANDS_PROCESSED, COUNTER_CONNECTIONS_RECEIVED, COUNTER_ERROR_REPLIES,
+    COUNTER_KEYSPACE_HITS, COUNTER_KEYSPACE_MISSES,
 )
 from kvfast._output cimport Output, output_append, output_text, output_int64
 from kvfast._reply cimport (
@@ -145,9 +146,14 @@ cdef void stats_note_error(ServerContext *context, Output *output, size_t offset
 
 
 cdef void stats_reset(ServerContext *context) noexcept nogil:
-    """CONFIG RESETSTAT's part: every command's statistics and the error kinds."""
+    """CONFIG RESETSTAT: every command's statistics, the error kinds, and the
+    counters Redis resets (commands processed, connections received, error
+    replies, keyspace hits and misses)."""
     cdef size_t i
     cdef const char *name
+    context.counters[<int>COUNTER_COMMANDS_PROCESSED] = context.counters[<int>COUNTER_CONNECTIONS_RECEIVED] = 0
+    context.counters[<int>COUNTER_ERROR_REPLIES] = 0
+    context.counters[<int>COUNTER_KEYSPACE_HITS] = context.counters[<int>COUNTER_KEYSPACE_MISSES] = 0
     stats_batch_end(context)
     for i in range(context.command_count):
         name = context.command_stats[i].name
@@ -349,7 +355,13 @@ cdef int command_slowlog(ServerContext *context, Session *session, const Request
     if equals_nocase(argument.start, argument.length, b"reset") and request.argc == 2:
         slowlog_free(context)
         return output_text(output, b"+OK\r\n")
-    if equals_nocase(argument.start, argument.length, b"get") and (request.argc == 2 or request.argc == 3):
+    if equals_nocase(argument.start, argument.length, b"get") and request.argc > 3:
+        context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+        if output_text(output, b"-ERR unknown subcommand or wrong number of arguments for '") < 0 \
+                or output_append(output, argument.start, argument.length if argument.length < 64 else 64) < 0:
+            return -1
+        return output_text(output, b"'. Try SLOWLOG HELP.\r\n")
+    if equals_nocase(argument.start, argument.length, b"get"):
         if request.argc == 3:
             next_argument(request.data, &position, &argument)
             if parse_int64(argument.start, argument.length, &count) != INT_OK or count < -1:
@@ -391,7 +403,7 @@ cdef int wrong_subcommand_arity(ServerContext *context, Output *output, const ch
 
 # ---- LATENCY -------------------------------------------------------------------------
 
-cdef const char *LATENCY_HELP[14]
+cdef const char *LATENCY_HELP[16]
 LATENCY_HELP[:] = [
     b"LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     b"DOCTOR",
@@ -407,9 +419,10 @@ LATENCY_HELP[:] = [
     b"    (default: reset all data for all event classes)",
     b"HISTOGRAM [COMMAND ...]",
     b"    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
+    b"    If no commands are specified then all histograms are replied.",
+    b"HELP",
 ]
-cdef const char *LATENCY_HELP_LAST = (
-    b"    If no commands are specified then all histograms are replied.\r\n+HELP\r\n+    Prints this help.")
+cdef const char *LATENCY_HELP_LAST = b"    Prints this help."
 
 
 cdef int command_latency(ServerContext *context, Session *session, const Request *request,
@@ -441,7 +454,7 @@ cdef int command_latency(ServerContext *context, Session *session, const Request
     if equals_nocase(argument.start, argument.length, b"reset"):
         return reply_integer(output, 0)
     if equals_nocase(argument.start, argument.length, b"help") and request.argc == 2:
-        return reply_status_lines(session, LATENCY_HELP, 14, LATENCY_HELP_LAST)
+        return reply_status_lines(session, LATENCY_HELP, 16, LATENCY_HELP_LAST)
     if equals_nocase(argument.start, argument.length, b"latest") \
             or equals_nocase(argument.start, argument.length, b"history") \
             or equals_nocase(argument.start, argument.length, b"help"):
