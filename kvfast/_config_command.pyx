@@ -11,6 +11,7 @@ is applied (by each row's hook, into the loop's C structs) before the request
 after the CONFIG SET is read, for every connection.
 """
 from kvfast._command cimport Request, Argument, next_argument
+from kvfast._commandstats cimport stats_reset
 from kvfast._context cimport ServerContext, Session
 from kvfast._keys cimport glob_match as keys_glob_match
 from kvfast._output cimport Output, output_text
@@ -102,7 +103,7 @@ HELP_LINES[:] = [
 
 cdef int command_config(ServerContext *context, Session *session, const Request *request,
                         size_t position) noexcept nogil:
-    """CONFIG GET pattern [pattern ...] | SET name value [name value ...] | REWRITE | HELP,
+    """CONFIG GET pattern [pattern ...] | SET name value [name value ...] | REWRITE | RESETSTAT | HELP,
     with Redis 7.0's arities and error texts (see kvfast/runtime.py)."""
     cdef Output *output = &session.output
     cdef Argument argument
@@ -120,6 +121,11 @@ cdef int command_config(ServerContext *context, Session *session, const Request 
         if request.argc != 2:
             return reply_wrong_arity(context, output, b"config|rewrite")
         subcommand = SUB_REWRITE
+    elif equals_nocase(argument.start, argument.length, b"resetstat"):
+        if request.argc != 2:
+            return reply_wrong_arity(context, output, b"config|resetstat")
+        stats_reset(context)
+        return output_text(output, b"+OK\r\n")
     elif equals_nocase(argument.start, argument.length, b"help"):
         if request.argc != 2:
             return reply_wrong_arity(context, output, b"config|help")

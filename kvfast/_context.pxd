@@ -37,9 +37,51 @@ cdef struct Limits:
     size_t unauthenticated_max_bulk_bytes
     size_t output_high_water_bytes          # unsent reply bytes at which a client is answered no further
     size_t max_clients                      # most clients connected at once (INFO's maxclients)
+    int64_t slowlog_log_slower_than         # microseconds; -1: the slow log is off, 0: every command
+    size_t slowlog_max_len                  # entries the slow log keeps
+
+
+# ---- operating statistics (kvfast/_commandstats.pyx renders them) ----
+
+cdef enum:
+    LATENCY_BUCKETS = 304       # log-linear nanosecond buckets: 8 per power of two up to 2**40 ns
+    ERROR_KINDS = 128           # distinct error prefixes counted (Redis's errorstats limit)
+    ERROR_NAME_BYTES = 32
+    ADDRESS_BYTES = 128         # "ip:port", or a unix socket's "path:0"
+    BATCH_ROWS = 32             # distinct commands amortized in one batch before it is settled
+
+
+cdef struct CommandStats:
+    # One per row of the RESP command table (ServerContext.command_stats[row]),
+    # for INFO commandstats/latencystats, LATENCY HISTOGRAM and /metrics.
+    const char *name            # the row's name (lower case)
+    uint64_t calls              # runs of the proc (EXEC's queued commands included)
+    uint64_t nanoseconds        # their total duration
+    uint64_t rejected_calls     # refused before running: arity, NOAUTH, MISCONF
+    uint64_t failed_calls       # ran and replied with an error
+    uint64_t pending            # calls of the open batch not yet given a duration (see _commandstats)
+    uint64_t histogram[<int>LATENCY_BUCKETS]   # durations: see latency_bucket()
+
+
+cdef struct ErrorStat:
+    char name[<int>ERROR_NAME_BYTES]    # the error reply's first word: ERR, WRONGTYPE, NOAUTH, ...
+    uint64_t count
+
+
+cdef struct SlowlogEntry:
+    int64_t id
+    int64_t timestamp           # Unix time, seconds
+    int64_t duration_us
+    char *arguments             # the (trimmed) arguments as a RESP array, ready to send
+    size_t arguments_length
+    char address[<int>ADDRESS_BYTES]
+    char *name                  # the client's name ("" when none; owned)
+    SlowlogEntry *newer
+    SlowlogEntry *older
 
 
 cdef struct Transaction      # a session's MULTI/WATCH state (below)
+cdef struct Session          # a connection's protocol state (below)
 
 
 cdef struct Watch:
@@ -87,6 +129,29 @@ cdef struct ServerContext:
     int64_t peak_window_ms          # ...since this time (Redis's "recent": a window of a few seconds)
     void *settings                  # borrowed: the kvfast.runtime.RuntimeSettings CONFIG asks (with the
     #                                 GIL), kept alive by EventLoop.settings; NULL: none (CONFIG GET: empty)
+    int64_t now_ms                  # the loop's monotonic clock, read after each epoll_wait
+    # Per-command statistics (kvfast/_commandstats.pyx): one CommandStats per row of
+    # the RESP table (command_count of them), the batch being timed, error kinds.
+    CommandStats *command_stats
+    size_t command_count
+    int64_t batch_started_ns        # 0: no batch open (commands are then timed one by one)
+    int64_t batch_exact_ns          # time of the batch's commands timed one by one
+    uint64_t batch_amortized        # commands of the batch sharing what is left
+    CommandStats *batch_rows[<int>BATCH_ROWS]  # the rows they belong to (pending > 0)
+    size_t batch_row_count
+    int execute_depth               # > 0 while EXEC runs its queue
+    ErrorStat errors[<int>ERROR_KINDS]
+    size_t error_kinds
+    # The slow log (newest first) and MONITOR.
+    SlowlogEntry *slowlog_newest
+    SlowlogEntry *slowlog_oldest
+    size_t slowlog_length
+    int64_t slowlog_next_id
+    size_t monitor_count            # sessions in MONITOR: while 0, execute() feeds nobody
+    # Every client session (CLIENT LIST, KILL, MONITOR), newest first.
+    Session *sessions
+    size_t kills_pending            # sessions killed by CLIENT KILL, closed after the batch
+    bint shutdown_requested         # SHUTDOWN: the loop stops after this batch
 
 
 cdef struct Session:
@@ -104,3 +169,18 @@ cdef struct Session:
     bint unpersisted                # replies acknowledging writes not yet in the log are buffered...
     size_t unpersisted_from         # ...from this many pending output bytes on (see EventLoop.persist)
     Transaction *transaction        # MULTI/WATCH state, or NULL: never used (kvfast/_multi.pyx)
+    # For CLIENT LIST/KILL and MONITOR (kvfast/_clients.pyx); set by the loop at accept.
+    int fd
+    bint unix_socket
+    char address[<int>ADDRESS_BYTES]          # "ip:port" (Redis's addr=)
+    char local_address[<int>ADDRESS_BYTES]    # laddr=
+    char *name                      # CLIENT SETNAME (owned), or NULL
+    int64_t created_ms              # on the monotonic clock
+    const int64_t *last_active_ms   # the connection's last read or write
+    const size_t *input_length      # its held input (qbuf=) and buffer size
+    const size_t *input_capacity
+    const char *last_command        # cmd=
+    bint monitoring                 # in MONITOR
+    bint killed                     # CLIENT KILL: closed after the batch
+    Session *next_session           # ServerContext.sessions
+    Session *previous_session

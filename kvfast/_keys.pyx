@@ -15,6 +15,7 @@ from libc.stdint cimport int64_t, uint64_t, INT32_MAX, INT32_MIN, UINT64_MAX
 from libc.stdlib cimport realloc, free
 from libc.string cimport memcmp
 
+from kvfast._clients cimport memory_stats
 from kvfast._command cimport Request, Argument, next_argument
 from kvfast._context cimport ServerContext, Session
 from kvfast._keyspace cimport (
@@ -639,8 +640,8 @@ cdef int command_memory(ServerContext *context, Session *session, const Request 
     value, 16 bytes). The table's free slots, shared by all keys, are in INFO
     memory instead. SAMPLES is checked as Redis checks it (canonical, >= 0)
     and has nothing to sample. Options are checked before the key is looked
-    up; an absent key is null. Redis's other subcommands (STATS, DOCTOR, ...)
-    are unknown subcommands."""
+    up; an absent key is null. MEMORY STATS: see _clients.memory_stats.
+    Redis's other subcommands (DOCTOR, ...) are unknown subcommands."""
     cdef Output *output = &session.output
     cdef Argument subcommand, argument
     cdef int64_t key, samples
@@ -651,6 +652,9 @@ cdef int command_memory(ServerContext *context, Session *session, const Request 
         if request.argc != 2:
             return reply_wrong_arity(context, output, b"memory|help")
         return reply_help(output, MEMORY_HELP, 6)
+    if equals_nocase(subcommand.start, subcommand.length, b"stats"):
+        return memory_stats(context, session) if request.argc == 2 \
+            else reply_wrong_arity(context, output, b"memory|stats")
     if not equals_nocase(subcommand.start, subcommand.length, b"usage"):
         return reply_unknown_subcommand(context, output, &subcommand, b"MEMORY")
     if request.argc < 3:

@@ -62,13 +62,17 @@ from kvfast._system cimport (
 )
 from kvfast._aof cimport AppendOnlyFile, AppendLog
 from kvfast._rewrite cimport aof_persist_batch, aof_retry_failed, aof_save_snapshot_now
+from kvfast._command cimport RespCommand
 from kvfast._context cimport (
-    ServerContext, Session, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS, COUNTER_PROTOCOL_ERRORS,
-    COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
-    COUNTER_AUTH_FAILURES,
+    ServerContext, Session, ADDRESS_BYTES, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS,
+    COUNTER_PROTOCOL_ERRORS, COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS,
+    COUNTER_TIMED_OUT_CLIENTS, COUNTER_AUTH_FAILURES,
 )
 from kvfast._metrics cimport metrics_answer
+from kvfast._clients cimport session_link, session_unlink
+from kvfast._commandstats cimport stats_init, stats_free, stats_batch_begin, stats_batch_end
 from kvfast._multi cimport multi_release
+from kvfast._resp cimport resp_commands
 from kvfast._output cimport Output, output_pending, output_free
 from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_PROTECTED, protocol_answer, \
     protocol_prefetch, protocol_refuse
@@ -190,7 +194,10 @@ cdef class EventLoop:
                   size_t unauthenticated_max_arguments, size_t unauthenticated_max_bulk_bytes,
                   size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients,
                   double timeout, str version, bytes password=None, bint protected_mode=False, logger=None,
-                  AppendOnlyFile append_only_file=None):
+                  AppendOnlyFile append_only_file=None, long long slowlog_log_slower_than=10000,
+                  size_t slowlog_max_len=128):
+        cdef const RespCommand *commands
+        cdef size_t command_count
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
@@ -213,6 +220,11 @@ cdef class EventLoop:
         self.replication_id = os.urandom(20).hex().encode()
         self.context.replication_id = self.replication_id
         self.context.limits.max_clients = max_clients
+        self.context.limits.slowlog_log_slower_than = slowlog_log_slower_than
+        self.context.limits.slowlog_max_len = slowlog_max_len
+        commands = resp_commands(&command_count)
+        if stats_init(&self.context, commands, command_count) < 0:
+            raise MemoryError()
         self.idle_timeout_ms = <int64_t>(timeout * 1000)
         self.local_peers_only = protected_mode
         self.password_bytes = password
@@ -433,6 +445,22 @@ cdef class EventLoop:
         if self.append_only_file is not None:
             self.append_only_file.rewrite_min_bytes = value
 
+    @property
+    def slowlog_log_slower_than(self):
+        return self.context.limits.slowlog_log_slower_than
+
+    @slowlog_log_slower_than.setter
+    def slowlog_log_slower_than(self, int64_t value):
+        self.context.limits.slowlog_log_slower_than = value
+
+    @property
+    def slowlog_max_len(self):
+        return self.context.limits.slowlog_max_len
+
+    @slowlog_max_len.setter
+    def slowlog_max_len(self, size_t value):
+        self.context.limits.slowlog_max_len = value      # a shorter log is trimmed at its next entry
+
     cdef void release(self) noexcept:
         cdef size_t fd
         cdef int i
@@ -449,6 +477,7 @@ cdef class EventLoop:
         self.shared_input = NULL
         store_free(&self.context.store)
         store_free(&self.context.watched)
+        stats_free(&self.context)
         if self.epoll_fd >= 0:
             close(self.epoll_fd)
             self.epoll_fd = -1
@@ -491,6 +520,7 @@ cdef class EventLoop:
             if ready < 0:
                 return RUN_INTERRUPTED if errno == EINTR else RUN_FAILED
             self.now_ms = monotonic_ms()
+            self.context.now_ms = self.now_ms
             if self.now_ms >= self.next_sweep_ms:
                 self.sweep()
                 self.log_client_trouble()
@@ -540,11 +570,38 @@ cdef class EventLoop:
                 self.answer_received(held, held_data, held_length)
                 held = NULL
             self.write_queued()
+            if self.context.kills_pending > 0:
+                self.close_killed()
             timeout = self.next_timeout()
-            if stop_requested:
+            if stop_requested or self.context.shutdown_requested:
                 return RUN_STOPPED
             if signalled:
                 return RUN_INTERRUPTED
+
+    cdef void close_killed(self) noexcept nogil:
+        """Close the connections CLIENT KILL marked during the batch (after the
+        batch, so that no connection is freed while the batch still uses it)."""
+        cdef Session *session = self.context.sessions
+        cdef Session *next_session
+        cdef Connection *connection
+        while session != NULL and self.context.kills_pending > 0:
+            next_session = session.next_session
+            if session.killed:
+                connection = self.descriptors[session.fd].connection
+                if connection != NULL and &connection.session == session:
+                    self.close_connection(connection)
+            session = next_session
+
+    cdef void queue_monitors(self) noexcept nogil:
+        """Queue the MONITOR clients that were sent lines (and whose socket takes more)."""
+        cdef Session *session = self.context.sessions
+        cdef Connection *connection
+        while session != NULL:
+            if session.monitoring and output_pending(&session.output) > 0:
+                connection = self.descriptors[session.fd].connection
+                if connection != NULL and not connection.write_blocked and not connection.queued:
+                    self.queue_write(connection)
+            session = session.next_session
 
     cdef int next_timeout(self) noexcept nogil:
         """epoll_wait's timeout: 0 while a resize can use idle time; until the next
@@ -695,7 +752,7 @@ cdef class EventLoop:
                 refusal = REFUSE_MAX_CLIENTS
                 self.context.counters[<int>COUNTER_REJECTED_CONNECTIONS] += 1
             if (refusal != REFUSE_NONE and self.refusing >= MAX_REFUSING) \
-                    or self.add_connection(fd, listener.transport, refusal) < 0:
+                    or self.add_connection(fd, listener.transport, refusal, &peer) < 0:
                 close(fd)
             if self.accept_paused:
                 return
@@ -720,7 +777,25 @@ cdef class EventLoop:
             self.watch(self.listeners[i].fd, EPOLL_CTL_ADD, EPOLLIN)
         self.accept_paused = False
 
-    cdef int add_connection(self, int fd, Transport transport, Refusal refusal) noexcept nogil:
+    cdef void describe_session(self, Connection *connection, const sockaddr_storage *peer) noexcept nogil:
+        """What CLIENT LIST and MONITOR show of a client: its descriptor, addresses, age."""
+        cdef Session *session = &connection.session
+        cdef sockaddr_storage local
+        cdef socklen_t local_length = sizeof(local)
+        session.fd = connection.fd
+        session.unix_socket = connection.transport == TRANSPORT_UNIX
+        session.created_ms = self.now_ms
+        session.last_active_ms = &connection.last_active_ms
+        session.input_length = &connection.input_len
+        session.input_capacity = &connection.input_cap
+        session.last_command = b"NULL"
+        if getsockname(connection.fd, <sockaddr *>&local, &local_length) < 0:
+            local.ss_family = 0
+        format_address(peer, session.unix_socket, &local, session.address, ADDRESS_BYTES)
+        format_address(&local, session.unix_socket, &local, session.local_address, ADDRESS_BYTES)
+
+    cdef int add_connection(self, int fd, Transport transport, Refusal refusal,
+                            const sockaddr_storage *peer=NULL) noexcept nogil:
         """Register a freshly accepted socket; 0, or -1 if out of memory. A refused
         one is kept only until its first bytes say which protocol to refuse it in
         (see refuse), and is not counted as a client."""
@@ -749,6 +824,8 @@ cdef class EventLoop:
                 self.metrics_connections += 1
             self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
             return 0
+        self.describe_session(connection, peer)
+        session_link(&self.context, &connection.session)
         self.context.counters[<int>COUNTER_CONNECTIONS_RECEIVED] += 1
         self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] += 1
         return 0
@@ -767,6 +844,7 @@ cdef class EventLoop:
             self.metrics_connections -= 1
         else:
             self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] -= 1
+            session_unlink(&self.context, &connection.session)
         free(connection.input)
         output_free(&connection.session.output)
         multi_release(&self.context, &connection.session)      # a pending queue is discarded, watches dropped
@@ -860,7 +938,9 @@ cdef class EventLoop:
         if connection.transport == TRANSPORT_METRICS:
             consumed = metrics_answer(&self.context, &connection.session, data, length)
         else:
+            stats_batch_begin(&self.context)
             consumed = protocol_answer(&self.context, &connection.session, data, length)
+            stats_batch_end(&self.context)
         if consumed == <size_t>-1:
             self.close_connection(connection)
             return -1
@@ -1020,6 +1100,8 @@ cdef class EventLoop:
         cdef size_t i, end
         cdef Connection *connection
         while True:
+            if self.context.monitor_count > 0:
+                self.queue_monitors()
             self.persist()
             end = self.write_queue_len
             if end == 0:
@@ -1166,3 +1248,35 @@ cdef bint is_local_peer(Transport transport, const sockaddr_storage *peer) noexc
         return address[15] == 1
     return (address[10] == 0xff and address[11] == 0xff and address[12] == 127 and address[13] == 0
             and address[14] == 0 and address[15] == 1)
+
+
+cdef extern from *:
+    """
+    #include <arpa/inet.h>
+    #include <stdio.h>
+    #include <sys/socket.h>
+    #include <sys/un.h>
+    /* "ip:port" (IPv6 without brackets, as Redis), or a unix socket's "path:0"
+       (the path of local, the listening socket's name: a unix client has none). */
+    static void kvfast_format_address(const struct sockaddr_storage *address, int unix_socket,
+                                      const struct sockaddr_storage *local, char *text, size_t size) {
+        char host[INET6_ADDRSTRLEN];
+        if (unix_socket) {
+            const char *path = local->ss_family == AF_UNIX ? ((const struct sockaddr_un *)local)->sun_path : "";
+            snprintf(text, size, "%s:0", path);
+        } else if (address->ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+            snprintf(text, size, "%s:%d", host, ntohs(in->sin_port));
+        } else if (address->ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+            snprintf(text, size, "%s:%d", host, ntohs(in6->sin6_port));
+        } else {
+            snprintf(text, size, "?:0");
+        }
+    }
+    """
+    void format_address "kvfast_format_address" (const sockaddr_storage *address, bint unix_socket,
+                                                 const sockaddr_storage *local, char *text, size_t size) nogil
+    int getsockname(int fd, sockaddr *address, socklen_t *length) nogil

@@ -1,3 +1,4 @@
+from kvfast._command cimport RespCommand
 from kvfast._context cimport ServerContext, Session
 from kvfast._store cimport Store
 
@@ -7,3 +8,4 @@ cdef size_t resp_prefetch_key(const Store *store, const char *data, size_t lengt
 cdef bint resp_has_command(const char *name, size_t length) noexcept nogil
 cdef int resp_execute_inline(ServerContext *context, Session *session, const char *line,
                              size_t length) noexcept nogil
+cdef const RespCommand *resp_commands(size_t *count) noexcept nogil

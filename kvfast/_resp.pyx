@@ -11,7 +11,7 @@ Keys and values are int64 written in decimal, as redis-benchmark's
 ``__rand_int__`` keys are (leading zeros allowed). Replies follow Redis 7's
 shapes and error texts; see the README for the list of commands.
 """
-from libc.stdint cimport int64_t, INT64_MIN
+from libc.stdint cimport int64_t, uint64_t, INT64_MIN
 from libc.string cimport memchr, memcmp, memcpy, strlen
 from libc.time cimport time
 from posix.unistd cimport getpid
@@ -22,8 +22,17 @@ from kvfast._command cimport (
     Request, Argument, next_argument, RespProc, RespCommand, CMD_WRITE, CMD_READONLY, CMD_ADMIN, CMD_LOADING,
     CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, FLAG_COUNT,
 )
+from kvfast._clients cimport (
+    monitor_feed, client_set_name, command_client, command_monitor, command_shutdown, command_debug,
+)
+from kvfast._commandstats cimport (
+    Redaction, REDACT_NONE, REDACT_ALL, REDACT_HELLO_AUTH,
+    monotonic_ns, stats_count_amortized, stats_record, stats_note_error, stats_count_error,
+    slowlog_consider, write_cpu_section, write_commandstats_section, write_errorstats_section,
+    write_latencystats_section, command_slowlog, command_latency,
+)
 from kvfast._context cimport (
-    ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
+    ServerContext, Session, CommandStats, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
 from kvfast._keys cimport (
@@ -44,7 +53,7 @@ from kvfast._multi cimport (
     multi_set_executor, multi_dispatch, multi_flag_error, multi_reject_exec, command_multi, command_exec,
     command_discard, command_watch, command_unwatch, command_reset,
 )
-from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
+from kvfast._output cimport Output, output_append, output_text, output_int64, output_free, output_pending
 from kvfast._stats cimport (
     StatsSection, INFO_NONE, INFO_CLIENTS, INFO_MEMORY, INFO_PERSISTENCE, INFO_STATS, INFO_REPLICATION,
     write_info_section,
@@ -544,6 +553,13 @@ cdef const RespCommand *find_command(const Argument *name) noexcept nogil:
     return NULL
 
 
+cdef const RespCommand *resp_commands(size_t *count) noexcept nogil:
+    """The command table (``count`` rows): ServerContext.command_stats has one
+    CommandStats per row, in this order."""
+    count[0] = <size_t>COMMAND_COUNT
+    return COMMANDS
+
+
 def command_names():
     """The name of every RESP command kvfast implements, in table order (for
     the README check and the tests)."""
@@ -580,38 +596,94 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     cdef size_t position = request.arguments_at
     cdef Argument name
     cdef const RespCommand *command
-    cdef size_t changes
-    cdef int refusal
+    cdef CommandStats *stats
+    cdef size_t changes, offset
+    cdef uint64_t errors
+    cdef int refusal, result
+    cdef int64_t started
+    cdef bint queueing
     next_argument(request.data, &position, &name)
     command = find_command(&name)
     context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
     if command == NULL:
         multi_flag_error(session)
+        stats_count_error(context, b"ERR", 3)
         return reply_unknown(context, &session.output, request, b"-ERR unknown command '",
                              b"', with args beginning with: ")
+    stats = &context.command_stats[command - COMMANDS]
+    offset = output_pending(&session.output)
     if not session.authenticated and not (command.flags & CMD_NO_AUTH):
         if command.proc == command_exec:        # EXEC refused: -EXECABORT ... because of: <error>, as Redis
-            return multi_reject_exec(context, session, ERR_NOAUTH + 1)
-        multi_flag_error(session)
-        return reply_error(context, &session.output, ERR_NOAUTH)
+            result = multi_reject_exec(context, session, ERR_NOAUTH + 1)
+        else:
+            multi_flag_error(session)
+            result = reply_error(context, &session.output, ERR_NOAUTH)
+        return rejected(context, session, stats, offset, result)
     if not arity_ok(command, request.argc):
         if command.proc == command_exec:
-            return multi_reject_exec(context, session, b"wrong number of arguments for 'exec' command\r\n")
-        multi_flag_error(session)
-        return reply_wrong_arity(context, &session.output, command.name)
-    if session.transaction != NULL and session.transaction.queueing and command.proc != command_quit:
-        # In MULTI (kvfast/_multi.pyx): queued, or run now if it is EXEC, DISCARD...
+            result = multi_reject_exec(context, session, b"wrong number of arguments for 'exec' command\r\n")
+        else:
+            multi_flag_error(session)
+            result = reply_wrong_arity(context, &session.output, command.name)
+        return rejected(context, session, stats, offset, result)
+    queueing = session.transaction != NULL and session.transaction.queueing and command.proc != command_quit
+    if queueing and command.proc != command_exec and command.proc != command_discard:
+        # In MULTI (kvfast/_multi.pyx): queued (counted when EXEC runs it), or refused.
         changes = keys_named(command, request.argc) if command.flags & CMD_WRITE else 0
         return multi_dispatch(context, session, request, command, position,
                               changes if changes > 0 or not (command.flags & CMD_WRITE) else 1)
-    if command.flags & CMD_WRITE and context.aof != NULL:
+    if not queueing and command.flags & CMD_WRITE and context.aof != NULL:
         changes = keys_named(command, request.argc)
         if changes > 1 and not context.aof.unit_open:
             return execute_as_unit(context, session, request, command, position, changes)
         refusal = keyspace_begin_write(context, changes if changes > 0 else 1)
         if refusal != 0:
-            return refuse_write(context, &session.output, refusal)
-    return command.proc(context, session, request, position)
+            return rejected(context, session, stats, offset, refuse_write(context, &session.output, refusal))
+    session.last_command = command.name
+    errors = context.counters[<int>COUNTER_ERROR_REPLIES]
+    if command.first_key == 1 and command.last_key == 1 and context.batch_started_ns != 0 \
+            and context.execute_depth == 0 and context.limits.slowlog_log_slower_than != 0:
+        # One key, O(1): timed with its batch (see _commandstats.pyx).
+        stats_count_amortized(context, stats)
+        result = command.proc(context, session, request, position)
+    else:
+        started = monotonic_ns()
+        context.execute_depth += 1
+        if queueing:                                # EXEC or DISCARD ending a transaction
+            result = multi_dispatch(context, session, request, command, position, 0)
+        else:
+            result = command.proc(context, session, request, position)
+        context.execute_depth -= 1
+        started = monotonic_ns() - started
+        stats_record(context, stats, started)
+        if context.execute_depth == 0:
+            context.batch_exact_ns += started
+        if command.proc != command_exec:            # its queued commands are logged instead, as Redis
+            slowlog_consider(context, session, request, started, redaction(command))
+    if context.counters[<int>COUNTER_ERROR_REPLIES] != errors and output_pending(&session.output) > offset \
+            and session.output.data[session.output.start + offset] == c'-':
+        stats.failed_calls += 1
+        stats_note_error(context, &session.output, offset)
+    if context.monitor_count != 0 and not (command.flags & CMD_ADMIN):
+        monitor_feed(context, session, request, redaction(command))
+    return result
+
+
+cdef inline Redaction redaction(const RespCommand *command) noexcept nogil:
+    """Which arguments MONITOR and SLOWLOG show as "(redacted)": passwords."""
+    if command.proc == command_auth:
+        return REDACT_ALL
+    if command.proc == command_hello:
+        return REDACT_HELLO_AUTH
+    return REDACT_NONE
+
+
+cdef inline int rejected(ServerContext *context, Session *session, CommandStats *stats, size_t offset,
+                         int result) noexcept nogil:
+    """A command refused by execute()'s checks: counted in rejected_calls and errorstats."""
+    stats.rejected_calls += 1
+    stats_note_error(context, &session.output, offset)
+    return result
 
 
 cdef int execute_as_unit(ServerContext *context, Session *session, const Request *request,
@@ -885,7 +957,9 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
     """HELLO [protover [AUTH user pass] [SETNAME name]]: switch RESP version and
     reply with the server map (in the new version)."""
     cdef Output *output = &session.output
-    cdef Argument argument, user, password
+    cdef Argument argument, user, password, name
+    cdef bint setting_name = False
+    cdef int named
     cdef int64_t version = session.resp_version
     cdef size_t remaining, index = 2         # arguments read so far: HELLO and the version
     cdef bint authenticating = False
@@ -903,7 +977,8 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
                 index += 2
                 authenticating = True
             elif equals_nocase(argument.start, argument.length, b"setname") and remaining >= 1:
-                next_argument(request.data, &position, &argument)
+                next_argument(request.data, &position, &name)
+                setting_name = True
                 index += 1
             else:
                 context.counters[<int>COUNTER_ERROR_REPLIES] += 1
@@ -923,6 +998,10 @@ cdef int command_hello(ServerContext *context, Session *session, const Request *
                            b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the "
                            b"HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
                            b"select the RESP protocol version at the same time\r\n")
+    if setting_name:
+        named = client_set_name(context, session, &name)
+        if named != 0:
+            return -1 if named < 0 else 0
     session.resp_version = <int>version
     if (reply_map(session, 7) < 0
             or reply_bulk_text(output, b"server") < 0 or reply_bulk_text(output, b"redis") < 0
@@ -991,28 +1070,6 @@ cdef int reply_command_info(Output *output, const RespCommand *command) noexcept
     ) else 0
 
 
-cdef int command_client(ServerContext *context, Session *session, const Request *request,
-                        size_t position) noexcept nogil:
-    """CLIENT ID, CLIENT SETNAME name, CLIENT SETINFO attr value (accepted and
-    forgotten), CLIENT GETNAME (null)."""
-    cdef Output *output = &session.output
-    cdef Argument argument
-    next_argument(request.data, &position, &argument)
-    if equals_nocase(argument.start, argument.length, b"id"):
-        return reply_integer(output, <int64_t>session.id) if request.argc == 2 \
-            else reply_wrong_arity(context, output, b"client|id")
-    if equals_nocase(argument.start, argument.length, b"setname"):
-        return output_text(output, b"+OK\r\n") if request.argc == 3 \
-            else reply_wrong_arity(context, output, b"client|setname")
-    if equals_nocase(argument.start, argument.length, b"setinfo"):
-        return output_text(output, b"+OK\r\n") if request.argc == 4 \
-            else reply_wrong_arity(context, output, b"client|setinfo")
-    if equals_nocase(argument.start, argument.length, b"getname"):
-        return reply_null(session) if request.argc == 2 \
-            else reply_wrong_arity(context, output, b"client|getname")
-    return reply_unknown_subcommand(context, output, &argument, b"CLIENT")
-
-
 cdef int command_bgrewriteaof(ServerContext *context, Session *session, const Request *request,
                               size_t position) noexcept nogil:
     """BGREWRITEAOF: compact the append-only log now. The loop starts the forked
@@ -1043,8 +1100,10 @@ cdef struct InfoSection:
 
 
 cdef enum:
-    INFO_SECTION_COUNT = 7
+    INFO_SECTION_COUNT = 11
     ALL_SECTIONS = (1 << INFO_SECTION_COUNT) - 1
+    # INFO and INFO default: as Redis, all but commandstats and latencystats (rows 7 and 9)
+    DEFAULT_SECTIONS = ALL_SECTIONS & ~((1 << 7) | (1 << 9))
 
 cdef InfoSection INFO_SECTIONS[INFO_SECTION_COUNT]
 
@@ -1074,7 +1133,11 @@ INFO_SECTIONS[2] = InfoSection(b"memory", b"# Memory\r\n", INFO_MEMORY, NULL)
 INFO_SECTIONS[3] = InfoSection(b"persistence", b"# Persistence\r\n", INFO_PERSISTENCE, NULL)
 INFO_SECTIONS[4] = InfoSection(b"stats", b"# Stats\r\n", INFO_STATS, NULL)
 INFO_SECTIONS[5] = InfoSection(b"replication", b"# Replication\r\n", INFO_REPLICATION, NULL)
-INFO_SECTIONS[6] = InfoSection(b"keyspace", b"# Keyspace\r\n", INFO_NONE, write_keyspace_section)
+INFO_SECTIONS[6] = InfoSection(b"cpu", b"# CPU\r\n", INFO_NONE, write_cpu_section)
+INFO_SECTIONS[7] = InfoSection(b"commandstats", b"# Commandstats\r\n", INFO_NONE, write_commandstats_section)
+INFO_SECTIONS[8] = InfoSection(b"errorstats", b"# Errorstats\r\n", INFO_NONE, write_errorstats_section)
+INFO_SECTIONS[9] = InfoSection(b"latencystats", b"# Latencystats\r\n", INFO_NONE, write_latencystats_section)
+INFO_SECTIONS[10] = InfoSection(b"keyspace", b"# Keyspace\r\n", INFO_NONE, write_keyspace_section)
 
 
 cdef int command_info(ServerContext *context, Session *session, const Request *request,
@@ -1082,19 +1145,21 @@ cdef int command_info(ServerContext *context, Session *session, const Request *r
     """INFO [section...]: Redis's text format (``# Section`` headers, then
     ``field:value`` lines, a blank line between sections) as one bulk string
     (a verbatim string in RESP3, as Redis 7 sends it). Sections as
-    INFO_SECTIONS lists them, in that (Redis's) order; ``all``/``everything``/
-    ``default`` or none: all; unknown sections are left out, as Redis does."""
+    INFO_SECTIONS lists them, in that (Redis's) order; ``all``/``everything``:
+    all; none or ``default``: all but commandstats and latencystats, as Redis;
+    unknown sections are left out, as Redis does."""
     cdef Argument argument
-    cdef int sections = 0 if request.argc > 1 else ALL_SECTIONS
+    cdef int sections = 0 if request.argc > 1 else DEFAULT_SECTIONS
     cdef int i, written = 0
     cdef Output text
     cdef int result = 0
     while position < request.length:
         next_argument(request.data, &position, &argument)
         if (equals_nocase(argument.start, argument.length, b"all")
-                or equals_nocase(argument.start, argument.length, b"everything")
-                or equals_nocase(argument.start, argument.length, b"default")):
+                or equals_nocase(argument.start, argument.length, b"everything")):
             sections = ALL_SECTIONS
+        elif equals_nocase(argument.start, argument.length, b"default"):
+            sections |= DEFAULT_SECTIONS
         for i in range(INFO_SECTION_COUNT):
             if equals_nocase(argument.start, argument.length, INFO_SECTIONS[i].name):
                 sections |= 1 << i
@@ -1183,5 +1248,11 @@ define(b"discard", command_discard, 1, CMD_LOADING | CMD_FAST)
 define(b"watch", command_watch, -2, CMD_LOADING | CMD_FAST, 1, -1, 1)
 define(b"unwatch", command_unwatch, 1, CMD_LOADING | CMD_FAST)
 define(b"reset", command_reset, 1, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
+
+define(b"slowlog", command_slowlog, -2, CMD_ADMIN)
+define(b"monitor", command_monitor, 1, CMD_ADMIN | CMD_LOADING)
+define(b"shutdown", command_shutdown, -1, CMD_ADMIN | CMD_LOADING | CMD_NO_MULTI)
+define(b"debug", command_debug, -2, CMD_ADMIN | CMD_LOADING)
+define(b"latency", command_latency, -2, CMD_ADMIN)
 
 multi_set_executor(execute)     # EXEC runs its queue through execute()

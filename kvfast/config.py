@@ -78,6 +78,12 @@ PASSWORD_ENV = "KVFAST_PASSWORD"
 FSYNC_POLICIES = ("everysec", "always", "no")      # Redis's order (CONFIG SET's error lists them so)
 DEFAULT_FSYNC = "everysec"
 
+#: SLOWLOG: commands slower than this many microseconds are logged (Redis's
+#: slowlog-log-slower-than; 0 logs every command, -1 none), and the log keeps the
+#: newest SLOWLOG_MAX_LEN entries (slowlog-max-len).
+SLOWLOG_LOG_SLOWER_THAN = 10000
+SLOWLOG_MAX_LEN = 128
+
 #: The append-only file is rewritten (compacted) once it is larger than this and
 #: more than twice the size of a snapshot of the live keys (Redis: 64mb and 100%).
 AOF_REWRITE_MIN_BYTES = 64 * 1024 * 1024
@@ -292,6 +298,12 @@ TABLE: tuple[Setting, ...] = (
     _setting("aof_rewrite_min_bytes", int, AOF_REWRITE_MIN_BYTES,
              "compact the append-only file only once it is this large", minimum=0, maximum=_INT64_MAX,
              redis_name="auto-aof-rewrite-min-size", memory=True, apply=_to_loop("aof_rewrite_min_bytes")),
+    _setting("slowlog_log_slower_than", int, SLOWLOG_LOG_SLOWER_THAN,
+             "log commands slower than this many microseconds in SLOWLOG (0: every command; -1: none)",
+             minimum=-1, maximum=_INT64_MAX, redis_name="slowlog-log-slower-than",
+             apply=_to_loop("slowlog_log_slower_than")),
+    _setting("slowlog_max_len", int, SLOWLOG_MAX_LEN, "entries the slow log keeps (the oldest go first)",
+             minimum=0, maximum=_INT_MAX, redis_name="slowlog-max-len", apply=_to_loop("slowlog_max_len")),
 )
 
 #: The settings a user can give (flag, environment, file): every row but the

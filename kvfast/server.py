@@ -92,6 +92,8 @@ class Server:
                 protected_mode=self.protected_mode,
                 logger=log,
                 append_only_file=self._append_only_file,
+                slowlog_log_slower_than=self.config.slowlog_log_slower_than,
+                slowlog_max_len=self.config.slowlog_max_len,
             )
             self._loop.settings = RuntimeSettings(self)
             if self._append_only_file is not None:

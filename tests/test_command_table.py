@@ -56,7 +56,8 @@ def test_commands_are_found_in_any_case(server):
         assert client.execute_command("GeT", 1) == b"2"
         for name in command_names():            # every row is reachable by its name, upper-cased
             try:
-                client.execute_command(name.upper())
+                # SHUTDOWN alone would stop the server: ABORT finds the row all the same
+                client.execute_command(name.upper(), *(("ABORT",) if name == "shutdown" else ()))
             except redis.ResponseError as error:
                 assert "unknown command" not in str(error), name
             except redis.ConnectionError:        # QUIT and BYE close the connection

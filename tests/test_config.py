@@ -86,6 +86,8 @@ VALUES = {
     "appendonly": (('"file.aof"', "env.aof", "flag.aof"), ("file.aof", "env.aof", "flag.aof")),
     "fsync": (('"always"', "no", "EverySec"), ("always", "no", "everysec")),
     "aof_rewrite_min_bytes": (("1024", "2048", "0"), (1024, 2048, 0)),
+    "slowlog_log_slower_than": (("0", "-1", "500"), (0, -1, 500)),
+    "slowlog_max_len": (("1", "2", "0"), (1, 2, 0)),
 }
 
 

@@ -80,7 +80,7 @@ def test_info_sections_are_separated_by_one_blank_line(server):
     text = blob_body(info_text(server.address, "everything")).decode()
     titles = [line for line in text.split("\r\n") if line.startswith("#")]
     assert titles == ["# Server", "# Clients", "# Memory", "# Persistence", "# Stats", "# Replication",
-                      "# Keyspace"]
+                      "# CPU", "# Commandstats", "# Errorstats", "# Latencystats", "# Keyspace"]
     for title in titles[1:]:
         assert "\r\n\r\n" + title + "\r\n" in text
     assert "\r\n\r\n\r\n" not in text and not text.endswith("\r\n\r\n")
