@@ -91,3 +91,4 @@ cdef int command_slowlog(ServerContext *context, Session *session, const Request
                          size_t position) noexcept nogil
 cdef int command_latency(ServerContext *context, Session *session, const Request *request,
                          size_t position) noexcept nogil
+cdef int write_prometheus_commands(Output *output, ServerContext *context) noexcept nogil

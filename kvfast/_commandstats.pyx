@@ -585,3 +585,85 @@ cdef int write_latencystats_section(ServerContext *context, Output *text) noexce
                 or append_format_double(text, b",p99.9=%.3f\r\n", latency_percentile_ns(stats, 0.999) / 1000.0) < 0:
             return -1
     return 0
+
+
+cdef enum:
+    PROMETHEUS_FIRST_POWER = 10     # the histogram's bounds: 2^10 ns (1.024 us) ...
+    PROMETHEUS_LAST_POWER = 34      # ... to 2^34 ns (17.2 s), every power of four
+    PROMETHEUS_POWER_STEP = 2
+
+
+cdef int write_prometheus_commands(Output *output, ServerContext *context) noexcept nogil:
+    """The per-command series of /metrics: ``kvfast_command_calls_total``,
+    ``..._rejected_calls_total``, ``..._failed_calls_total`` (INFO commandstats'
+    figures) and the histogram ``kvfast_command_duration_seconds`` (from the
+    latency histogram of LATENCY HISTOGRAM, at bounds that are bucket edges
+    of it: every power of four nanoseconds from 1 us to 17 s), each labelled
+    ``command="name"``, for the commands called since the start or the last
+    CONFIG RESETSTAT. Returns 0 or -1 (out of memory)."""
+    cdef const char *names[3]
+    cdef const char *helps[3]
+    cdef int kind, bucket, power
+    cdef size_t row
+    cdef const CommandStats *stats
+    cdef uint64_t value, cumulative, total
+    cdef char number[64]
+    names[0], helps[0] = b"kvfast_command_calls_total", b"calls of each command (INFO commandstats calls)"
+    names[1], helps[1] = b"kvfast_command_rejected_calls_total", b"calls refused before running (arity, NOAUTH, ...)"
+    names[2], helps[2] = b"kvfast_command_failed_calls_total", b"calls that ran and replied with an error"
+    for kind in range(3):
+        if output_text(output, b"# HELP ") < 0 or output_text(output, names[kind]) < 0 \
+                or output_text(output, b" ") < 0 or output_text(output, helps[kind]) < 0 \
+                or output_text(output, b"\n# TYPE ") < 0 or output_text(output, names[kind]) < 0 \
+                or output_text(output, b" counter\n") < 0:
+            return -1
+        for row in range(context.command_count):
+            stats = &context.command_stats[row]
+            value = stats.calls if kind == 0 else (stats.rejected_calls if kind == 1 else stats.failed_calls)
+            if stats.calls + stats.rejected_calls == 0:
+                continue
+            if write_labelled(output, names[kind], b"", stats.name, NULL) < 0 \
+                    or output_int64(output, <int64_t>value, b"\n") < 0:
+                return -1
+    if output_text(output, b"# HELP kvfast_command_duration_seconds how long each command ran (LATENCY HISTOGRAM)\n"
+                           b"# TYPE kvfast_command_duration_seconds histogram\n") < 0:
+        return -1
+    for row in range(context.command_count):
+        stats = &context.command_stats[row]
+        total = 0
+        for bucket in range(<int>LATENCY_BUCKETS):
+            total += stats.histogram[bucket]
+        if total == 0:
+            continue
+        cumulative = 0
+        bucket = 0
+        power = PROMETHEUS_FIRST_POWER
+        while power <= PROMETHEUS_LAST_POWER:
+            while bucket < <int>LATENCY_BUCKETS and latency_bucket_upper_ns(bucket) < (<uint64_t>1 << power):
+                cumulative += stats.histogram[bucket]
+                bucket += 1
+            snprintf(number, sizeof(number), b"%.9g", <double>(<uint64_t>1 << power) / 1e9)
+            if write_labelled(output, b"kvfast_command_duration_seconds", b"_bucket", stats.name, number) < 0 \
+                    or output_int64(output, <int64_t>cumulative, b"\n") < 0:
+                return -1
+            power += PROMETHEUS_POWER_STEP
+        snprintf(number, sizeof(number), b"%.9g", <double>stats.nanoseconds / 1e9)
+        if write_labelled(output, b"kvfast_command_duration_seconds", b"_bucket", stats.name, b"+Inf") < 0 \
+                or output_int64(output, <int64_t>total, b"\n") < 0 \
+                or write_labelled(output, b"kvfast_command_duration_seconds", b"_sum", stats.name, NULL) < 0 \
+                or output_text(output, number) < 0 or output_text(output, b"\n") < 0 \
+                or write_labelled(output, b"kvfast_command_duration_seconds", b"_count", stats.name, NULL) < 0 \
+                or output_int64(output, <int64_t>total, b"\n") < 0:
+            return -1
+    return 0
+
+
+cdef int write_labelled(Output *output, const char *name, const char *suffix, const char *command,
+                        const char *le) noexcept nogil:
+    """``name suffix{command="command"[,le="le"]} `` (a sample's name, labels and the space before its value)."""
+    if output_text(output, name) < 0 or output_text(output, suffix) < 0 \
+            or output_text(output, b"{command=\"") < 0 or output_text(output, command) < 0:
+        return -1
+    if le != NULL and (output_text(output, b"\",le=\"") < 0 or output_text(output, le) < 0):
+        return -1
+    return output_text(output, b"\"} ")

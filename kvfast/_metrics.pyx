@@ -16,6 +16,7 @@ from libc.string cimport memcmp, memset
 
 from kvfast._context cimport ServerContext, Session
 from kvfast._output cimport Output, output_append, output_text, output_int64, output_free
+from kvfast._commandstats cimport write_prometheus_commands
 from kvfast._stats cimport write_prometheus
 
 
@@ -61,7 +62,7 @@ cdef int reply_metrics(ServerContext *context, Session *session, bint with_body)
     cdef Output body
     cdef int result = -1
     memset(&body, 0, sizeof(body))
-    if write_prometheus(&body, context) == 0 \
+    if write_prometheus(&body, context) == 0 and write_prometheus_commands(&body, context) == 0 \
             and output_text(&session.output, b"HTTP/1.1 200 OK\r\n"
                                              b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                                              b"Content-Length: ") == 0 \

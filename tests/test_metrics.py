@@ -68,10 +68,37 @@ def test_metrics_port_serves_the_counters_and_gauges(metrics_server):
     assert found["kvfast_connected_clients"].type == "gauge" and sample(found, "kvfast_connected_clients") == 1
     assert sample(found, "kvfast_keys") == 1 and sample(found, "kvfast_used_memory") > 0
     assert found["kvfast_maxclients"].documentation == "INFO clients maxclients"
-    for line in text.splitlines():          # every sample has its HELP and TYPE lines
+    for line in text.splitlines():          # every sample has its HELP and TYPE lines (a histogram's, its family's)
         if not line.startswith("#"):
-            name = line.split()[0]
-            assert f"# TYPE {name} " in text and f"# HELP {name} " in text
+            name = line.split()[0].split("{")[0]
+            if f"# TYPE {name} " not in text:
+                name = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert f"# TYPE {name} " in text and f"# HELP {name} " in text, line
+
+
+def test_metrics_port_serves_per_command_calls_and_latency_histograms(metrics_server):
+    client = redis_py_client(metrics_server, "hiredis")
+    client.set(1, 2)
+    for _ in range(5):
+        client.get(1)
+    client.mget(1, 2, 3)
+    try:
+        client.incr(1, "x")
+    except Exception:                       # a rejected (non-integer) increment: a failed call
+        pass
+    found = families(fetch(metrics_server.metrics_url)[2])
+    calls = {s.labels["command"]: s.value for s in found["kvfast_command_calls"].samples}
+    assert calls["get"] == 5 and calls["set"] == 1 and calls["mget"] == 1 and calls["incrby"] == 1
+    failed = {s.labels["command"]: s.value for s in found["kvfast_command_failed_calls"].samples}
+    assert failed["incrby"] == 1 and failed["get"] == 0
+    histogram = found["kvfast_command_duration_seconds"]
+    assert histogram.type == "histogram"
+    get = [s for s in histogram.samples if s.labels["command"] == "get"]
+    buckets = [(float(s.labels["le"]), s.value) for s in get if s.name.endswith("_bucket")]
+    assert buckets[-1] == (float("inf"), 5) and [b for b, _ in buckets] == sorted(b for b, _ in buckets)
+    assert all(earlier <= later for (_, earlier), (_, later) in zip(buckets, buckets[1:]))
+    assert next(s.value for s in get if s.name.endswith("_count")) == 5
+    assert 0 < next(s.value for s in get if s.name.endswith("_sum")) < 1
 
 
 def test_metrics_bad_requests_get_their_status_and_the_loop_serves_on(metrics_server):
@@ -133,6 +160,8 @@ def test_prometheus_redis_exporter_reads_kvfast(server):
     assert next(s.value for s in found["redis_db_keys"].samples if s.labels["db"] == "db0") == 1
     assert sample(found, "redis_memory_used_bytes") > 0
     assert sample(found, "redis_config_maxclients") == 10000       # from CONFIG GET *
+    calls = {s.labels["cmd"]: s.value for s in found["redis_commands"].samples if s.name == "redis_commands_total"}
+    assert calls["get"] == 2 and calls["set"] == 1                # from INFO commandstats
 
 
 def test_systemd_unit_verifies(tmp_path):
