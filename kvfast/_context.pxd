@@ -1,7 +1,7 @@
 # State shared by the loop and the protocol modules: the server's (one store,
 # its counters and limits) and each connection's session. Declarations only;
 # kvfast/_stats.pyx renders the counters, kvfast/_keyspace.pxd changes the store.
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from kvfast._aof cimport AppendLog
 from kvfast._output cimport Output
@@ -23,6 +23,7 @@ cdef enum Counter:
     COUNTER_PROTECTED_REFUSALS      # refused: protected mode, not a local peer
     COUNTER_TIMED_OUT_CLIENTS       # closed after the idle timeout
     COUNTER_AUTH_FAILURES           # wrong passwords
+    COUNTER_EVICTED_KEYS            # keys removed by the maxmemory policy
     COUNTER_COUNT
 
 
@@ -37,6 +38,45 @@ cdef struct Limits:
     size_t unauthenticated_max_bulk_bytes
     size_t output_high_water_bytes          # unsent reply bytes at which a client is answered no further
     size_t max_clients                      # most clients connected at once (INFO's maxclients)
+
+
+cdef enum MaxmemoryPolicy:
+    # maxmemory-policy, in POLICY_NAMES's order (kvfast/_evict.pyx)
+    POLICY_NOEVICTION
+    POLICY_ALLKEYS_LRU
+    POLICY_ALLKEYS_LFU
+    POLICY_ALLKEYS_RANDOM
+    POLICY_VOLATILE_LRU
+    POLICY_VOLATILE_LFU
+    POLICY_VOLATILE_RANDOM
+    POLICY_VOLATILE_TTL
+    POLICY_COUNT
+
+
+cdef enum:
+    EVICTION_POOL_SIZE = 16         # best candidates kept across evictions (Redis's EVPOOL_SIZE)
+
+
+cdef struct EvictionCandidate:
+    int64_t key
+    uint64_t score                  # higher: evict sooner
+
+
+cdef struct MemoryLimit:
+    # maxmemory and its policy (kvfast/_evict.pyx); while maxmemory is 0 nothing
+    # here is looked at on the request path but ``lru``/``lfu`` (both False then).
+    size_t maxmemory                # bytes; 0: no limit
+    MaxmemoryPolicy policy
+    bint lru                        # the policy keeps a recency byte per key...
+    bint lfu                        # ...or a frequency byte (the store's ``meta``)
+    size_t client_bytes             # connections' structs and buffers (the loop keeps this count)
+    size_t fixed_bytes              # the loop's own buffers
+    uint64_t random                 # xorshift state for sampling and LFU's increments
+    uint8_t lru_clock               # the recency clock new and touched keys are stamped with
+    size_t lru_touches              # touches since the clock last ticked
+    bint in_transaction             # EXEC is running its queue: no refusal half-way
+    size_t pool_count
+    EvictionCandidate pool[<int>EVICTION_POOL_SIZE]     # sorted by score, the best last
 
 
 cdef struct Transaction      # a session's MULTI/WATCH state (below)
@@ -85,6 +125,7 @@ cdef struct ServerContext:
     size_t peak_input_bytes         # largest input / pending output buffer of a connection...
     size_t peak_output_bytes
     int64_t peak_window_ms          # ...since this time (Redis's "recent": a window of a few seconds)
+    MemoryLimit memory              # maxmemory, its policy and the memory counts it needs
 
 
 cdef struct Session:

@@ -15,14 +15,14 @@
 # is one counter compare.
 # Inlined helpers: the protocols' hot paths compile them in place.
 from libc.errno cimport ENOMEM
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from kvfast._aof cimport aof_reserve, aof_append_set, aof_append_delete, aof_append_clear
 from kvfast._context cimport ServerContext, Session, COUNTER_KEYSPACE_HITS, COUNTER_KEYSPACE_MISSES
 from kvfast._multi cimport watch_touch, watch_touch_present
 from kvfast._store cimport (
     StoreScanEmit, store_insert, store_upsert, store_lookup, store_delete, store_increment, store_clear, store_count,
-    store_scan,
+    store_scan, store_meta_of,
 )
 
 
@@ -50,10 +50,75 @@ cdef inline void mark_unpersisted(Session *session) noexcept nogil:
         session.unpersisted_from = session.output.end - session.output.start
 
 
+# ---- eviction metadata (maxmemory's LRU/LFU policies; kvfast/_evict.pyx) --------
+# While the store keeps no metadata (every other policy, and maxmemory 0), the
+# cost on the request path is one flag test per read or overwrite.
+
+cdef enum:
+    LFU_INITIAL = 5                 # a new key's frequency byte (Redis's LFU_INIT_VAL)
+    LFU_LOG_FACTOR = 10             # Redis's default lfu-log-factor
+    LRU_TICKS_PER_KEYS = 32         # the recency clock ticks every (keys / this) accesses...
+    LRU_MIN_TICK = 64               # ...but not more often than every this many
+
+
+cdef inline uint64_t memory_random(ServerContext *context) noexcept nogil:
+    """64 pseudo-random bits (xorshift64*), for sampling and LFU's increments."""
+    cdef uint64_t x = context.memory.random
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    context.memory.random = x
+    return x * 0x2545F4914F6CDD1DULL
+
+
+cdef inline void note_access(ServerContext *context) noexcept nogil:
+    """Count one access for the LRU clock, which ticks (one 8-bit step, new
+    keys stamped with it) every max(LRU_MIN_TICK, keys / LRU_TICKS_PER_KEYS)
+    accesses: a logical clock whose 256 steps span about 8 times the keys in
+    accesses, whatever the request rate (see kvfast/_evict.pyx)."""
+    cdef size_t period = store_count(&context.store) // LRU_TICKS_PER_KEYS
+    context.memory.lru_touches += 1
+    if context.memory.lru_touches >= (period if period > LRU_MIN_TICK else LRU_MIN_TICK):
+        context.memory.lru_touches = 0
+        context.memory.lru_clock = <uint8_t>(context.memory.lru_clock + 1)
+        context.store.meta_fill = context.memory.lru_clock
+
+
+cdef inline void touch_entry(ServerContext *context, const int64_t *value) noexcept nogil:
+    """The key whose value ``value`` points to was used: stamp it with the LRU
+    clock, or bump its LFU counter logarithmically (Redis's LFULogIncr: the
+    more it holds, the rarer a step, saturating at 255)."""
+    cdef uint8_t *meta = store_meta_of(&context.store, value)
+    cdef uint64_t base
+    if meta == NULL:
+        return
+    if context.memory.lfu:
+        if meta[0] == 255:
+            return
+        base = meta[0] - LFU_INITIAL if meta[0] > LFU_INITIAL else 0
+        if (memory_random(context) >> 32) * (base * LFU_LOG_FACTOR + 1) < (<uint64_t>1 << 32):
+            meta[0] += 1
+    else:
+        note_access(context)
+        meta[0] = context.memory.lru_clock
+
+
+cdef inline void touch_key(ServerContext *context, int64_t key) noexcept nogil:
+    """touch_entry for a key just written (found again; only with metadata on)."""
+    cdef int64_t *found
+    if context.store.meta_enabled:
+        found = store_lookup(&context.store, key)
+        if found != NULL:
+            touch_entry(context, found)
+
+
 cdef inline int64_t *keyspace_read(ServerContext *context, int64_t key) noexcept nogil:
-    """The value of ``key`` (NULL: absent), counted as a keyspace hit or miss."""
+    """The value of ``key`` (NULL: absent), counted as a keyspace hit or miss
+    (and, under an LRU/LFU policy, as a use of the key)."""
     cdef int64_t *found = store_lookup(&context.store, key)
     context.counters[<int>(COUNTER_KEYSPACE_MISSES if found == NULL else COUNTER_KEYSPACE_HITS)] += 1
+    if found != NULL and context.store.meta_enabled:
+        touch_entry(context, found)
     return found
 
 
@@ -92,6 +157,8 @@ cdef inline int keyspace_insert(ServerContext *context, Session *session, int64_
     (nothing changes), -1 with errno ENOMEM."""
     cdef int result = store_insert(&context.store, key, value)
     if result == 1:
+        if context.store.meta_enabled and context.memory.lru:
+            note_access(context)
         signal_modified(context, key)
         log_set(context, session, key, value)
     return result
@@ -102,6 +169,11 @@ cdef inline int keyspace_upsert(ServerContext *context, Session *session, int64_
     """Set ``key`` to ``value`` (logged): 1 if new, 0 if overwritten, -1 with errno ENOMEM."""
     cdef int result = store_upsert(&context.store, key, value)
     if result >= 0:
+        if context.store.meta_enabled:
+            if result == 0:
+                touch_key(context, key)
+            elif context.memory.lru:
+                note_access(context)
         signal_modified(context, key)
         log_set(context, session, key, value)
     return result
@@ -137,6 +209,7 @@ cdef inline int keyspace_increment(ServerContext *context, Session *session, int
     Returns 0; 1 if the sum would overflow (nothing changes); -1 with errno ENOMEM."""
     cdef int status = store_increment(&context.store, key, delta, result)
     if status == 0:
+        touch_key(context, key)
         signal_modified(context, key)
         log_set(context, session, key, result[0])
     return status

@@ -60,10 +60,11 @@ from kvfast._system cimport (
 from kvfast._aof cimport AppendOnlyFile, AppendLog
 from kvfast._rewrite cimport aof_persist_batch, aof_retry_failed, aof_save_snapshot_now
 from kvfast._context cimport (
-    ServerContext, Session, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS, COUNTER_PROTOCOL_ERRORS,
+    ServerContext, Session, Transaction, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS, COUNTER_PROTOCOL_ERRORS,
     COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._evict cimport memory_configure, policy_from_name
 from kvfast._multi cimport multi_release
 from kvfast._output cimport Output, output_pending, output_free
 from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_PROTECTED, protocol_answer, \
@@ -129,6 +130,7 @@ cdef struct Connection:
     int64_t drain_deadline_ms   # ...until this time at the latest
     size_t drained_bytes        # ...and this many bytes at most (DRAIN_MAX_BYTES)
     Session session             # protocol state and the output buffer
+    size_t counted_bytes        # what context.memory.client_bytes counts for it (see account)
 
 
 cdef struct Descriptor:
@@ -182,7 +184,7 @@ cdef class EventLoop:
                   size_t unauthenticated_max_arguments, size_t unauthenticated_max_bulk_bytes,
                   size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients,
                   double timeout, str version, bytes password=None, bint protected_mode=False, logger=None,
-                  AppendOnlyFile append_only_file=None):
+                  AppendOnlyFile append_only_file=None, size_t maxmemory=0, str maxmemory_policy="noeviction"):
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
@@ -217,6 +219,8 @@ cdef class EventLoop:
         self.shared_input = <char *>malloc(2 * read_chunk_bytes)     # two halves: see receive()
         if self.shared_input == NULL:
             raise MemoryError()
+        self.context.memory.fixed_bytes = 2 * read_chunk_bytes
+        self.configure_memory(maxmemory, maxmemory_policy)
         self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
         if self.epoll_fd < 0:
             raise_os_error()
@@ -310,6 +314,17 @@ cdef class EventLoop:
         """Counters of the loop, the store and the log, as a dict (the IN_API
         rows of _stats.pyx)."""
         return stats_as_dict(&self.context)
+
+    def configure_memory(self, size_t maxmemory, str policy):
+        """Apply maxmemory (bytes, 0: no limit) and maxmemory-policy (a name of
+        kvfast._evict.POLICIES), as CONFIG SET does at run time. Call only
+        when ``run()`` is not running. ValueError for an unknown policy."""
+        cdef bytes name = policy.encode()
+        cdef int number = policy_from_name(name, len(name))
+        if number < 0:
+            raise ValueError(f"unknown maxmemory policy {policy!r}")
+        if memory_configure(&self.context, maxmemory, number) < 0:
+            raise MemoryError()
 
     cdef void release(self) noexcept:
         cdef size_t fd
@@ -614,6 +629,7 @@ cdef class EventLoop:
         if self.register(fd, DESCRIPTOR_CLIENT, 0, connection) < 0:
             free(connection)
             return -1
+        self.account(connection)
         connection.interest = EPOLLIN
         if refusal != REFUSE_NONE:
             self.refusing += 1
@@ -638,6 +654,7 @@ cdef class EventLoop:
         free(connection.input)
         output_free(&connection.session.output)
         multi_release(&self.context, &connection.session)      # a pending queue is discarded, watches dropped
+        self.context.memory.client_bytes -= connection.counted_bytes
         free(connection)
         self.resume_accepting()
 
@@ -709,7 +726,18 @@ cdef class EventLoop:
         if output_pending(&connection.session.output) > 0:
             self.queue_write(connection)
         self.update_interest(connection)
+        self.account(connection)
         return 0
+
+    cdef void account(self, Connection *connection) noexcept nogil:
+        """Bring context.memory.client_bytes (part of maxmemory's used memory)
+        up to date with this connection's struct, buffers and transaction
+        queue, after the loop may have changed them."""
+        cdef size_t now = sizeof(Connection) + connection.input_cap + connection.session.output.capacity
+        if connection.session.transaction != NULL:
+            now += sizeof(Transaction) + connection.session.transaction.queue_capacity
+        self.context.memory.client_bytes += now - connection.counted_bytes
+        connection.counted_bytes = now
 
     cdef int consume(self, Connection *connection, char *data, size_t length) noexcept nogil:
         """Hand ``data[:length]`` (the shared buffer or the connection's own) to
@@ -993,6 +1021,7 @@ cdef class EventLoop:
             if connection.write_blocked or output_pending(output) == 0:
                 break
         self.update_interest(connection)
+        self.account(connection)
 
     # ---- logging ----------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from kvfast._context cimport (
     ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._evict cimport memory_admit
 from kvfast._keyspace cimport (
     keyspace_begin_write, keyspace_read, keyspace_insert, keyspace_upsert, keyspace_delete, keyspace_increment,
 )
@@ -162,6 +163,7 @@ ctypedef int (*NativeProc)(ServerContext *context, Session *session, const Word 
 cdef enum NativeFlag:
     NATIVE_WRITE = 1            # changes the store: refused while the append-only log is failing
     NATIVE_NO_AUTH = 2          # allowed before a password-protected session has authenticated
+    NATIVE_DENYOOM = 4          # may add memory: over maxmemory, room is made or it is refused
 
 
 cdef struct NativeCommand:
@@ -218,8 +220,9 @@ cdef int native_execute(ServerContext *context, Session *session, const char *li
     inline request, or gets native_unknown's reply. The generic checks are
     made here, once, in this order: a known command, authentication (by the
     row's NATIVE_NO_AUTH flag), the word count (its usage text), the log's
-    state for writes; then the row's proc runs. Returns 0, or -1 if the
-    reply could not be buffered (out of memory)."""
+    state for writes, maxmemory for those that may add memory (``Error: out
+    of memory limit`` when no room can be made); then the row's proc runs.
+    Returns 0, or -1 if the reply could not be buffered (out of memory)."""
     cdef Word words[MAX_WORDS]
     cdef size_t count = split_words(line, length, words)
     cdef const NativeCommand *command
@@ -236,6 +239,9 @@ cdef int native_execute(ServerContext *context, Session *session, const char *li
         return output_text(&session.output, b"Authentication required\n")
     if count < command.min_words or count > command.max_words:
         return invalid(context, &session.output, command.usage)
+    if command.flags & NATIVE_DENYOOM and context.memory.maxmemory != 0 and not memory_admit(context, session):
+        context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+        return output_text(&session.output, b"Error: out of memory limit\n")
     if command.flags & NATIVE_WRITE:
         refusal = keyspace_begin_write(context, 1)
         if refusal != 0:
@@ -340,15 +346,15 @@ cdef int command_auth(ServerContext *context, Session *session, const Word *word
 
 # One row per command: name, proc, word counts, flags, usage; then --help's
 # synopsis, summary and replies.
-define(b"put", command_put, 3, 3, NATIVE_WRITE, b"usage: put <key> <value>",
+define(b"put", command_put, 3, 3, NATIVE_WRITE | NATIVE_DENYOOM, b"usage: put <key> <value>",
        b"put K V", b"store V under K", b"OK | Key already exists")
 define(b"get", command_get, 2, 2, 0, b"usage: get <key>",
        b"get K", b"read the value of K", b"V  | Key not found")
 define(b"del", command_del, 2, 2, NATIVE_WRITE, b"usage: del <key>",
        b"del K", b"remove K", b"OK | Key not found")
-define(b"set", command_set, 3, 3, NATIVE_WRITE, b"usage: set <key> <value>",
+define(b"set", command_set, 3, 3, NATIVE_WRITE | NATIVE_DENYOOM, b"usage: set <key> <value>",
        b"set K V", b"store V, overwriting", b"OK")
-define(b"incr", command_incr, 2, 3, NATIVE_WRITE, b"usage: incr <key> [<delta>]",
+define(b"incr", command_incr, 2, 3, NATIVE_WRITE | NATIVE_DENYOOM, b"usage: incr <key> [<delta>]",
        b"incr K [D]", b"add D (default 1)", b"the new value (an absent key counts as 0)")
 define(b"stats", command_stats, 1, 1, 0, b"usage: stats",
        b"stats", b"server counters", b"name=value pairs on one line")

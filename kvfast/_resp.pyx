@@ -19,12 +19,13 @@ from posix.unistd cimport getpid
 from kvfast._aof cimport fsync_policy_text
 from kvfast._command cimport (
     Request, Argument, next_argument, RespProc, RespCommand, CMD_WRITE, CMD_READONLY, CMD_ADMIN, CMD_LOADING,
-    CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, FLAG_COUNT,
+    CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, CMD_DENYOOM, FLAG_COUNT,
 )
 from kvfast._context cimport (
     ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._evict cimport memory_admit, memory_used, config_set_memory, policy_name
 from kvfast._keys cimport (
     command_scan, command_keys, command_type, command_touch, command_rename, command_renamenx, command_copy,
     command_randomkey, command_object, command_memory,
@@ -495,6 +496,7 @@ FLAG_NAMES[3] = b"loading"
 FLAG_NAMES[4] = b"fast"
 FLAG_NAMES[5] = b"no_auth"
 FLAG_NAMES[6] = b"no_multi"
+FLAG_NAMES[7] = b"denyoom"
 
 
 cdef enum:
@@ -574,13 +576,12 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     command's effects can always be logged). Then the row's proc runs with the
     position of the first argument after the name. A session in MULTI has its
     requests queued instead (multi_dispatch); a request refused by these
-    checks meanwhile makes its EXEC fail (multi_flag_error).
+    checks meanwhile makes its EXEC fail (multi_flag_error). With maxmemory
+    set, execute_limited makes room (or refuses) first.
     """
     cdef size_t position = request.arguments_at
     cdef Argument name
     cdef const RespCommand *command
-    cdef size_t changes
-    cdef int refusal
     next_argument(request.data, &position, &name)
     command = find_command(&name)
     context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
@@ -598,6 +599,39 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
             return multi_reject_exec(context, session, b"wrong number of arguments for 'exec' command\r\n")
         multi_flag_error(session)
         return reply_wrong_arity(context, &session.output, command.name)
+    if context.memory.maxmemory != 0 and not context.memory.in_transaction:
+        return execute_limited(context, session, request, command, position)
+    return execute_checked(context, session, request, command, position)
+
+
+cdef int execute_limited(ServerContext *context, Session *session, const Request *request,
+                         const RespCommand *command, size_t position) noexcept nogil:
+    """execute()'s maxmemory check (kvfast/_evict.pyx), while a limit is set:
+    a CMD_DENYOOM command first makes room by the policy, or is refused with
+    -OOM (in MULTI, that also makes EXEC fail, as Redis). EXEC of a queue
+    holding writes is checked once, then its queue runs unchecked
+    (``in_transaction``), so a transaction never stops half-way."""
+    cdef int result
+    if command.flags & CMD_DENYOOM:
+        if not memory_admit(context, session):
+            multi_flag_error(session)
+            return reply_error(context, &session.output, ERR_OUT_OF_MEMORY)
+    elif command.proc == command_exec and session.transaction != NULL and session.transaction.queueing:
+        if session.transaction.queued_changes > 0 and not session.transaction.aborted \
+                and not session.transaction.watch_broken and not memory_admit(context, session):
+            return multi_reject_exec(context, session, ERR_OUT_OF_MEMORY + 1)
+        context.memory.in_transaction = True
+        result = execute_checked(context, session, request, command, position)
+        context.memory.in_transaction = False
+        return result
+    return execute_checked(context, session, request, command, position)
+
+
+cdef inline int execute_checked(ServerContext *context, Session *session, const Request *request,
+                                const RespCommand *command, size_t position) noexcept nogil:
+    """The end of execute(): queue in MULTI, or reserve the log, then run."""
+    cdef size_t changes
+    cdef int refusal
     if session.transaction != NULL and session.transaction.queueing and command.proc != command_quit:
         # In MULTI (kvfast/_multi.pyx): queued, or run now if it is EXEC, DISCARD...
         changes = keys_named(command, request.argc) if command.flags & CMD_WRITE else 0
@@ -1007,15 +1041,57 @@ cdef int command_bgrewriteaof(ServerContext *context, Session *session, const Re
     return output_text(output, b"+Background append only file rewriting started\r\n")
 
 
+cdef int command_config_set(ServerContext *context, Session *session, const Request *request,
+                            size_t position) noexcept nogil:
+    """CONFIG SET name value [name value ...], for the settings changeable at
+    run time so far: maxmemory and maxmemory-policy (kvfast/_evict.pyx applies
+    them). Every name is checked first; then all are applied, in order.
+    +OK, or Redis's errors."""
+    cdef Output *output = &session.output
+    cdef Argument name, value
+    cdef size_t start = position
+    cdef const char *error = NULL
+    cdef int applied
+    if request.argc < 4 or request.argc % 2 != 0:
+        return reply_wrong_arity(context, output, b"config|set")
+    while position < request.length:
+        next_argument(request.data, &position, &name)
+        next_argument(request.data, &position, &value)
+        if not (equals_nocase(name.start, name.length, b"maxmemory")
+                or equals_nocase(name.start, name.length, b"maxmemory-policy")):
+            context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+            if output_text(output, b"-ERR Unknown option or number of arguments for CONFIG SET - '") < 0 \
+                    or append_sanitized(output, name.start, name.length) < 0:
+                return -1
+            return output_text(output, b"'\r\n")
+    position = start
+    while position < request.length:
+        next_argument(request.data, &position, &name)
+        next_argument(request.data, &position, &value)
+        applied = config_set_memory(context, &name, &value, &error)
+        if applied < 0:
+            context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+            if output_text(output, b"-ERR CONFIG SET failed (possibly related to argument '") < 0 \
+                    or append_sanitized(output, name.start, name.length) < 0 \
+                    or output_text(output, b"') - ") < 0 or output_text(output, error) < 0:
+                return -1
+            return output_text(output, b"\r\n")
+    return output_text(output, b"+OK\r\n")
+
+
 cdef int command_config(ServerContext *context, Session *session, const Request *request,
                         size_t position) noexcept nogil:
-    """CONFIG GET pattern...: answers ``save`` (""), ``appendonly`` (yes/no) and
-    ``appendfsync``, what redis-benchmark and redis-cli ask; ``*`` matches all
-    three, other names nothing."""
+    """CONFIG GET pattern...: answers ``save`` (""), ``appendonly`` (yes/no),
+    ``appendfsync`` (what redis-benchmark and redis-cli ask), ``maxmemory``
+    and ``maxmemory-policy``; ``*`` matches all five, other names nothing.
+    CONFIG SET: command_config_set."""
     cdef Output *output = &session.output
     cdef Argument argument
     cdef bint want_save = False, want_appendonly = False, want_appendfsync = False
+    cdef bint want_maxmemory = False, want_policy = False
     next_argument(request.data, &position, &argument)
+    if equals_nocase(argument.start, argument.length, b"set"):
+        return command_config_set(context, session, request, position)
     if not equals_nocase(argument.start, argument.length, b"get"):
         return reply_unknown_subcommand(context, output, &argument, b"CONFIG")
     if request.argc < 3:
@@ -1023,14 +1099,19 @@ cdef int command_config(ServerContext *context, Session *session, const Request 
     while position < request.length:
         next_argument(request.data, &position, &argument)
         if equals_nocase(argument.start, argument.length, b"*"):
-            want_save = want_appendonly = want_appendfsync = True
+            want_save = want_appendonly = want_appendfsync = want_maxmemory = want_policy = True
+        elif equals_nocase(argument.start, argument.length, b"maxmemory"):
+            want_maxmemory = True
+        elif equals_nocase(argument.start, argument.length, b"maxmemory-policy"):
+            want_policy = True
         elif equals_nocase(argument.start, argument.length, b"appendfsync"):
             want_appendfsync = True
         elif equals_nocase(argument.start, argument.length, b"save"):
             want_save = True
         elif equals_nocase(argument.start, argument.length, b"appendonly"):
             want_appendonly = True
-    if reply_map(session, <size_t>want_save + <size_t>want_appendonly + <size_t>want_appendfsync) < 0:
+    if reply_map(session, <size_t>want_save + <size_t>want_appendonly + <size_t>want_appendfsync
+                 + <size_t>want_maxmemory + <size_t>want_policy) < 0:
         return -1
     if want_save and (reply_bulk_text(output, b"save") < 0 or reply_bulk_text(output, b"") < 0):
         return -1
@@ -1039,6 +1120,12 @@ cdef int command_config(ServerContext *context, Session *session, const Request 
         return -1
     if want_appendfsync and (reply_bulk_text(output, b"appendfsync") < 0
                              or reply_bulk_text(output, fsync_policy_name(context)) < 0):
+        return -1
+    if want_maxmemory and (reply_bulk_text(output, b"maxmemory") < 0
+                           or reply_bulk_integer(output, <int64_t>context.memory.maxmemory) < 0):
+        return -1
+    if want_policy and (reply_bulk_text(output, b"maxmemory-policy") < 0
+                        or reply_bulk_text(output, policy_name(context.memory.policy)) < 0):
         return -1
     return 0
 
@@ -1147,15 +1234,15 @@ cdef int write_info_part(ServerContext *context, Output *text, const InfoSection
 # a hash) but reads well.
 
 define(b"get", command_get, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
-define(b"set", command_set, -3, CMD_WRITE, 1, 1, 1)
-define(b"setnx", command_setnx, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"put", command_put, 3, CMD_WRITE, 1, 1, 1)
+define(b"set", command_set, -3, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
+define(b"setnx", command_setnx, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"put", command_put, 3, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
 define(b"del", command_del, -2, CMD_WRITE, 1, -1, 1)
 define(b"exists", command_exists, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
-define(b"incr", command_incr, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"decr", command_decr, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"incrby", command_incrby, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"decrby", command_decrby, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"incr", command_incr, 2, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"decr", command_decr, 2, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"incrby", command_incrby, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"decrby", command_decrby, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"mget", command_mget, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
 define(b"dbsize", command_dbsize, 1, CMD_READONLY | CMD_FAST)
 define(b"flushall", command_flushall, -1, CMD_WRITE)
@@ -1172,13 +1259,13 @@ define(b"config", command_config, -2, CMD_ADMIN)
 define(b"info", command_info, -1, CMD_LOADING)
 define(b"auth", command_auth, -2, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
 define(b"bgrewriteaof", command_bgrewriteaof, 1, CMD_ADMIN | CMD_NO_MULTI)
-define(b"getset", command_getset, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"getset", command_getset, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"getdel", command_getdel, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"mset", command_mset, -3, CMD_WRITE, 1, -1, 2)
-define(b"msetnx", command_msetnx, -3, CMD_WRITE, 1, -1, 2)
-define(b"incrbyfloat", command_incrbyfloat, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"mset", command_mset, -3, CMD_WRITE | CMD_DENYOOM, 1, -1, 2)
+define(b"msetnx", command_msetnx, -3, CMD_WRITE | CMD_DENYOOM, 1, -1, 2)
+define(b"incrbyfloat", command_incrbyfloat, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"strlen", command_strlen, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
-define(b"append", command_append, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"append", command_append, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"time", command_time, 1, CMD_LOADING | CMD_FAST)
 define(b"role", command_role, 1, CMD_LOADING | CMD_FAST)
 define(b"wait", command_wait, 3, 0)
@@ -1193,7 +1280,7 @@ define(b"touch", command_touch, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
 define(b"unlink", command_del, -2, CMD_WRITE | CMD_FAST, 1, -1, 1)
 define(b"rename", command_rename, 3, CMD_WRITE, 1, 2, 1)
 define(b"renamenx", command_renamenx, 3, CMD_WRITE | CMD_FAST, 1, 2, 1)
-define(b"copy", command_copy, -3, CMD_WRITE, 1, 2, 1)
+define(b"copy", command_copy, -3, CMD_WRITE | CMD_DENYOOM, 1, 2, 1)
 define(b"randomkey", command_randomkey, 1, CMD_READONLY)
 define(b"object", command_object, -2, 0)
 define(b"memory", command_memory, -2, 0)

@@ -83,6 +83,8 @@ class Server:
                 protected_mode=self.protected_mode,
                 logger=log,
                 append_only_file=self._append_only_file,
+                maxmemory=self.config.maxmemory,
+                maxmemory_policy=self.config.maxmemory_policy,
             )
             if self._append_only_file is not None:
                 self.loaded = _replay(self._loop, self.config.appendonly)

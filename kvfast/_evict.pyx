@@ -1,0 +1,323 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""maxmemory: a limit on the store's memory, and the policy that makes room.
+
+Used memory
+    ``memory_used`` is what INFO reports as ``used_memory``: the bytes of the
+    hash tables (both, while a resize drains the old one) with their eviction
+    metadata, the WATCH table, and every connection's struct and buffers (the
+    loop keeps that count) plus the loop's shared read buffer. It is computed
+    from sizes, not sampled, so it is exact for what it counts and cheap.
+
+Admission (once per command that may add memory)
+    The RESP dispatcher (rows flagged CMD_DENYOOM, Redis's denyoom) and the
+    native one (put, set, incr) call memory_admit before the command runs,
+    only while maxmemory is set. The store is "over" when the used memory,
+    plus the next table a new key would make it allocate (store_growth_bytes),
+    passes maxmemory: counting the next table before growing is what keeps a
+    resize from overshooting (the old table lives until drained). While over,
+    up to EVICT_BUDGET keys are evicted (bounded work: no request pays for a
+    mass eviction); if none could be (noeviction, no candidate, the log
+    failing), the command is refused with -OOM. The store itself never starts
+    a growth past the limit either (``Store.resize_limit``), so even a command
+    adding many keys (MSET) only fills the table it has.
+
+    Consequence: the tables grow only while old and new fit together, so at
+    the limit the table is between 44% and 56% of maxmemory and holds keys
+    at 34 to 43 bytes of maxmemory each (17 bytes a slot with metadata).
+    Used memory stays at or under maxmemory, but for what connections add
+    after a write was admitted (their buffers are counted, not bounded here).
+
+Policies (sampling, as Redis's evict.c)
+    allkeys-random: a random key (store_sample: a random slot, the next entry).
+    allkeys-lru, allkeys-lfu: five keys are sampled per eviction into a pool of
+    the EVICTION_POOL_SIZE best candidates kept across evictions; the best one
+    still present is evicted. LRU's byte is an 8-bit logical clock that ticks
+    every keys/32 accesses (at least every 64): 256 ticks span about 8 times
+    the keys in accesses, far beyond any key's life in a full cache, and the
+    clock does not depend on the request rate (Redis's 1-second clock cannot
+    tell apart keys used within the same second). LFU's byte is Redis's
+    logarithmic counter (new keys 5, lfu-log-factor 10); instead of Redis's
+    per-minute decay (which needs 16 more bits of time per key) a counter
+    decays by one each time it is sampled and survives, so frequencies age
+    with eviction pressure rather than with the clock.
+    volatile-*: candidates are keys with a TTL only; without any, nothing is
+    evictable and writes are refused (as Redis).
+    Cost per key: 1 byte per slot (1.1 to 1.4 bytes per key) for LRU/LFU while
+    maxmemory is set, nothing otherwise.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint64_t, SIZE_MAX
+from libc.stdio cimport snprintf
+from libc.time cimport time
+
+from kvfast._command cimport Argument
+from kvfast._context cimport (
+    ServerContext, Session, MaxmemoryPolicy, EvictionCandidate, COUNTER_EVICTED_KEYS, EVICTION_POOL_SIZE,
+    POLICY_NOEVICTION, POLICY_ALLKEYS_LRU, POLICY_ALLKEYS_LFU, POLICY_ALLKEYS_RANDOM, POLICY_VOLATILE_LRU,
+    POLICY_VOLATILE_LFU, POLICY_VOLATILE_RANDOM, POLICY_VOLATILE_TTL, POLICY_COUNT,
+)
+from kvfast._keyspace cimport LFU_INITIAL, keyspace_begin_write, keyspace_delete, memory_random
+from kvfast._store cimport (
+    store_memory_bytes, store_growth_bytes, store_set_metadata, store_sample, store_lookup, store_meta_of,
+)
+from kvfast._text cimport equals_nocase
+
+
+cdef enum:
+    EVICT_BUDGET = 16               # keys one command may evict, at most
+    SAMPLES = 5                     # keys sampled per eviction (Redis's maxmemory-samples)
+    POOL_SIZE = EVICTION_POOL_SIZE
+
+
+cdef const char *POLICY_NAMES[<int>POLICY_COUNT]
+POLICY_NAMES[<int>POLICY_NOEVICTION] = b"noeviction"
+POLICY_NAMES[<int>POLICY_ALLKEYS_LRU] = b"allkeys-lru"
+POLICY_NAMES[<int>POLICY_ALLKEYS_LFU] = b"allkeys-lfu"
+POLICY_NAMES[<int>POLICY_ALLKEYS_RANDOM] = b"allkeys-random"
+POLICY_NAMES[<int>POLICY_VOLATILE_LRU] = b"volatile-lru"
+POLICY_NAMES[<int>POLICY_VOLATILE_LFU] = b"volatile-lfu"
+POLICY_NAMES[<int>POLICY_VOLATILE_RANDOM] = b"volatile-random"
+POLICY_NAMES[<int>POLICY_VOLATILE_TTL] = b"volatile-ttl"
+
+#: The policy names in kvfast.config's order (the setting's choices).
+POLICIES = tuple(POLICY_NAMES[i].decode() for i in range(<int>POLICY_COUNT))
+
+cdef const char *POLICY_CHOICES = (b"argument(s) must be one of the following: volatile-lru, volatile-lfu, "
+                                   b"volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, "
+                                   b"noeviction")
+
+cdef char HUMAN[32]                 # maxmemory_human's text (the loop is single-threaded)
+
+
+cdef int policy_from_name(const char *name, size_t length) noexcept nogil:
+    """The MaxmemoryPolicy named (any case), or -1."""
+    cdef int i
+    for i in range(<int>POLICY_COUNT):
+        if equals_nocase(name, length, POLICY_NAMES[i]):
+            return i
+    return -1
+
+
+cdef const char *policy_name(int policy) noexcept nogil:
+    return POLICY_NAMES[policy]
+
+
+cdef bint parse_memory_size(const char *text, size_t length, size_t *size) noexcept nogil:
+    """Redis's memory value: digits, then an optional unit (any case): b, k
+    (1000), kb (1024), m, mb, g, gb. False if malformed or too large."""
+    cdef size_t digits = 0, value = 0, unit = 1
+    cdef const char *suffix
+    cdef size_t suffix_length
+    while digits < length and c'0' <= text[digits] <= c'9':
+        if value > (SIZE_MAX - 9) // 10:
+            return False
+        value = value * 10 + <size_t>(text[digits] - c'0')
+        digits += 1
+    if digits == 0:
+        return False
+    suffix, suffix_length = text + digits, length - digits
+    if suffix_length == 0 or equals_nocase(suffix, suffix_length, b"b"):
+        unit = 1
+    elif equals_nocase(suffix, suffix_length, b"k"):
+        unit = 1000
+    elif equals_nocase(suffix, suffix_length, b"kb"):
+        unit = 1024
+    elif equals_nocase(suffix, suffix_length, b"m"):
+        unit = 1000 * 1000
+    elif equals_nocase(suffix, suffix_length, b"mb"):
+        unit = 1024 * 1024
+    elif equals_nocase(suffix, suffix_length, b"g"):
+        unit = 1000 * 1000 * 1000
+    elif equals_nocase(suffix, suffix_length, b"gb"):
+        unit = 1024 * 1024 * 1024
+    else:
+        return False
+    if value > SIZE_MAX // unit:
+        return False
+    size[0] = value * unit
+    return True
+
+
+cdef const char *maxmemory_human(ServerContext *context) noexcept nogil:
+    """INFO's maxmemory_human, as Redis's bytesToHuman: ``0B``, ``1000B``, ``64.00M``."""
+    cdef double value = <double>context.memory.maxmemory
+    cdef const char *units = b"BKMGTP"
+    cdef int unit = 0
+    if context.memory.maxmemory < 1024:
+        snprintf(HUMAN, sizeof(HUMAN), b"%lluB", <unsigned long long>context.memory.maxmemory)
+        return HUMAN
+    while value >= 1024 and unit < 5:
+        value /= 1024
+        unit += 1
+    snprintf(HUMAN, sizeof(HUMAN), b"%.2f%c", value, units[unit])
+    return HUMAN
+
+
+cdef int memory_configure(ServerContext *context, size_t maxmemory, int policy) noexcept nogil:
+    """Apply maxmemory and maxmemory-policy (at start and by CONFIG SET): keep
+    the store's metadata byte only for an LRU/LFU policy with a limit set
+    (starting every key afresh when the kind changes). Returns 0, or -1
+    (ENOMEM for the metadata; nothing changes)."""
+    cdef bint lru = policy == POLICY_ALLKEYS_LRU or policy == POLICY_VOLATILE_LRU
+    cdef bint lfu = policy == POLICY_ALLKEYS_LFU or policy == POLICY_VOLATILE_LFU
+    cdef bint keep = maxmemory != 0 and (lru or lfu)
+    if not keep or lru != context.memory.lru or lfu != context.memory.lfu:
+        store_set_metadata(&context.store, False, 0)
+        context.memory.lru = context.memory.lfu = False
+    if keep and not context.store.meta_enabled:
+        if store_set_metadata(&context.store, True,
+                              LFU_INITIAL if lfu else context.memory.lru_clock) < 0:
+            return -1
+        context.memory.lru, context.memory.lfu = lru, lfu
+    context.memory.maxmemory = maxmemory
+    context.memory.policy = <MaxmemoryPolicy>policy
+    context.memory.pool_count = 0
+    if context.memory.random == 0:
+        context.memory.random = <uint64_t>time(NULL) * 0x9E3779B97F4A7C15ULL | 1
+    if maxmemory == 0:
+        context.store.resize_limit = SIZE_MAX
+    return 0
+
+
+cdef size_t memory_used(ServerContext *context) noexcept nogil:
+    """INFO's used_memory: tables, metadata, WATCH's table, connections."""
+    return (store_memory_bytes(&context.store) + store_memory_bytes(&context.watched)
+            + context.memory.client_bytes + context.memory.fixed_bytes)
+
+
+cdef inline bint is_over(ServerContext *context) noexcept nogil:
+    return memory_used(context) + store_growth_bytes(&context.store) > context.memory.maxmemory
+
+
+cdef bint memory_admit(ServerContext *context, Session *session) noexcept nogil:
+    """Before a command that may add memory, with maxmemory set: evict while
+    over the limit (at most EVICT_BUDGET keys), then say whether it may run:
+    True if not over, or if some key could be evicted (the next writes
+    evict further, as Redis lets a command run once eviction progresses);
+    False (reply -OOM) if over and nothing could be evicted."""
+    cdef size_t limit = context.memory.maxmemory
+    cdef size_t others = memory_used(context) - store_memory_bytes(&context.store)
+    cdef int evicted = 0
+    context.store.resize_limit = limit - others if limit > others else 0
+    while evicted < EVICT_BUDGET and is_over(context):
+        if not evict_one(context, session):
+            break
+        evicted += 1
+    return evicted > 0 or not is_over(context)
+
+
+cdef bint evict_one(ServerContext *context, Session *session) noexcept nogil:
+    """Remove one key chosen by the policy, as a logged delete through the
+    keyspace layer (WATCH sees it, the log records it, as Redis propagates a
+    DEL). False if no key could be chosen or the log cannot take the delete."""
+    cdef MaxmemoryPolicy policy = context.memory.policy
+    cdef int64_t key
+    cdef uint8_t *meta
+    cdef bint found
+    if policy == POLICY_NOEVICTION or keyspace_begin_write(context, 1) != 0:
+        return False
+    if policy == POLICY_ALLKEYS_RANDOM:
+        found = store_sample(&context.store, memory_random(context), &key, &meta)
+    elif policy == POLICY_ALLKEYS_LRU or policy == POLICY_ALLKEYS_LFU:
+        found = pool_pick(context, &key)
+    else:
+        found = volatile_pick(context, &key)
+    if not found or not keyspace_delete(context, session, key):
+        return False
+    context.counters[<int>COUNTER_EVICTED_KEYS] += 1
+    return True
+
+
+cdef bint volatile_pick(ServerContext *context, int64_t *key) noexcept nogil:
+    """A key with a TTL for the volatile-* policies. The deadline store is the
+    expiry slice's (kvfast/_expire); until it is merged no key has a TTL, so
+    nothing is evictable and writes over the limit are refused, as Redis does
+    under a volatile policy with no volatile key."""
+    return False
+
+
+cdef inline uint64_t score_of(ServerContext *context, uint8_t value) noexcept nogil:
+    """How evictable a key is from its metadata byte (higher: sooner): its age
+    on the LRU clock, or 255 less its LFU counter."""
+    if context.memory.lfu:
+        return 255 - value
+    return <uint8_t>(context.memory.lru_clock - value)
+
+
+cdef void pool_offer(ServerContext *context, int64_t key, uint64_t score) noexcept nogil:
+    """Put a sampled key in the pool (sorted by score, the best last) if it
+    beats the worst there or the pool has room; a key already in it is skipped."""
+    cdef EvictionCandidate *pool = context.memory.pool
+    cdef size_t count = context.memory.pool_count, i, at
+    for i in range(count):
+        if pool[i].key == key:
+            return
+    if count == POOL_SIZE:
+        if score <= pool[0].score:
+            return
+        for i in range(count - 1):          # drop the worst
+            pool[i] = pool[i + 1]
+        count -= 1
+    at = count
+    while at > 0 and pool[at - 1].score > score:
+        pool[at] = pool[at - 1]
+        at -= 1
+    pool[at].key = key
+    pool[at].score = score
+    context.memory.pool_count = count + 1
+
+
+cdef bint pool_pick(ServerContext *context, int64_t *key) noexcept nogil:
+    """allkeys-lru/lfu: sample SAMPLES keys into the pool, then take the best
+    candidate still present whose score has not dropped since it was pooled
+    (a key used meanwhile is dropped from the pool). LFU counters of the
+    sampled keys decay by one (see the module docstring)."""
+    cdef int64_t sampled
+    cdef int64_t *value
+    cdef uint8_t *meta
+    cdef int i
+    cdef EvictionCandidate best
+    for i in range(SAMPLES):
+        if not store_sample(&context.store, memory_random(context), &sampled, &meta) or meta == NULL:
+            continue
+        pool_offer(context, sampled, score_of(context, meta[0]))
+        if context.memory.lfu and meta[0] > 0:
+            meta[0] -= 1
+    while context.memory.pool_count > 0:
+        context.memory.pool_count -= 1
+        best = context.memory.pool[context.memory.pool_count]
+        value = store_lookup(&context.store, best.key)
+        if value == NULL:
+            continue
+        meta = store_meta_of(&context.store, value)
+        if meta != NULL and score_of(context, meta[0]) + (1 if context.memory.lfu else 0) < best.score:
+            continue
+        key[0] = best.key
+        return True
+    return False
+
+
+cdef int config_set_memory(ServerContext *context, const Argument *name, const Argument *value,
+                           const char **error) noexcept nogil:
+    """CONFIG SET of maxmemory / maxmemory-policy: 1 if applied, -1 with
+    ``error`` set to Redis's reason (the caller adds "CONFIG SET failed
+    (possibly related to argument '...') - "), 0 if ``name`` is neither."""
+    cdef size_t size
+    cdef int policy
+    if equals_nocase(name.start, name.length, b"maxmemory"):
+        if not parse_memory_size(value.start, value.length, &size):
+            error[0] = b"argument must be a memory value"
+            return -1
+        if memory_configure(context, size, context.memory.policy) < 0:
+            error[0] = b"out of memory"
+            return -1
+        return 1
+    if equals_nocase(name.start, name.length, b"maxmemory-policy"):
+        policy = policy_from_name(value.start, value.length)
+        if policy < 0:
+            error[0] = POLICY_CHOICES
+            return -1
+        if memory_configure(context, context.memory.maxmemory, policy) < 0:
+            error[0] = b"out of memory"
+            return -1
+        return 1
+    return 0
