@@ -70,11 +70,14 @@ cdef struct MemoryLimit:
     bint lru                        # the policy keeps a recency byte per key...
     bint lfu                        # ...or a frequency byte (the store's ``meta``)
     size_t client_bytes             # connections' structs and buffers (the loop keeps this count)
+    size_t peak_used                # the most used memory seen (at each admission, and by INFO)
     size_t fixed_bytes              # the loop's own buffers
     uint64_t random                 # xorshift state for sampling and LFU's increments
     uint8_t lru_clock               # the recency clock new and touched keys are stamped with
     size_t lru_touches              # touches since the clock last ticked
     bint in_transaction             # EXEC is running its queue: no refusal half-way
+    int64_t decay_minute            # LFU: the minute the latest decay pass started (Unix time / 60)...
+    size_t decay_cursor             # ...and the main table's slots it has still to visit (0: none running)
     size_t pool_count
     EvictionCandidate pool[<int>EVICTION_POOL_SIZE]     # sorted by score, the best last
 

@@ -21,9 +21,10 @@ Admission (once per command that may add memory)
     a growth past the limit either (``Store.resize_limit``), so even a command
     adding many keys (MSET) only fills the table it has.
 
-    Consequence: the tables grow only while old and new fit together, so at
-    the limit the table is between 44% and 56% of maxmemory and holds keys
-    at 34 to 43 bytes of maxmemory each (17 bytes a slot with metadata).
+    Consequence: the tables grow only while old and new fit together (1 +
+    1.25 times the old size), so at the limit the table takes 44% to 56% of
+    maxmemory and holds 0.4 to 0.5 keys per slot's worth of it: 32 to 40
+    bytes of maxmemory per key (34 to 42.5 with the LRU/LFU byte).
     Used memory stays at or under maxmemory, but for what connections add
     after a write was admitted (their buffers are counted, not bounded here).
 
@@ -36,10 +37,12 @@ Policies (sampling, as Redis's evict.c)
     the keys in accesses, far beyond any key's life in a full cache, and the
     clock does not depend on the request rate (Redis's 1-second clock cannot
     tell apart keys used within the same second). LFU's byte is Redis's
-    logarithmic counter (new keys 5, lfu-log-factor 10); instead of Redis's
-    per-minute decay (which needs 16 more bits of time per key) a counter
-    decays by one each time it is sampled and survives, so frequencies age
-    with eviction pressure rather than with the clock.
+    logarithmic counter (new keys 5, lfu-log-factor 10). Redis decays a
+    counter by one per idle minute, from 16 more bits of time per key;
+    here a sweep does it instead: once a minute a pass starts that lowers
+    every counter by one, DECAY_STEP slots per admitted write (so a pass
+    over a table of C slots takes C / DECAY_STEP writes; entries moving
+    meanwhile may be lowered twice or skipped: approximate, as intended).
     volatile-*: candidates are keys with a TTL only; without any, nothing is
     evictable and writes are refused (as Redis).
     Cost per key: 1 byte per slot (1.1 to 1.4 bytes per key) for LRU/LFU while
@@ -64,6 +67,7 @@ from kvfast._text cimport equals_nocase
 
 cdef enum:
     EVICT_BUDGET = 16               # keys one command may evict, at most
+    DECAY_STEP = 64                 # LFU: slots the decay sweep visits per admitted write
     SAMPLES = 5                     # keys sampled per eviction (Redis's maxmemory-samples)
     POOL_SIZE = EVICTION_POOL_SIZE
 
@@ -103,7 +107,8 @@ cdef const char *policy_name(int policy) noexcept nogil:
 
 cdef bint parse_memory_size(const char *text, size_t length, size_t *size) noexcept nogil:
     """Redis's memory value: digits, then an optional unit (any case): b, k
-    (1000), kb (1024), m, mb, g, gb. False if malformed or too large."""
+    (1000), kb (1024), m, mb, g, gb; empty is 0, as Redis takes it. False
+    if malformed or too large."""
     cdef size_t digits = 0, value = 0, unit = 1
     cdef const char *suffix
     cdef size_t suffix_length
@@ -112,6 +117,9 @@ cdef bint parse_memory_size(const char *text, size_t length, size_t *size) noexc
             return False
         value = value * 10 + <size_t>(text[digits] - c'0')
         digits += 1
+    if length == 0:
+        size[0] = 0
+        return True
     if digits == 0:
         return False
     suffix, suffix_length = text + digits, length - digits
@@ -171,6 +179,8 @@ cdef int memory_configure(ServerContext *context, size_t maxmemory, int policy) 
     context.memory.maxmemory = maxmemory
     context.memory.policy = <MaxmemoryPolicy>policy
     context.memory.pool_count = 0
+    context.memory.decay_minute = <int64_t>time(NULL) // 60      # the first pass a minute from now
+    context.memory.decay_cursor = 0
     if context.memory.random == 0:
         context.memory.random = <uint64_t>time(NULL) * 0x9E3779B97F4A7C15ULL | 1
     if maxmemory == 0:
@@ -182,6 +192,16 @@ cdef size_t memory_used(ServerContext *context) noexcept nogil:
     """INFO's used_memory: tables, metadata, WATCH's table, connections."""
     return (store_memory_bytes(&context.store) + store_memory_bytes(&context.watched)
             + context.memory.client_bytes + context.memory.fixed_bytes)
+
+
+cdef size_t memory_peak(ServerContext *context) noexcept nogil:
+    """INFO's used_memory_peak: the most used memory seen, noted before each
+    command that may add memory while maxmemory is set (so after every
+    write's effect) and whenever INFO asks."""
+    cdef size_t used = memory_used(context)
+    if used > context.memory.peak_used:
+        context.memory.peak_used = used
+    return context.memory.peak_used
 
 
 cdef inline bint is_over(ServerContext *context) noexcept nogil:
@@ -197,12 +217,38 @@ cdef bint memory_admit(ServerContext *context, Session *session) noexcept nogil:
     cdef size_t limit = context.memory.maxmemory
     cdef size_t others = memory_used(context) - store_memory_bytes(&context.store)
     cdef int evicted = 0
+    memory_peak(context)
     context.store.resize_limit = limit - others if limit > others else 0
+    if context.memory.lfu:
+        decay_step(context)
     while evicted < EVICT_BUDGET and is_over(context):
         if not evict_one(context, session):
             break
         evicted += 1
     return evicted > 0 or not is_over(context)
+
+
+cdef void decay_step(ServerContext *context) noexcept nogil:
+    """LFU's aging: start a pass once a minute, and lower DECAY_STEP more
+    counters of the main table by one (see the module docstring)."""
+    cdef int64_t minute = <int64_t>time(NULL) // 60
+    cdef uint8_t *meta = context.store.main.meta
+    cdef size_t slot, capacity = context.store.main.capacity
+    cdef int step
+    if context.memory.decay_cursor == 0 and minute != context.memory.decay_minute:
+        context.memory.decay_minute = minute
+        context.memory.decay_cursor = capacity
+    if context.memory.decay_cursor > capacity:      # the table was resized meanwhile
+        context.memory.decay_cursor = capacity
+    if meta == NULL:
+        return
+    for step in range(DECAY_STEP):
+        if context.memory.decay_cursor == 0:
+            return
+        context.memory.decay_cursor -= 1
+        slot = context.memory.decay_cursor
+        if meta[slot] > 0:
+            meta[slot] -= 1
 
 
 cdef bint evict_one(ServerContext *context, Session *session) noexcept nogil:
@@ -269,8 +315,7 @@ cdef void pool_offer(ServerContext *context, int64_t key, uint64_t score) noexce
 cdef bint pool_pick(ServerContext *context, int64_t *key) noexcept nogil:
     """allkeys-lru/lfu: sample SAMPLES keys into the pool, then take the best
     candidate still present whose score has not dropped since it was pooled
-    (a key used meanwhile is dropped from the pool). LFU counters of the
-    sampled keys decay by one (see the module docstring)."""
+    (a key used meanwhile is dropped from the pool)."""
     cdef int64_t sampled
     cdef int64_t *value
     cdef uint8_t *meta
@@ -280,8 +325,6 @@ cdef bint pool_pick(ServerContext *context, int64_t *key) noexcept nogil:
         if not store_sample(&context.store, memory_random(context), &sampled, &meta) or meta == NULL:
             continue
         pool_offer(context, sampled, score_of(context, meta[0]))
-        if context.memory.lfu and meta[0] > 0:
-            meta[0] -= 1
     while context.memory.pool_count > 0:
         context.memory.pool_count -= 1
         best = context.memory.pool[context.memory.pool_count]
@@ -289,7 +332,7 @@ cdef bint pool_pick(ServerContext *context, int64_t *key) noexcept nogil:
         if value == NULL:
             continue
         meta = store_meta_of(&context.store, value)
-        if meta != NULL and score_of(context, meta[0]) + (1 if context.memory.lfu else 0) < best.score:
+        if meta != NULL and score_of(context, meta[0]) < best.score:
             continue
         key[0] = best.key
         return True

@@ -610,13 +610,17 @@ cdef int execute_limited(ServerContext *context, Session *session, const Request
     a CMD_DENYOOM command first makes room by the policy, or is refused with
     -OOM (in MULTI, that also makes EXEC fail, as Redis). EXEC of a queue
     holding writes is checked once, then its queue runs unchecked
-    (``in_transaction``), so a transaction never stops half-way."""
+    (``in_transaction``), so a transaction never stops half-way. As Redis,
+    in MULTI every command but EXEC, DISCARD, QUIT and RESET counts as one
+    that adds memory (queueing does)."""
     cdef int result
-    if command.flags & CMD_DENYOOM:
+    cdef bint queueing = session.transaction != NULL and session.transaction.queueing
+    if command.flags & CMD_DENYOOM or (queueing and command.proc != command_exec and command.proc != command_discard
+                                       and command.proc != command_quit and command.proc != command_reset):
         if not memory_admit(context, session):
             multi_flag_error(session)
             return reply_error(context, &session.output, ERR_OUT_OF_MEMORY)
-    elif command.proc == command_exec and session.transaction != NULL and session.transaction.queueing:
+    elif command.proc == command_exec and queueing:
         if session.transaction.queued_changes > 0 and not session.transaction.aborted \
                 and not session.transaction.watch_broken and not memory_admit(context, session):
             return multi_reject_exec(context, session, ERR_OUT_OF_MEMORY + 1)

@@ -20,7 +20,7 @@ from kvfast._context cimport (
     COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
     COUNTER_AUTH_FAILURES, COUNTER_EVICTED_KEYS,
 )
-from kvfast._evict cimport memory_used, maxmemory_human, policy_name
+from kvfast._evict cimport memory_used, memory_peak, maxmemory_human, policy_name
 from kvfast._output cimport Output, output_text, output_int64
 from kvfast._store cimport store_count, store_memory_bytes, store_is_resizing
 from kvfast._text cimport INT_OK, parse_int64
@@ -52,6 +52,9 @@ cdef int64_t keys(ServerContext *context) noexcept nogil:
 
 cdef int64_t used_memory(ServerContext *context) noexcept nogil:
     return <int64_t>memory_used(context)
+
+cdef int64_t used_memory_peak(ServerContext *context) noexcept nogil:
+    return <int64_t>memory_peak(context)
 
 cdef int64_t store_bytes(ServerContext *context) noexcept nogil:
     return <int64_t>store_memory_bytes(&context.store)
@@ -219,6 +222,7 @@ counter(b"kvfast_accept_pauses", INFO_STATS, IN_API, COUNTER_ACCEPT_PAUSES, b"ac
 gauge(b"used_memory", INFO_MEMORY, IN_STATS_LINE | IN_API, used_memory)
 gauge(b"kvfast_store_bytes", INFO_MEMORY, IN_API, store_bytes, b"store_bytes")
 gauge(b"used_memory_rss", INFO_MEMORY, 0, used_memory_rss)
+gauge(b"used_memory_peak", INFO_MEMORY, IN_API, used_memory_peak)
 gauge(b"kvfast_resizes", INFO_MEMORY, 0, resizes)
 gauge(b"kvfast_max_migrated_per_request", INFO_MEMORY, IN_API, max_migrated,
       b"max_moved_per_step")

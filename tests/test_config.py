@@ -85,6 +85,9 @@ VALUES = {
     "appendonly": (('"file.aof"', "env.aof", "flag.aof"), ("file.aof", "env.aof", "flag.aof")),
     "fsync": (('"always"', "no", "EverySec"), ("always", "no", "everysec")),
     "aof_rewrite_min_bytes": (("1024", "2048", "0"), (1024, 2048, 0)),
+    "maxmemory": (('"100mb"', "1GB", "4096"), (100 * 2**20, 2**30, 4096)),
+    "maxmemory_policy": (('"allkeys-lru"', "Volatile-TTL", "allkeys-lfu"),
+                         ("allkeys-lru", "volatile-ttl", "allkeys-lfu")),
 }
 
 
