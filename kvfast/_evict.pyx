@@ -234,7 +234,7 @@ cdef void decay_step(ServerContext *context) noexcept nogil:
     cdef int64_t minute = <int64_t>time(NULL) // 60
     cdef uint8_t *meta = context.store.main.meta
     cdef size_t slot, capacity = context.store.main.capacity
-    cdef int step
+    cdef int _step
     if context.memory.decay_cursor == 0 and minute != context.memory.decay_minute:
         context.memory.decay_minute = minute
         context.memory.decay_cursor = capacity
@@ -242,7 +242,7 @@ cdef void decay_step(ServerContext *context) noexcept nogil:
         context.memory.decay_cursor = capacity
     if meta == NULL:
         return
-    for step in range(DECAY_STEP):
+    for _step in range(DECAY_STEP):
         if context.memory.decay_cursor == 0:
             return
         context.memory.decay_cursor -= 1
@@ -319,9 +319,9 @@ cdef bint pool_pick(ServerContext *context, int64_t *key) noexcept nogil:
     cdef int64_t sampled
     cdef int64_t *value
     cdef uint8_t *meta
-    cdef int i
+    cdef int _sample
     cdef EvictionCandidate best
-    for i in range(SAMPLES):
+    for _sample in range(SAMPLES):
         if not store_sample(&context.store, memory_random(context), &sampled, &meta) or meta == NULL:
             continue
         pool_offer(context, sampled, score_of(context, meta[0]))

@@ -60,9 +60,9 @@ from kvfast._system cimport (
 from kvfast._aof cimport AppendOnlyFile, AppendLog
 from kvfast._rewrite cimport aof_persist_batch, aof_retry_failed, aof_save_snapshot_now
 from kvfast._context cimport (
-    ServerContext, Session, Transaction, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS, COUNTER_PROTOCOL_ERRORS,
-    COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
-    COUNTER_AUTH_FAILURES,
+    ServerContext, Session, Transaction, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS,
+    COUNTER_PROTOCOL_ERRORS, COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS,
+    COUNTER_TIMED_OUT_CLIENTS, COUNTER_AUTH_FAILURES,
 )
 from kvfast._evict cimport memory_configure, policy_from_name
 from kvfast._multi cimport multi_release

@@ -25,7 +25,7 @@ from kvfast._context cimport (
     ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
-from kvfast._evict cimport memory_admit, memory_used, config_set_memory, policy_name
+from kvfast._evict cimport memory_admit, config_set_memory, policy_name
 from kvfast._keys cimport (
     command_scan, command_keys, command_type, command_touch, command_rename, command_renamenx, command_copy,
     command_randomkey, command_object, command_memory,

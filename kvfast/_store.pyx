@@ -55,7 +55,7 @@ Eviction metadata and the memory limit (kvfast/_evict.pyx)
 import os
 
 from libc.errno cimport ENOMEM
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, INT64_MIN, INT64_MAX, UINT64_MAX, SIZE_MAX
+from libc.stdint cimport int64_t, uint8_t, uint64_t, INT64_MIN, INT64_MAX, UINT64_MAX, SIZE_MAX
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memmove
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
@@ -86,7 +86,7 @@ cdef enum:
     RELEASE_CHUNK = 2 << 20       # ...in chunks of this many bytes
     IDLE_MOVES = 1024             # entries moved per idle call (about 20-50 microseconds)
     IDLE_VISITS = 16384
-    SAMPLE_WALK = 64              # slots store_sample looks at, at most
+    SAMPLE_TRIES = 64             # random slots store_sample tries, at most
 
 
 # A secret drawn once per process, so nobody can pick keys that all hash to one
@@ -310,13 +310,15 @@ cdef int start_resize(Store *store, size_t capacity) noexcept nogil:
     """Make a new empty ``main`` of ``capacity`` slots and start draining the old one.
 
     Returns 0, or -1 with errno ENOMEM (the store is then unchanged): no
-    memory, or both tables together would pass ``resize_limit``. Called only
-    when no migration is under way. An empty old table is freed at once.
+    memory, or a growth that would make both tables together pass
+    ``resize_limit`` (a shrink is always allowed: it lowers the use once the
+    old table has drained). Called only when no migration is under way. An
+    empty old table is freed at once.
     """
     cdef size_t kept = 0 if store.main.count == 0 else store.main.capacity
     cdef Slot *slots
     cdef uint8_t *meta = NULL
-    if (kept + capacity) * slot_bytes(store) > store.resize_limit:
+    if capacity > store.main.capacity and (kept + capacity) * slot_bytes(store) > store.resize_limit:
         set_errno(ENOMEM)
         return -1
     slots = allocate_slots(capacity)
@@ -689,28 +691,33 @@ cdef uint8_t *store_meta_of(Store *store, const int64_t *value) noexcept nogil:
 
 
 cdef bint store_sample(Store *store, uint64_t random, int64_t *key, uint8_t **meta) noexcept nogil:
-    """A key picked at random (``random``: 64 random bits): the first entry at
-    or after a random slot of a table chosen in proportion to its keys; its
-    metadata byte in ``meta`` (NULL if not kept). False when the tables hold
-    no key. Bounded work: at most SAMPLE_WALK slots are looked at (the tables
-    are at least 30% full, so that many free slots in a row are rare; such a
-    sample finds nothing). The key 0 (kept outside the tables) is never picked.
-    Keys after long runs of free slots are a little likelier: fine for
-    eviction's sampling, as Redis's dictGetSomeKeys."""
-    cdef Table *table = &store.main
-    cdef size_t total = store.main.count + store.draining.count, slot, walked
+    """A key picked at random, each about equally likely (``random``: 64
+    random bits): the entry at a random slot of a table chosen in proportion
+    to its keys, drawing again (at most SAMPLE_TRIES times, from a generator
+    seeded by ``random``) while the slot is free; its metadata byte in
+    ``meta`` (NULL if not kept). False when the tables hold no key, or no
+    draw found one (the tables are at least 30% full, so that takes
+    0.7^SAMPLE_TRIES bad luck). Rejection rather than "the next entry after a
+    random slot": that would favour the entries after long free runs, and
+    evicting those grows the runs until sampling finds nothing. The key 0
+    (kept outside the tables) is never picked."""
+    cdef Table *table
+    cdef size_t total = store.main.count + store.draining.count, slot, _try
     if total == 0:
         return False
-    cdef uint64_t low = <uint32_t>random
-    if store.draining.count != 0 and <size_t>((<kvfast_uint128>low * total) >> 32) < store.draining.count:
-        table = &store.draining
-    slot = <size_t>((<kvfast_uint128>(random >> 7) * table.capacity) >> 57)
-    for walked in range(<size_t>SAMPLE_WALK):
+    for _try in range(<size_t>SAMPLE_TRIES):
+        random = random * 6364136223846793005ULL + 1442695040888963407ULL     # Knuth's MMIX LCG
+        table = &store.main
+        if store.draining.count != 0 and \
+                <size_t>((<kvfast_uint128>(random >> 40) * total) >> 24) < store.draining.count:
+            table = &store.draining
+        if table.capacity == 0:
+            continue
+        slot = <size_t>((<kvfast_uint128>(random >> 8) * table.capacity) >> 56)
         if table.slots[slot].key != EMPTY_KEY:
             key[0] = table.slots[slot].key
             meta[0] = &table.meta[slot] if table.meta != NULL else NULL
             return True
-        slot = next_slot(table, slot)
     return False
 
 
@@ -989,6 +996,39 @@ cdef class IntStore:
         while store_iterator_next(&iterator, &key, &value):
             result.append(key)
         return result
+
+    def set_metadata(self, bint enabled, int fill=0):
+        """Keep (or drop) the per-slot metadata byte (see store_set_metadata)."""
+        if store_set_metadata(&self.store, enabled, <uint8_t>fill) < 0:
+            raise MemoryError()
+
+    def meta(self, int64_t key):
+        """The metadata byte of ``key`` (None: absent, the key 0, or none kept)."""
+        cdef int64_t *value = store_lookup(&self.store, key)
+        cdef uint8_t *meta = store_meta_of(&self.store, value) if value != NULL else NULL
+        return None if meta == NULL else meta[0]
+
+    def set_meta(self, int64_t key, int byte):
+        """Set the metadata byte of a present key (KeyError if absent or none kept)."""
+        cdef int64_t *value = store_lookup(&self.store, key)
+        cdef uint8_t *meta = store_meta_of(&self.store, value) if value != NULL else NULL
+        if meta == NULL:
+            raise KeyError(key)
+        meta[0] = <uint8_t>byte
+
+    @property
+    def resize_limit(self):
+        return self.store.resize_limit
+
+    @resize_limit.setter
+    def resize_limit(self, size_t limit):
+        self.store.resize_limit = limit
+
+    def sample(self, uint64_t random):
+        """store_sample: a key picked from ``random`` bits, or None."""
+        cdef int64_t key
+        cdef uint8_t *meta
+        return key if store_sample(&self.store, random, &key, &meta) else None
 
     def __len__(self):
         return store_count(&self.store)
