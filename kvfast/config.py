@@ -223,6 +223,9 @@ TABLE: tuple[Setting, ...] = (
              normalise=_word, what="an fsync policy"),
     _setting("aof_rewrite_min_bytes", int, AOF_REWRITE_MIN_BYTES,
              "compact the append-only file only once it is this large", minimum=0, maximum=_INT64_MAX),
+    _setting("debug_clock_offset_ms", int, 0, "for tests: milliseconds added to the clock key deadlines are "
+             "compared with (a restart can then find TTLs passed without waiting)",
+             minimum=-(1 << 50), maximum=1 << 50),
 )
 
 #: The settings a user can give (flag, environment, file): every row but the

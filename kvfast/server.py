@@ -83,6 +83,7 @@ class Server:
                 protected_mode=self.protected_mode,
                 logger=log,
                 append_only_file=self._append_only_file,
+                clock_offset_ms=self.config.debug_clock_offset_ms,
             )
             if self._append_only_file is not None:
                 self.loaded = _replay(self._loop, self.config.appendonly)
