@@ -23,6 +23,7 @@ cdef enum Counter:
     COUNTER_PROTECTED_REFUSALS      # refused: protected mode, not a local peer
     COUNTER_TIMED_OUT_CLIENTS       # closed after the idle timeout
     COUNTER_AUTH_FAILURES           # wrong passwords
+    COUNTER_EXPIRED_KEYS            # keys removed because their deadline passed (lazily or by the sweep)
     COUNTER_EVICTED_KEYS            # keys removed by the maxmemory policy
     COUNTER_COUNT
 
@@ -111,8 +112,30 @@ cdef struct Transaction:
     Transaction *next_watcher
 
 
+cdef struct Expiry:
+    # Bookkeeping of per-key deadlines (kvfast/_expire.pyx; _keyspace.pxd keeps
+    # it current). The deadlines themselves are ServerContext.expires.
+    size_t volatile_keys            # keys with a deadline (the count of ``expires``): while 0, no read looks further
+    int64_t clock_ms                # the wall clock (Unix ms) of this loop iteration; 0: read it (keyspace_clock_ms)
+    int64_t clock_offset_ms         # added to the wall clock (the debug-clock-offset-ms setting, for tests)
+    int64_t earliest_ms             # no deadline lies before this (a lower bound; INT64_MAX: none)
+    uint64_t deadline_sum           # sum of deadline_weight() of every deadline, mod 2^64 (INFO's avg_ttl)
+    bint sweeping                   # an active-expiry sweep is under way...
+    uint64_t sweep_cursor           # ...its next cursor in ``expires`` (store_scan)
+    int64_t sweep_min_ms            # ...the earliest deadline it kept so far
+    uint64_t sweep_visited          # ...deadlines it looked at and found expired (for expired_stale_perc)
+    uint64_t sweep_expired
+    int64_t next_slice_us           # monotonic: the sweep's next slice may start then
+    int64_t next_sweep_us           # monotonic: the next sweep may start then
+    double stale_ratio              # running average of the expired share of swept deadlines (expired_stale_perc)
+    int64_t longest_slice_us        # longest slice of active expiry so far (INFO expire_longest_slice_us)
+    uint64_t sweeps                 # sweeps completed
+
+
 cdef struct ServerContext:
     Store store
+    Store expires                   # key -> deadline (Unix ms) of every key with a TTL: Redis's db->expires
+    Expiry expiry
     uint64_t counters[<int>COUNTER_COUNT]
     Limits limits
     int port                        # for INFO

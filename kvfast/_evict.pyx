@@ -43,12 +43,16 @@ Policies (sampling, as Redis's evict.c)
     every counter by one, DECAY_STEP slots per admitted write (so a pass
     over a table of C slots takes C / DECAY_STEP writes; entries moving
     meanwhile may be lowered twice or skipped: approximate, as intended).
-    volatile-*: candidates are keys with a TTL only; without any, nothing is
-    evictable and writes are refused (as Redis).
+    volatile-*: the same, but the candidates are sampled from the deadlines
+    (ServerContext.expires, kvfast/_expire.pyx), so only keys with a TTL are
+    ever evicted; volatile-ttl evicts the soonest deadline of the pool. With
+    no key with a TTL nothing is evictable and writes are refused (as Redis).
+    An evicted key leaves through keyspace_drop (the server's own logged
+    delete, its deadline with it).
     Cost per key: 1 byte per slot (1.1 to 1.4 bytes per key) for LRU/LFU while
     maxmemory is set, nothing otherwise.
 """
-from libc.stdint cimport int64_t, uint8_t, uint64_t, SIZE_MAX
+from libc.stdint cimport int64_t, uint8_t, uint64_t, SIZE_MAX, UINT64_MAX
 from libc.stdio cimport snprintf
 from libc.time cimport time
 
@@ -58,7 +62,7 @@ from kvfast._context cimport (
     POLICY_NOEVICTION, POLICY_ALLKEYS_LRU, POLICY_ALLKEYS_LFU, POLICY_ALLKEYS_RANDOM, POLICY_VOLATILE_LRU,
     POLICY_VOLATILE_LFU, POLICY_VOLATILE_RANDOM, POLICY_VOLATILE_TTL, POLICY_COUNT,
 )
-from kvfast._keyspace cimport LFU_INITIAL, keyspace_begin_write, keyspace_delete, memory_random
+from kvfast._keyspace cimport LFU_INITIAL, keyspace_begin_write, keyspace_drop, memory_random
 from kvfast._store cimport (
     store_memory_bytes, store_growth_bytes, store_set_metadata, store_sample, store_lookup, store_meta_of,
 )
@@ -184,14 +188,14 @@ cdef int memory_configure(ServerContext *context, size_t maxmemory, int policy) 
     if context.memory.random == 0:
         context.memory.random = <uint64_t>time(NULL) * 0x9E3779B97F4A7C15ULL | 1
     if maxmemory == 0:
-        context.store.resize_limit = SIZE_MAX
+        context.store.resize_limit = context.expires.resize_limit = SIZE_MAX
     return 0
 
 
 cdef size_t memory_used(ServerContext *context) noexcept nogil:
-    """INFO's used_memory: tables, metadata, WATCH's table, connections."""
-    return (store_memory_bytes(&context.store) + store_memory_bytes(&context.watched)
-            + context.memory.client_bytes + context.memory.fixed_bytes)
+    """INFO's used_memory: tables, metadata, deadlines, WATCH's table, connections."""
+    return (store_memory_bytes(&context.store) + store_memory_bytes(&context.expires)
+            + store_memory_bytes(&context.watched) + context.memory.client_bytes + context.memory.fixed_bytes)
 
 
 cdef size_t memory_peak(ServerContext *context) noexcept nogil:
@@ -205,7 +209,10 @@ cdef size_t memory_peak(ServerContext *context) noexcept nogil:
 
 
 cdef inline bint is_over(ServerContext *context) noexcept nogil:
-    return memory_used(context) + store_growth_bytes(&context.store) > context.memory.maxmemory
+    """Over the limit, counting the next table of the keys and of the
+    deadlines a new key (with a TTL) would make grow."""
+    return (memory_used(context) + store_growth_bytes(&context.store) + store_growth_bytes(&context.expires)
+            > context.memory.maxmemory)
 
 
 cdef bint memory_admit(ServerContext *context, Session *session) noexcept nogil:
@@ -215,10 +222,13 @@ cdef bint memory_admit(ServerContext *context, Session *session) noexcept nogil:
     evict further, as Redis lets a command run once eviction progresses);
     False (reply -OOM) if over and nothing could be evicted."""
     cdef size_t limit = context.memory.maxmemory
-    cdef size_t others = memory_used(context) - store_memory_bytes(&context.store)
+    cdef size_t used = memory_used(context)
+    cdef size_t others = used - store_memory_bytes(&context.store)
     cdef int evicted = 0
     memory_peak(context)
     context.store.resize_limit = limit - others if limit > others else 0
+    others = used - store_memory_bytes(&context.expires)
+    context.expires.resize_limit = limit - others if limit > others else 0
     if context.memory.lfu:
         decay_step(context)
     while evicted < EVICT_BUDGET and is_over(context):
@@ -263,30 +273,46 @@ cdef bint evict_one(ServerContext *context, Session *session) noexcept nogil:
         return False
     if policy == POLICY_ALLKEYS_RANDOM:
         found = store_sample(&context.store, memory_random(context), &key, &meta)
-    elif policy == POLICY_ALLKEYS_LRU or policy == POLICY_ALLKEYS_LFU:
-        found = pool_pick(context, &key)
+    elif policy == POLICY_VOLATILE_RANDOM:
+        found = store_sample(&context.expires, memory_random(context), &key, &meta)
     else:
-        found = volatile_pick(context, &key)
-    if not found or not keyspace_delete(context, session, key):
+        found = pool_pick(context, &key)
+    if not found or not keyspace_drop(context, key):
         return False
     context.counters[<int>COUNTER_EVICTED_KEYS] += 1
     return True
 
 
-cdef bint volatile_pick(ServerContext *context, int64_t *key) noexcept nogil:
-    """A key with a TTL for the volatile-* policies. The deadline store is the
-    expiry slice's (kvfast/_expire); until it is merged no key has a TTL, so
-    nothing is evictable and writes over the limit are refused, as Redis does
-    under a volatile policy with no volatile key."""
-    return False
+cdef inline bint is_volatile_policy(ServerContext *context) noexcept nogil:
+    return context.memory.policy >= POLICY_VOLATILE_LRU
 
 
-cdef inline uint64_t score_of(ServerContext *context, uint8_t value) noexcept nogil:
-    """How evictable a key is from its metadata byte (higher: sooner): its age
-    on the LRU clock, or 255 less its LFU counter."""
-    if context.memory.lfu:
-        return 255 - value
-    return <uint8_t>(context.memory.lru_clock - value)
+cdef bint score_now(ServerContext *context, int64_t key, uint64_t *score) noexcept nogil:
+    """How evictable ``key`` is now (higher: sooner), by the policy: its age
+    on the LRU clock, 255 less its LFU counter, or (volatile-ttl) how soon
+    its deadline comes. False if it is no candidate any more (gone, or
+    without a TTL under a volatile policy)."""
+    cdef int64_t *value
+    cdef int64_t *deadline = NULL
+    cdef uint8_t *meta
+    if is_volatile_policy(context):
+        deadline = store_lookup(&context.expires, key)
+        if deadline == NULL:
+            return False
+        if context.memory.policy == POLICY_VOLATILE_TTL:
+            score[0] = UINT64_MAX - <uint64_t>deadline[0]
+            return store_lookup(&context.store, key) != NULL
+    value = store_lookup(&context.store, key)
+    if value == NULL:
+        return False
+    meta = store_meta_of(&context.store, value)
+    if meta == NULL:
+        score[0] = 0
+    elif context.memory.lfu:
+        score[0] = 255 - meta[0]
+    else:
+        score[0] = <uint8_t>(context.memory.lru_clock - meta[0])
+    return True
 
 
 cdef void pool_offer(ServerContext *context, int64_t key, uint64_t score) noexcept nogil:
@@ -313,26 +339,25 @@ cdef void pool_offer(ServerContext *context, int64_t key, uint64_t score) noexce
 
 
 cdef bint pool_pick(ServerContext *context, int64_t *key) noexcept nogil:
-    """allkeys-lru/lfu: sample SAMPLES keys into the pool, then take the best
-    candidate still present whose score has not dropped since it was pooled
-    (a key used meanwhile is dropped from the pool)."""
+    """allkeys-lru/lfu and volatile-lru/lfu/ttl: sample SAMPLES keys (from
+    the keys, or from the deadlines for a volatile policy) into the pool,
+    then take the best candidate still there whose score has not dropped
+    since it was pooled (a key used meanwhile is dropped from the pool)."""
     cdef int64_t sampled
-    cdef int64_t *value
     cdef uint8_t *meta
+    cdef uint64_t score
     cdef int _sample
     cdef EvictionCandidate best
     for _sample in range(SAMPLES):
-        if not store_sample(&context.store, memory_random(context), &sampled, &meta) or meta == NULL:
+        if not store_sample(&context.expires if is_volatile_policy(context) else &context.store,
+                            memory_random(context), &sampled, &meta):
             continue
-        pool_offer(context, sampled, score_of(context, meta[0]))
+        if score_now(context, sampled, &score):
+            pool_offer(context, sampled, score)
     while context.memory.pool_count > 0:
         context.memory.pool_count -= 1
         best = context.memory.pool[context.memory.pool_count]
-        value = store_lookup(&context.store, best.key)
-        if value == NULL:
-            continue
-        meta = store_meta_of(&context.store, value)
-        if meta != NULL and score_of(context, meta[0]) < best.score:
+        if not score_now(context, best.key, &score) or score < best.score:
             continue
         key[0] = best.key
         return True

@@ -55,7 +55,7 @@ from kvfast._system cimport (
     IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, sockaddr, sockaddr_storage,
     sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, INADDR_LOOPBACK, htonl,
     eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
-    monotonic_ms, raise_os_error, debug_assert, set_errno,
+    monotonic_ms, monotonic_us, raise_os_error, debug_assert, set_errno,
 )
 from kvfast._aof cimport AppendOnlyFile, AppendLog
 from kvfast._rewrite cimport aof_persist_batch, aof_retry_failed, aof_save_snapshot_now
@@ -71,6 +71,7 @@ from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_P
     protocol_prefetch, protocol_refuse
 from kvfast._stats cimport stats_as_dict
 from kvfast._store cimport store_init, store_free, store_migrate_idle, store_is_resizing
+from kvfast._expire cimport expire_init, expire_slice, expire_timeout_ms, expire_after_load
 
 
 cdef enum:
@@ -184,14 +185,18 @@ cdef class EventLoop:
                   size_t unauthenticated_max_arguments, size_t unauthenticated_max_bulk_bytes,
                   size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients,
                   double timeout, str version, bytes password=None, bint protected_mode=False, logger=None,
-                  AppendOnlyFile append_only_file=None, size_t maxmemory=0, str maxmemory_policy="noeviction"):
+                  AppendOnlyFile append_only_file=None, int64_t clock_offset_ms=0, size_t maxmemory=0,
+                  str maxmemory_policy="noeviction"):
         self.epoll_fd = -1
         self.wake_fd = -1
         self.signal_pipe[0] = self.signal_pipe[1] = -1
         self.read_chunk_bytes = read_chunk_bytes
         self.logger = logger
         store_init(&self.context.store)
+        store_init(&self.context.expires)
         store_init(&self.context.watched)
+        expire_init(&self.context)
+        self.context.expiry.clock_offset_ms = clock_offset_ms
         self.context.port = port
         self.context.started_at = time(NULL)
         self.context.limits.max_line_bytes = max_line_bytes
@@ -213,6 +218,7 @@ cdef class EventLoop:
         self.append_only_file = append_only_file
         if append_only_file is not None:
             self.context.aof = &append_only_file.log
+            append_only_file.log.expires = &self.context.expires
         if password is not None:
             self.context.password = self.password
             self.context.password_length = len(self.password)
@@ -275,7 +281,10 @@ cdef class EventLoop:
         AppendOnlyFile.replay_into. Returns the number of records applied."""
         if self.append_only_file is None:
             return 0
-        return self.append_only_file.replay_into(&self.context.store, progress)
+        records = self.append_only_file.replay_into(&self.context.store, &self.context.expires, progress)
+        with nogil:
+            expire_after_load(&self.context)
+        return records
 
     def close_log(self):
         """Before exit: a log that must be rewritten from memory (a sync failed)
@@ -341,6 +350,7 @@ cdef class EventLoop:
         free(self.shared_input)
         self.shared_input = NULL
         store_free(&self.context.store)
+        store_free(&self.context.expires)
         store_free(&self.context.watched)
         if self.epoll_fd >= 0:
             close(self.epoll_fd)
@@ -384,6 +394,7 @@ cdef class EventLoop:
             if ready < 0:
                 return RUN_INTERRUPTED if errno == EINTR else RUN_FAILED
             self.now_ms = monotonic_ms()
+            self.context.expiry.clock_ms = 0        # deadlines are compared with a clock read again
             if self.now_ms >= self.next_sweep_ms:
                 self.sweep()
                 self.log_client_trouble()
@@ -392,6 +403,9 @@ cdef class EventLoop:
                 self.watch_rewrite()
             if ready == 0:
                 store_migrate_idle(&self.context.store)
+                if store_is_resizing(&self.context.expires):
+                    store_migrate_idle(&self.context.expires)
+                self.expire_keys()
                 timeout = self.next_timeout()
                 continue
             for i in range(ready):
@@ -433,16 +447,37 @@ cdef class EventLoop:
                 self.answer_received(held, held_data, held_length)
                 held = NULL
             self.write_queued()
+            self.expire_keys()
             timeout = self.next_timeout()
             if stop_requested:
                 return RUN_STOPPED
             if signalled:
                 return RUN_INTERRUPTED
 
+    cdef void expire_keys(self) noexcept nogil:
+        """A slice of active expiry, when one is due (kvfast/_expire.pyx), after
+        the iteration's replies went out; the deletes it logged are written at
+        once (under ``--fsync always``, synced), so an expiry is never held in
+        memory while the loop sleeps."""
+        if self.context.expiry.volatile_keys == 0:
+            return
+        if expire_slice(&self.context, monotonic_us()) and self.context.aof != NULL:
+            self.persist()
+
     cdef int next_timeout(self) noexcept nogil:
+        """epoll_wait's timeout: the sooner of the store's and expiry's."""
+        cdef int timeout = self.store_timeout(), expiry
+        if self.context.expiry.volatile_keys == 0:
+            return timeout
+        expiry = expire_timeout_ms(&self.context, monotonic_us())
+        if timeout < 0 or (expiry >= 0 and expiry < timeout):
+            return expiry
+        return timeout
+
+    cdef int store_timeout(self) noexcept nogil:
         """epoll_wait's timeout: 0 while a resize can use idle time; until the next
         sweep while idle clients may time out or refused ones wait; else forever."""
-        if store_is_resizing(&self.context.store):
+        if store_is_resizing(&self.context.store) or store_is_resizing(&self.context.expires):
             return 0
         if self.context.aof != NULL and self.context.aof.failure != 0:
             return <int>(self.context.aof.retry_at_ms - self.now_ms) if self.context.aof.retry_at_ms > self.now_ms \

@@ -256,6 +256,9 @@ TABLE: tuple[Setting, ...] = (
              normalise=_memory_size, runtime=True),
     _setting("maxmemory_policy", str, DEFAULT_MAXMEMORY_POLICY, "what to evict at the memory limit",
              choices=MAXMEMORY_POLICIES, normalise=_word, what="a maxmemory policy", runtime=True),
+    _setting("debug_clock_offset_ms", int, 0, "for tests: milliseconds added to the clock key deadlines are "
+             "compared with (a restart can then find TTLs passed without waiting)",
+             minimum=-(1 << 50), maximum=1 << 50),
 )
 
 #: The settings a user can give (flag, environment, file): every row but the

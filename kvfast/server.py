@@ -85,6 +85,7 @@ class Server:
                 append_only_file=self._append_only_file,
                 maxmemory=self.config.maxmemory,
                 maxmemory_policy=self.config.maxmemory_policy,
+                clock_offset_ms=self.config.debug_clock_offset_ms,
             )
             if self._append_only_file is not None:
                 self.loaded = _replay(self._loop, self.config.appendonly)
