@@ -85,6 +85,7 @@ VALUES = {
     "appendonly": (('"file.aof"', "env.aof", "flag.aof"), ("file.aof", "env.aof", "flag.aof")),
     "fsync": (('"always"', "no", "EverySec"), ("always", "no", "everysec")),
     "aof_rewrite_min_bytes": (("1024", "2048", "0"), (1024, 2048, 0)),
+    "debug_clock_offset_ms": (("1000", "-5", "0"), (1000, -5, 0)),
 }
 
 
