@@ -280,12 +280,10 @@ cdef int expire_generic(ServerContext *context, Session *session, const Request 
     cdef Output *output = &session.output
     cdef Argument time_argument, argument
     cdef int64_t key, when, now, current
-    cdef size_t options_at
     cdef int conditions = 0, status, result
     if not read_integer(context, output, request, &position, &key, ERR_KEY_NOT_INTEGER, &status):
         return status
     next_argument(request.data, &position, &time_argument)
-    options_at = position
     while position < request.length:
         next_argument(request.data, &position, &argument)
         if equals_nocase(argument.start, argument.length, b"nx"):

@@ -46,8 +46,12 @@ from kvfast._store cimport (
 from kvfast._system cimport realtime_ms
 
 
-cdef enum:
-    DEADLINE_WEIGHT_LIMIT_MS = 1 << 38      # avg_ttl's sum counts a deadline at most this far (8.7 years) out
+cdef extern from *:
+    """
+    #define KVFAST_DEADLINE_WEIGHT_LIMIT_MS ((int64_t)1 << 38)
+    """
+    # avg_ttl's sum counts a deadline at most this far (8.7 years) from the start
+    const int64_t DEADLINE_WEIGHT_LIMIT_MS "KVFAST_DEADLINE_WEIGHT_LIMIT_MS"
 
 
 cdef inline void signal_modified(ServerContext *context, int64_t key) noexcept nogil:

@@ -50,6 +50,11 @@ from kvfast._stats cimport (
     write_info_section,
 )
 from kvfast._store cimport Store, store_prefetch
+from kvfast._expire cimport (
+    command_expire, command_pexpire, command_expireat, command_pexpireat, command_ttl, command_pttl,
+    command_expiretime, command_pexpiretime, command_persist, command_setex, command_psetex, command_getex,
+    expire_average_ttl_ms,
+)
 from kvfast._strings cimport (
     command_set, command_getset, command_getdel, command_mset, command_msetnx, command_incrbyfloat, command_strlen,
     command_append, command_time, command_role, command_wait, command_swapdb, command_lastsave, command_save,
@@ -1174,9 +1179,10 @@ cdef int write_keyspace_section(ServerContext *context, Output *text) noexcept n
     cdef size_t keys = keyspace_size(context)
     if keys == 0:
         return 0
-    if output_text(text, b"db0:keys=") < 0:
+    if output_text(text, b"db0:keys=") < 0 or output_int64(text, <int64_t>keys, b",expires=") < 0 \
+            or output_int64(text, <int64_t>context.expiry.volatile_keys, b",avg_ttl=") < 0:
         return -1
-    return output_int64(text, <int64_t>keys, b",expires=0,avg_ttl=0\r\n")
+    return output_int64(text, expire_average_ttl_ms(context), b"\r\n")
 
 
 INFO_SECTIONS[0] = InfoSection(b"server", b"# Server\r\n", INFO_NONE, write_server_section)
@@ -1294,5 +1300,17 @@ define(b"discard", command_discard, 1, CMD_LOADING | CMD_FAST)
 define(b"watch", command_watch, -2, CMD_LOADING | CMD_FAST, 1, -1, 1)
 define(b"unwatch", command_unwatch, 1, CMD_LOADING | CMD_FAST)
 define(b"reset", command_reset, 1, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
+define(b"expire", command_expire, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"pexpire", command_pexpire, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"expireat", command_expireat, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"pexpireat", command_pexpireat, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"ttl", command_ttl, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"pttl", command_pttl, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"expiretime", command_expiretime, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"pexpiretime", command_pexpiretime, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"persist", command_persist, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"setex", command_setex, 4, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
+define(b"psetex", command_psetex, 4, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
+define(b"getex", command_getex, -2, CMD_WRITE | CMD_FAST, 1, 1, 1)
 
 multi_set_executor(execute)     # EXEC runs its queue through execute()

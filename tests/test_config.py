@@ -88,6 +88,7 @@ VALUES = {
     "maxmemory": (('"100mb"', "1GB", "4096"), (100 * 2**20, 2**30, 4096)),
     "maxmemory_policy": (('"allkeys-lru"', "Volatile-TTL", "allkeys-lfu"),
                          ("allkeys-lru", "volatile-ttl", "allkeys-lfu")),
+    "debug_clock_offset_ms": (("1000", "-5", "0"), (1000, -5, 0)),
 }
 
 

@@ -16,6 +16,7 @@ from differential import RawClient, start_redis
 LIMIT = 64 * 1024 * 1024
 MARGIN_BYTES = 1024 * 1024          # connection buffers grown after an admission
 FLOOD_REQUESTS = 2_200_000          # more distinct keys than 64 MB holds (at most 2.1M)
+OUTSIDE = 5_000_000_000             # keys from here on: never among the flood's (0 to 999,999,999)
 OOM = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
 ALLKEYS = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 VOLATILE = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
@@ -41,12 +42,13 @@ def native_line(client):
     return line
 
 
-def flood(server, requests=FLOOD_REQUESTS, *, until_refused=False):
-    """redis-benchmark: 8 clients, 64-deep pipelines, SET of random keys (it
-    stops at its first error reply: ``until_refused``)."""
+def flood(server, requests=FLOOD_REQUESTS, *, until_refused=False, ttl=None):
+    """redis-benchmark: 8 clients, 64-deep pipelines, SET of random keys (with
+    ``EX ttl`` if given; it stops at its first error reply: ``until_refused``)."""
     subprocess.run(
         [require_tool("redis-benchmark"), "-h", server.host, "-p", str(server.port), "-c", "8", "-P", "64",
-         "-n", str(requests), "-r", "1000000000", "-q", "SET", "__rand_int__", "1"],
+         "-n", str(requests), "-r", "1000000000", "-q", "SET", "__rand_int__", "1",
+         *(("EX", str(ttl)) if ttl else ())],
         check=not until_refused, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
 
 
@@ -87,7 +89,7 @@ def test_flood_refuses_when_nothing_is_evictable(start_server, policy):
         assert int(info(client, "stats")["evicted_keys"]) == 0
         before = int(client.call("DBSIZE")[1:-2])
         acknowledged, refused = [], 0
-        for key in range(1, 2001):                  # below the flood's key range
+        for key in range(OUTSIDE, OUTSIDE + 2000):
             reply = client.call("SET", str(key), str(key * 3))
             if reply == b"+OK\r\n":
                 acknowledged.append(key)
@@ -98,20 +100,36 @@ def test_flood_refuses_when_nothing_is_evictable(start_server, policy):
         assert int(client.call("DBSIZE")[1:-2]) == before + len(acknowledged)
         for key in acknowledged:
             assert client.call("GET", str(key)) == b"$%d\r\n%d\r\n" % (len(str(key * 3)), key * 3)
-        assert client.call("INCR", "2001") == OOM
-        assert client.call("GET", "2001") == b"$-1\r\n"              # reads work
-        assert client.call("DEL", "2002") == b":0\r\n"              # deletes work
+        assert client.call("INCR", str(OUTSIDE + 2001)) == OOM
+        assert client.call("GET", str(OUTSIDE + 2001)) == b"$-1\r\n"              # reads work
+        assert client.call("DEL", str(OUTSIDE + 2002)) == b":0\r\n"              # deletes work
         if acknowledged:
             assert client.call("DEL", str(acknowledged[0])) == b":1\r\n"
         assert client.call("MULTI") == b"+OK\r\n"
-        client.call("SET", "2003", "1")
+        client.call("SET", str(OUTSIDE + 2003), "1")
         assert client.call("EXEC").startswith(b"-EXECABORT")
         # Native protocol: the same refusal in its words.
-        client.sock.sendall(b"set 2004 1\nget 2004\n")
+        client.sock.sendall(b"set %d 1\nget %d\n" % (OUTSIDE + 2004, OUTSIDE + 2004))
         assert native_line(client) == b"Error: out of memory limit\n"
         assert native_line(client) == b"Key not found\n"
         assert client.call("CONFIG", "SET", "maxmemory", "0") == b"+OK\r\n"     # lifted at run time
-        assert client.call("SET", "2005", "1") == b"+OK\r\n"
+        assert client.call("SET", str(OUTSIDE + 2005), "1") == b"+OK\r\n"
+
+
+@pytest.mark.parametrize("policy", VOLATILE)
+def test_volatile_policies_evict_only_keys_with_a_ttl(start_server, policy):
+    server = start_server("--maxmemory", "64mb", "--maxmemory-policy", policy)
+    persistent = 50_000
+    with RawClient(server.address) as client:
+        keys = range(OUTSIDE, OUTSIDE + persistent)
+        client.sock.sendall(b"".join(b"*3\r\n$3\r\nSET\r\n$10\r\n%d\r\n$1\r\n7\r\n" % k for k in keys))
+        for _ in range(persistent):
+            assert client.read_reply() == b"+OK\r\n"
+        flood(server, ttl=100_000)
+        check_within_limit(client)
+        assert int(info(client, "stats")["evicted_keys"]) > 0
+        client.sock.sendall(b"".join(b"*2\r\n$3\r\nGET\r\n$10\r\n%d\r\n" % k for k in keys))
+        assert all(client.read_reply() == b"$1\r\n7\r\n" for _ in range(persistent))
 
 
 def test_lowering_the_limit_at_run_time_evicts_in_bounded_steps(start_server):
