@@ -383,6 +383,36 @@ cdef class AppendOnlyFile:
     def path(self):
         return self.path_text
 
+    @property
+    def policy(self):
+        """The fsync policy: "always", "everysec" or "no"."""
+        return fsync_policy_text(self.log.policy).decode()
+
+    @policy.setter
+    def policy(self, str policy):
+        """Change the policy of an open log (CONFIG SET appendfsync): the everysec
+        thread is stopped or started as the new policy needs. Under the new
+        policy's first flush the file is synced as it says (an fdatasync covers
+        every earlier write too)."""
+        if policy not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be always, everysec or no, not {policy!r}")
+        if FSYNC_POLICIES[policy] == self.log.policy:
+            return
+        if self.log.thread_running:
+            with nogil:
+                self.stop_sync_thread()
+        self.log.policy = FSYNC_POLICIES[policy]
+        if self.log.fd >= 0:
+            self.start()
+
+    @property
+    def rewrite_min_bytes(self):
+        return self.log.rewrite_min_bytes
+
+    @rewrite_min_bytes.setter
+    def rewrite_min_bytes(self, uint64_t value):
+        self.log.rewrite_min_bytes = value
+
     cdef int replay_into(self, Store *store, Store *expires, object progress) except -1:
         """Apply every record to ``store`` (which should be empty). A torn tail
         is cut off with a warning; a new or empty file gets its header. Calls

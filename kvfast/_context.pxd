@@ -152,6 +152,8 @@ cdef struct ServerContext:
     size_t peak_output_bytes
     int64_t peak_window_ms          # ...since this time (Redis's "recent": a window of a few seconds)
     MemoryLimit memory              # maxmemory, its policy and the memory counts it needs
+    void *settings                  # borrowed: the kvfast.runtime.RuntimeSettings CONFIG asks (with the
+    #                                 GIL), kept alive by EventLoop.settings; NULL: none (CONFIG GET: empty)
 
 
 cdef struct Session:

@@ -1,6 +1,5 @@
 # maxmemory and its eviction policies: what the command dispatchers (RESP
 # execute(), the native dispatcher), CONFIG, INFO and the loop call. See _evict.pyx.
-from kvfast._command cimport Argument
 from kvfast._context cimport ServerContext, Session
 
 
@@ -10,7 +9,4 @@ cdef size_t memory_peak(ServerContext *context) noexcept nogil
 cdef bint memory_admit(ServerContext *context, Session *session) noexcept nogil
 cdef int policy_from_name(const char *name, size_t length) noexcept nogil
 cdef const char *policy_name(int policy) noexcept nogil
-cdef bint parse_memory_size(const char *text, size_t length, size_t *size) noexcept nogil
 cdef const char *maxmemory_human(ServerContext *context) noexcept nogil
-cdef int config_set_memory(ServerContext *context, const Argument *name, const Argument *value,
-                           const char **error) noexcept nogil

@@ -56,7 +56,6 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t, SIZE_MAX, UINT64_MAX
 from libc.stdio cimport snprintf
 from libc.time cimport time
 
-from kvfast._command cimport Argument
 from kvfast._context cimport (
     ServerContext, Session, MaxmemoryPolicy, EvictionCandidate, COUNTER_EVICTED_KEYS, EVICTION_POOL_SIZE,
     POLICY_NOEVICTION, POLICY_ALLKEYS_LRU, POLICY_ALLKEYS_LFU, POLICY_ALLKEYS_RANDOM, POLICY_VOLATILE_LRU,
@@ -89,10 +88,6 @@ POLICY_NAMES[<int>POLICY_VOLATILE_TTL] = b"volatile-ttl"
 #: The policy names in kvfast.config's order (the setting's choices).
 POLICIES = tuple(POLICY_NAMES[i].decode() for i in range(<int>POLICY_COUNT))
 
-cdef const char *POLICY_CHOICES = (b"argument(s) must be one of the following: volatile-lru, volatile-lfu, "
-                                   b"volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, "
-                                   b"noeviction")
-
 cdef char HUMAN[32]                 # maxmemory_human's text (the loop is single-threaded)
 
 
@@ -107,46 +102,6 @@ cdef int policy_from_name(const char *name, size_t length) noexcept nogil:
 
 cdef const char *policy_name(int policy) noexcept nogil:
     return POLICY_NAMES[policy]
-
-
-cdef bint parse_memory_size(const char *text, size_t length, size_t *size) noexcept nogil:
-    """Redis's memory value: digits, then an optional unit (any case): b, k
-    (1000), kb (1024), m, mb, g, gb; empty is 0, as Redis takes it. False
-    if malformed or too large."""
-    cdef size_t digits = 0, value = 0, unit = 1
-    cdef const char *suffix
-    cdef size_t suffix_length
-    while digits < length and c'0' <= text[digits] <= c'9':
-        if value > (SIZE_MAX - 9) // 10:
-            return False
-        value = value * 10 + <size_t>(text[digits] - c'0')
-        digits += 1
-    if length == 0:
-        size[0] = 0
-        return True
-    if digits == 0:
-        return False
-    suffix, suffix_length = text + digits, length - digits
-    if suffix_length == 0 or equals_nocase(suffix, suffix_length, b"b"):
-        unit = 1
-    elif equals_nocase(suffix, suffix_length, b"k"):
-        unit = 1000
-    elif equals_nocase(suffix, suffix_length, b"kb"):
-        unit = 1024
-    elif equals_nocase(suffix, suffix_length, b"m"):
-        unit = 1000 * 1000
-    elif equals_nocase(suffix, suffix_length, b"mb"):
-        unit = 1024 * 1024
-    elif equals_nocase(suffix, suffix_length, b"g"):
-        unit = 1000 * 1000 * 1000
-    elif equals_nocase(suffix, suffix_length, b"gb"):
-        unit = 1024 * 1024 * 1024
-    else:
-        return False
-    if value > SIZE_MAX // unit:
-        return False
-    size[0] = value * unit
-    return True
 
 
 cdef const char *maxmemory_human(ServerContext *context) noexcept nogil:
@@ -362,30 +317,3 @@ cdef bint pool_pick(ServerContext *context, int64_t *key) noexcept nogil:
         key[0] = best.key
         return True
     return False
-
-
-cdef int config_set_memory(ServerContext *context, const Argument *name, const Argument *value,
-                           const char **error) noexcept nogil:
-    """CONFIG SET of maxmemory / maxmemory-policy: 1 if applied, -1 with
-    ``error`` set to Redis's reason (the caller adds "CONFIG SET failed
-    (possibly related to argument '...') - "), 0 if ``name`` is neither."""
-    cdef size_t size
-    cdef int policy
-    if equals_nocase(name.start, name.length, b"maxmemory"):
-        if not parse_memory_size(value.start, value.length, &size):
-            error[0] = b"argument must be a memory value"
-            return -1
-        if memory_configure(context, size, context.memory.policy) < 0:
-            error[0] = b"out of memory"
-            return -1
-        return 1
-    if equals_nocase(name.start, name.length, b"maxmemory-policy"):
-        policy = policy_from_name(value.start, value.length)
-        if policy < 0:
-            error[0] = POLICY_CHOICES
-            return -1
-        if memory_configure(context, context.memory.maxmemory, policy) < 0:
-            error[0] = b"out of memory"
-            return -1
-        return 1
-    return 0

@@ -36,7 +36,10 @@ by the whole loop; a connection owns an input buffer only while it holds an
 incomplete request. The shared buffer has two halves, because one client's
 read is held, unanswered, while the next client's read lands in the other half.
 Listeners are TCP or unix-domain sockets; the transports differ only in
-TCP_NODELAY and in which peers count as local (is_local_peer).
+TCP_NODELAY and in which peers count as local (is_local_peer). A "metrics"
+listener (--metrics-port) is TCP whose connections are not clients: their
+bytes go to _metrics.metrics_answer (one HTTP GET /metrics each) instead of the
+protocol router, and the sweep closes them after METRICS_IDLE_MS idle.
 """
 import os
 
@@ -64,7 +67,8 @@ from kvfast._context cimport (
     COUNTER_PROTOCOL_ERRORS, COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS,
     COUNTER_TIMED_OUT_CLIENTS, COUNTER_AUTH_FAILURES,
 )
-from kvfast._evict cimport memory_configure, policy_from_name
+from kvfast._evict cimport memory_configure, policy_from_name, policy_name
+from kvfast._metrics cimport metrics_answer
 from kvfast._multi cimport multi_release
 from kvfast._output cimport Output, output_pending, output_free
 from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_PROTECTED, protocol_answer, \
@@ -87,6 +91,7 @@ cdef enum:
     DRAIN_TIMEOUT_MS = 3000     # a refused request's rest is read and discarded this long at most...
     DRAIN_MAX_BYTES = 1 << 30   # ...and up to this many bytes
     PEAK_WINDOW_MS = 8000       # INFO's client_recent_max_*_buffer: the largest within this window
+    METRICS_IDLE_MS = 5000      # a metrics connection that has not sent its request by then is closed
 
 
 cdef enum RunResult:
@@ -106,8 +111,9 @@ cdef enum DescriptorKind:
 cdef enum Transport:
     TRANSPORT_TCP = 0
     TRANSPORT_UNIX = 1
+    TRANSPORT_METRICS = 2       # the metrics port: HTTP GET /metrics (_metrics.pyx), not a client
 
-TRANSPORTS = {"tcp": TRANSPORT_TCP, "unix": TRANSPORT_UNIX}
+TRANSPORTS = {"tcp": TRANSPORT_TCP, "unix": TRANSPORT_UNIX, "metrics": TRANSPORT_METRICS}
 
 
 cdef struct Listener:
@@ -165,20 +171,22 @@ cdef class EventLoop:
     cdef size_t write_queue_cap
     cdef uint64_t next_client_id
     cdef int64_t idle_timeout_ms        # 0: never
-    cdef bint protected_mode            # only local peers may connect
+    cdef bint local_peers_only          # only local peers may connect
     cdef size_t refusing                # connections being turned away (not clients)
     cdef int64_t now_ms                 # monotonic clock, read after each epoll_wait
     cdef int64_t next_sweep_ms
-    cdef bytes password                 # kept alive: context.password points into it
+    cdef bytes password_bytes               # kept alive: context.password points into it
     cdef bytes version                  # kept alive: context.version points into it
     cdef bytes replication_id           # kept alive: context.replication_id points into it
     cdef size_t draining                # connections draining a refused request (see start_drain)
+    cdef size_t metrics_connections     # open connections of the metrics port (not clients)
     cdef uint64_t events_logged[EVENT_KINDS]    # counter values already reported in the log
     cdef int64_t events_logged_at[EVENT_KINDS]
     cdef ServerContext context          # the store, counters and limits, shared with the protocols
     cdef AppendOnlyFile append_only_file    # kept alive: context.aof points into it (None: no log)
     cdef bint rewrite_watched           # the rewrite child's pipe is registered with epoll
     cdef object logger
+    cdef object runtime_settings        # kept alive: context.settings points to it (None: none)
 
     def __cinit__(self, listeners, *, int port, size_t max_line_bytes, size_t client_query_buffer_limit,
                   size_t max_arguments, size_t proto_max_bulk_len, size_t unauthenticated_max_line_bytes,
@@ -213,15 +221,15 @@ cdef class EventLoop:
         self.context.replication_id = self.replication_id
         self.context.limits.max_clients = max_clients
         self.idle_timeout_ms = <int64_t>(timeout * 1000)
-        self.protected_mode = protected_mode
-        self.password = password
+        self.local_peers_only = protected_mode
+        self.password_bytes = password
         self.append_only_file = append_only_file
         if append_only_file is not None:
             self.context.aof = &append_only_file.log
             append_only_file.log.expires = &self.context.expires
         if password is not None:
-            self.context.password = self.password
-            self.context.password_length = len(self.password)
+            self.context.password = self.password_bytes
+            self.context.password_length = len(self.password_bytes)
         self.shared_input = <char *>malloc(2 * read_chunk_bytes)     # two halves: see receive()
         if self.shared_input == NULL:
             raise MemoryError()
@@ -335,6 +343,138 @@ cdef class EventLoop:
         if memory_configure(&self.context, maxmemory, number) < 0:
             raise MemoryError()
 
+    # ---- settings that change at run time (CONFIG SET: kvfast.config rows' apply hooks) ----
+    # Each setter runs with the GIL in the loop's thread (from CONFIG SET, between two
+    # requests) or before run(): the nogil code reads the same fields afterwards, so
+    # existing connections see a new value at their next request, new ones at once.
+
+    @property
+    def settings(self):
+        """The kvfast.runtime.RuntimeSettings object CONFIG GET/SET/REWRITE ask, or None."""
+        return self.runtime_settings
+
+    @settings.setter
+    def settings(self, value):
+        self.runtime_settings = value
+        self.context.settings = NULL if value is None else <void *>value
+
+    @property
+    def timeout(self):
+        """Seconds a client may stay idle before it is closed (0: never)."""
+        return self.idle_timeout_ms / 1000
+
+    @timeout.setter
+    def timeout(self, double seconds):
+        self.idle_timeout_ms = <int64_t>(seconds * 1000)
+        self.next_sweep_ms = 0          # the next iteration sweeps, and epoll_wait's timeout follows
+
+    @property
+    def max_clients(self):
+        return self.context.limits.max_clients
+
+    @max_clients.setter
+    def max_clients(self, size_t value):
+        self.context.limits.max_clients = value     # connected clients over it stay; new ones are refused
+
+    @property
+    def max_line_bytes(self):
+        return self.context.limits.max_line_bytes
+
+    @max_line_bytes.setter
+    def max_line_bytes(self, size_t value):
+        self.context.limits.max_line_bytes = value
+
+    @property
+    def client_query_buffer_limit(self):
+        return self.context.limits.query_buffer_limit
+
+    @client_query_buffer_limit.setter
+    def client_query_buffer_limit(self, size_t value):
+        self.context.limits.query_buffer_limit = value
+
+    @property
+    def proto_max_bulk_len(self):
+        return self.context.limits.max_bulk_bytes
+
+    @proto_max_bulk_len.setter
+    def proto_max_bulk_len(self, size_t value):
+        self.context.limits.max_bulk_bytes = value
+
+    @property
+    def output_high_water_bytes(self):
+        return self.context.limits.output_high_water_bytes
+
+    @output_high_water_bytes.setter
+    def output_high_water_bytes(self, size_t value):
+        self.context.limits.output_high_water_bytes = value
+
+    @property
+    def protected_mode(self):
+        """Whether only local peers may connect (refused at accept: connected clients stay)."""
+        return self.local_peers_only
+
+    @protected_mode.setter
+    def protected_mode(self, bint value):
+        self.local_peers_only = value
+
+    @property
+    def password(self):
+        return self.password_bytes
+
+    @password.setter
+    def password(self, bytes value):
+        """New connections must authenticate with ``value`` (None: no password, and
+        every connection counts as authenticated, as Redis's nopass default user);
+        connections already authenticated stay so, as in Redis."""
+        cdef size_t fd
+        self.password_bytes = value
+        if value is None:
+            self.context.password = NULL
+            self.context.password_length = 0
+            for fd in range(self.descriptors_cap):
+                if self.descriptors[fd].kind == DESCRIPTOR_CLIENT:
+                    self.descriptors[fd].connection.session.authenticated = True
+        else:
+            self.context.password = self.password_bytes
+            self.context.password_length = len(self.password_bytes)
+
+    @property
+    def fsync(self):
+        """The append-only file's fsync policy (None without a log)."""
+        return None if self.append_only_file is None else self.append_only_file.policy
+
+    @fsync.setter
+    def fsync(self, str policy):
+        if self.append_only_file is not None:
+            self.append_only_file.policy = policy
+
+    @property
+    def aof_rewrite_min_bytes(self):
+        return None if self.append_only_file is None else self.append_only_file.rewrite_min_bytes
+
+    @aof_rewrite_min_bytes.setter
+    def aof_rewrite_min_bytes(self, uint64_t value):
+        if self.append_only_file is not None:
+            self.append_only_file.rewrite_min_bytes = value
+
+    @property
+    def maxmemory(self):
+        """The memory limit in bytes (0: none); see kvfast/_evict.pyx."""
+        return self.context.memory.maxmemory
+
+    @maxmemory.setter
+    def maxmemory(self, size_t value):
+        if memory_configure(&self.context, value, self.context.memory.policy) < 0:
+            raise MemoryError()
+
+    @property
+    def maxmemory_policy(self):
+        return policy_name(self.context.memory.policy).decode()
+
+    @maxmemory_policy.setter
+    def maxmemory_policy(self, str policy):
+        self.configure_memory(self.context.memory.maxmemory, policy)
+
     cdef void release(self) noexcept:
         cdef size_t fd
         cdef int i
@@ -420,7 +560,7 @@ cdef class EventLoop:
                             continue    # the connection was closed
                         if length > 0:
                             # Answer the previous read now, while this one's first key loads.
-                            if i + 1 < ready or held != NULL:
+                            if (i + 1 < ready or held != NULL) and connection.transport != TRANSPORT_METRICS:
                                 protocol_prefetch(&self.context, data, <size_t>length, 0, 1)
                             if held != NULL:
                                 self.answer_received(held, held_data, held_length)
@@ -482,7 +622,7 @@ cdef class EventLoop:
         if self.context.aof != NULL and self.context.aof.failure != 0:
             return <int>(self.context.aof.retry_at_ms - self.now_ms) if self.context.aof.retry_at_ms > self.now_ms \
                 else 0
-        if self.idle_timeout_ms > 0 or self.refusing > 0 or self.draining > 0:
+        if self.idle_timeout_ms > 0 or self.refusing > 0 or self.draining > 0 or self.metrics_connections > 0:
             return <int>(self.next_sweep_ms - self.now_ms) if self.next_sweep_ms > self.now_ms else 0
         return -1
 
@@ -495,7 +635,7 @@ cdef class EventLoop:
         cdef Connection *connection
         cdef int64_t idle
         self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
-        if self.idle_timeout_ms == 0 and self.refusing == 0 and self.draining == 0:
+        if self.idle_timeout_ms == 0 and self.refusing == 0 and self.draining == 0 and self.metrics_connections == 0:
             return
         for fd in range(self.descriptors_cap):
             if self.descriptors[fd].kind != DESCRIPTOR_CLIENT:
@@ -507,6 +647,9 @@ cdef class EventLoop:
                     self.close_connection(connection)
             elif connection.refusal != REFUSE_NONE:
                 if idle > REFUSAL_GRACE_MS:
+                    self.close_connection(connection)
+            elif connection.transport == TRANSPORT_METRICS:
+                if idle > METRICS_IDLE_MS:
                     self.close_connection(connection)
             elif self.idle_timeout_ms > 0 and idle > self.idle_timeout_ms:
                 self.context.counters[<int>COUNTER_TIMED_OUT_CLIENTS] += 1
@@ -611,7 +754,9 @@ cdef class EventLoop:
                     self.pause_accepting()
                 return      # EAGAIN: backlog empty; ECONNABORTED and the like: try later
             refusal = REFUSE_NONE
-            if self.protected_mode and not is_local_peer(listener.transport, &peer):
+            if listener.transport == TRANSPORT_METRICS:
+                pass                # read-only counts, no keys: served to whoever reaches the port
+            elif self.local_peers_only and not is_local_peer(listener.transport, &peer):
                 refusal = REFUSE_PROTECTED
                 self.context.counters[<int>COUNTER_PROTECTED_REFUSALS] += 1
             elif self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] >= self.context.limits.max_clients:
@@ -651,7 +796,7 @@ cdef class EventLoop:
         cdef Connection *connection = <Connection *>calloc(1, sizeof(Connection))
         if connection == NULL:
             return -1
-        if transport == TRANSPORT_TCP:
+        if transport != TRANSPORT_UNIX:
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         connection.fd = fd
         connection.transport = transport
@@ -666,8 +811,11 @@ cdef class EventLoop:
             return -1
         self.account(connection)
         connection.interest = EPOLLIN
-        if refusal != REFUSE_NONE:
-            self.refusing += 1
+        if refusal != REFUSE_NONE or transport == TRANSPORT_METRICS:
+            if refusal != REFUSE_NONE:
+                self.refusing += 1
+            else:
+                self.metrics_connections += 1
             self.next_sweep_ms = self.now_ms + SWEEP_INTERVAL_MS
             return 0
         self.context.counters[<int>COUNTER_CONNECTIONS_RECEIVED] += 1
@@ -684,6 +832,8 @@ cdef class EventLoop:
             self.draining -= 1
         if connection.refusal != REFUSE_NONE:
             self.refusing -= 1
+        elif connection.transport == TRANSPORT_METRICS:
+            self.metrics_connections -= 1
         else:
             self.context.counters[<int>COUNTER_CONNECTED_CLIENTS] -= 1
         free(connection.input)
@@ -788,7 +938,10 @@ cdef class EventLoop:
         memory).
         """
         cdef size_t consumed, leftover
-        consumed = protocol_answer(&self.context, &connection.session, data, length)
+        if connection.transport == TRANSPORT_METRICS:
+            consumed = metrics_answer(&self.context, &connection.session, data, length)
+        else:
+            consumed = protocol_answer(&self.context, &connection.session, data, length)
         if consumed == <size_t>-1:
             self.close_connection(connection)
             return -1

@@ -16,7 +16,7 @@ from libc.string cimport memchr, memcmp, memcpy, strlen
 from libc.time cimport time
 from posix.unistd cimport getpid
 
-from kvfast._aof cimport fsync_policy_text
+from kvfast._config_command cimport command_config
 from kvfast._command cimport (
     Request, Argument, next_argument, RespProc, RespCommand, CMD_WRITE, CMD_READONLY, CMD_ADMIN, CMD_LOADING,
     CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, CMD_DENYOOM, FLAG_COUNT,
@@ -25,7 +25,7 @@ from kvfast._context cimport (
     ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
-from kvfast._evict cimport memory_admit, config_set_memory, policy_name
+from kvfast._evict cimport memory_admit
 from kvfast._keys cimport (
     command_scan, command_keys, command_type, command_touch, command_rename, command_renamenx, command_copy,
     command_randomkey, command_object, command_memory,
@@ -1048,102 +1048,6 @@ cdef int command_bgrewriteaof(ServerContext *context, Session *session, const Re
         return refuse_write(context, output, context.aof.failure)
     context.aof.rewrite_requested = True
     return output_text(output, b"+Background append only file rewriting started\r\n")
-
-
-cdef int command_config_set(ServerContext *context, Session *session, const Request *request,
-                            size_t position) noexcept nogil:
-    """CONFIG SET name value [name value ...], for the settings changeable at
-    run time so far: maxmemory and maxmemory-policy (kvfast/_evict.pyx applies
-    them). Every name is checked first; then all are applied, in order.
-    +OK, or Redis's errors."""
-    cdef Output *output = &session.output
-    cdef Argument name, value
-    cdef size_t start = position
-    cdef const char *error = NULL
-    cdef int applied
-    if request.argc < 4 or request.argc % 2 != 0:
-        return reply_wrong_arity(context, output, b"config|set")
-    while position < request.length:
-        next_argument(request.data, &position, &name)
-        next_argument(request.data, &position, &value)
-        if not (equals_nocase(name.start, name.length, b"maxmemory")
-                or equals_nocase(name.start, name.length, b"maxmemory-policy")):
-            context.counters[<int>COUNTER_ERROR_REPLIES] += 1
-            if output_text(output, b"-ERR Unknown option or number of arguments for CONFIG SET - '") < 0 \
-                    or append_sanitized(output, name.start, name.length) < 0:
-                return -1
-            return output_text(output, b"'\r\n")
-    position = start
-    while position < request.length:
-        next_argument(request.data, &position, &name)
-        next_argument(request.data, &position, &value)
-        applied = config_set_memory(context, &name, &value, &error)
-        if applied < 0:
-            context.counters[<int>COUNTER_ERROR_REPLIES] += 1
-            if output_text(output, b"-ERR CONFIG SET failed (possibly related to argument '") < 0 \
-                    or append_sanitized(output, name.start, name.length) < 0 \
-                    or output_text(output, b"') - ") < 0 or output_text(output, error) < 0:
-                return -1
-            return output_text(output, b"\r\n")
-    return output_text(output, b"+OK\r\n")
-
-
-cdef int command_config(ServerContext *context, Session *session, const Request *request,
-                        size_t position) noexcept nogil:
-    """CONFIG GET pattern...: answers ``save`` (""), ``appendonly`` (yes/no),
-    ``appendfsync`` (what redis-benchmark and redis-cli ask), ``maxmemory``
-    and ``maxmemory-policy``; ``*`` matches all five, other names nothing.
-    CONFIG SET: command_config_set."""
-    cdef Output *output = &session.output
-    cdef Argument argument
-    cdef bint want_save = False, want_appendonly = False, want_appendfsync = False
-    cdef bint want_maxmemory = False, want_policy = False
-    next_argument(request.data, &position, &argument)
-    if equals_nocase(argument.start, argument.length, b"set"):
-        return command_config_set(context, session, request, position)
-    if not equals_nocase(argument.start, argument.length, b"get"):
-        return reply_unknown_subcommand(context, output, &argument, b"CONFIG")
-    if request.argc < 3:
-        return reply_wrong_arity(context, output, b"config|get")
-    while position < request.length:
-        next_argument(request.data, &position, &argument)
-        if equals_nocase(argument.start, argument.length, b"*"):
-            want_save = want_appendonly = want_appendfsync = want_maxmemory = want_policy = True
-        elif equals_nocase(argument.start, argument.length, b"maxmemory"):
-            want_maxmemory = True
-        elif equals_nocase(argument.start, argument.length, b"maxmemory-policy"):
-            want_policy = True
-        elif equals_nocase(argument.start, argument.length, b"appendfsync"):
-            want_appendfsync = True
-        elif equals_nocase(argument.start, argument.length, b"save"):
-            want_save = True
-        elif equals_nocase(argument.start, argument.length, b"appendonly"):
-            want_appendonly = True
-    if reply_map(session, <size_t>want_save + <size_t>want_appendonly + <size_t>want_appendfsync
-                 + <size_t>want_maxmemory + <size_t>want_policy) < 0:
-        return -1
-    if want_save and (reply_bulk_text(output, b"save") < 0 or reply_bulk_text(output, b"") < 0):
-        return -1
-    if want_appendonly and (reply_bulk_text(output, b"appendonly") < 0
-                            or reply_bulk_text(output, b"yes" if context.aof != NULL else b"no") < 0):
-        return -1
-    if want_appendfsync and (reply_bulk_text(output, b"appendfsync") < 0
-                             or reply_bulk_text(output, fsync_policy_name(context)) < 0):
-        return -1
-    if want_maxmemory and (reply_bulk_text(output, b"maxmemory") < 0
-                           or reply_bulk_integer(output, <int64_t>context.memory.maxmemory) < 0):
-        return -1
-    if want_policy and (reply_bulk_text(output, b"maxmemory-policy") < 0
-                        or reply_bulk_text(output, policy_name(context.memory.policy)) < 0):
-        return -1
-    return 0
-
-
-cdef const char *fsync_policy_name(ServerContext *context) noexcept nogil:
-    """CONFIG GET appendfsync: the log's policy (everysec, Redis's default, when off)."""
-    if context.aof == NULL:
-        return b"everysec"
-    return fsync_policy_text(context.aof.policy)
 
 
 # ---- INFO ---------------------------------------------------------------------------

@@ -17,3 +17,4 @@ cdef enum StatsSection:
 cdef int write_stats_line(Output *output, ServerContext *context) noexcept nogil
 cdef int write_info_section(Output *output, ServerContext *context, StatsSection section) noexcept nogil
 cdef dict stats_as_dict(ServerContext *context)
+cdef int write_prometheus(Output *output, ServerContext *context) noexcept nogil

@@ -10,7 +10,7 @@ _context.pxd and one row here.
 """
 from libc.stdint cimport int64_t
 from libc.stdio cimport snprintf
-from libc.string cimport strerror
+from libc.string cimport strerror, strncmp
 from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport read, close, sysconf, _SC_PAGESIZE
 
@@ -106,6 +106,9 @@ cdef int64_t zero(ServerContext *context) noexcept nogil:
 
 cdef int64_t minus_one(ServerContext *context) noexcept nogil:
     return -1
+
+cdef int64_t connected_clients(ServerContext *context) noexcept nogil:
+    return <int64_t>context.counters[<int>COUNTER_CONNECTED_CLIENTS]   # a gauge: it goes down too
 
 cdef int64_t max_clients(ServerContext *context) noexcept nogil:
     return <int64_t>context.limits.max_clients
@@ -213,7 +216,7 @@ cdef void word(const char *name, StatsSection section, int shown, TextSource tex
 
 
 gauge(b"keys", INFO_NONE, IN_STATS_LINE | IN_API, keys)
-counter(b"connected_clients", INFO_CLIENTS, IN_STATS_LINE | IN_API, COUNTER_CONNECTED_CLIENTS)
+gauge(b"connected_clients", INFO_CLIENTS, IN_STATS_LINE | IN_API, connected_clients)
 # The rest of Redis 7's INFO clients, as clients and redis-cli --stat read it: no cluster, no
 # blocking commands, no client-side caching, so the counts are 0.
 gauge(b"cluster_connections", INFO_CLIENTS, 0, zero)
@@ -330,6 +333,52 @@ cdef int write_info_section(Output *output, ServerContext *context, StatsSection
             continue
         if output_text(output, FIELDS[i].name) < 0 or output_text(output, b":") < 0 \
                 or write_value(output, &FIELDS[i], context, b"\r\n") < 0:
+            return -1
+    return 0
+
+
+cdef const char *SECTION_NAMES[6]
+SECTION_NAMES[:] = [b"", b"clients", b"memory", b"persistence", b"stats", b"replication"]
+
+
+cdef int write_metric_name(Output *output, const Field *field) noexcept nogil:
+    """``kvfast_<name>``, a counter's as ``kvfast_<name>_total`` without Redis's
+    ``total_`` prefix (total_commands_processed: kvfast_commands_processed_total);
+    a row already named ``kvfast_...`` is not prefixed twice."""
+    cdef const char *name = field.name
+    if strncmp(name, b"kvfast_", 7) == 0:
+        name += 7
+    if field.counter >= 0 and strncmp(name, b"total_", 6) == 0:
+        name += 6
+    if output_text(output, b"kvfast_") < 0 or output_text(output, name) < 0:
+        return -1
+    return output_text(output, b"_total" if field.counter >= 0 else b"")
+
+
+cdef int write_prometheus(Output *output, ServerContext *context) noexcept nogil:
+    """Every numeric row in Prometheus's text exposition format 0.0.4: per row a
+    ``# HELP`` line (where INFO shows it), a ``# TYPE`` line (rows counting from
+    ServerContext.counters are counters, the computed ones gauges) and the sample.
+    Word rows (``aof_fsync:everysec``) have no number and are left out. Returns 0
+    or -1 (out of memory)."""
+    cdef const Field *field
+    cdef int i
+    for i in range(FIELD_COUNT):
+        field = &FIELDS[i]
+        if field.text != NULL or not applies(field, context):
+            continue
+        if output_text(output, b"# HELP ") < 0 or write_metric_name(output, field) < 0:
+            return -1
+        if field.section != INFO_NONE:
+            if output_text(output, b" INFO ") < 0 or output_text(output, SECTION_NAMES[<int>field.section]) < 0 \
+                    or output_text(output, b" ") < 0 or output_text(output, field.name) < 0:
+                return -1
+        elif output_text(output, b" native stats ") < 0 or output_text(output, field.name) < 0:
+            return -1
+        if output_text(output, b"\n# TYPE ") < 0 or write_metric_name(output, field) < 0 \
+                or output_text(output, b" counter\n" if field.counter >= 0 else b" gauge\n") < 0 \
+                or write_metric_name(output, field) < 0 or output_text(output, b" ") < 0 \
+                or write_value(output, field, context, b"\n") < 0:
             return -1
     return 0
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 DEFAULT_HOST = "127.0.0.1"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 DEFAULT_PORT = 5000
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_LOG_LEVEL = "info"
@@ -74,13 +75,14 @@ PASSWORD_ENV = "KVFAST_PASSWORD"
 #: When the append-only file (``appendonly``) is fsynced: ``always`` (before each
 #: loop iteration's replies), ``everysec`` (by a background thread, about once a
 #: second; the default, as in Redis) or ``no`` (when the kernel decides).
-FSYNC_POLICIES = ("always", "everysec", "no")
+FSYNC_POLICIES = ("everysec", "always", "no")      # Redis's order (CONFIG SET's error lists them so)
 DEFAULT_FSYNC = "everysec"
 
 #: maxmemory-policy: what to evict when ``maxmemory`` is reached (Redis's eight;
 #: kvfast/_evict.pyx says how each works). noeviction refuses writes instead.
-MAXMEMORY_POLICIES = ("noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
-                      "volatile-lfu", "volatile-random", "volatile-ttl")
+#: Redis's order (its CONFIG SET error lists them so).
+MAXMEMORY_POLICIES = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-lru",
+                      "allkeys-lfu", "allkeys-random", "noeviction")
 DEFAULT_MAXMEMORY_POLICY = "noeviction"
 
 #: The units a memory size may carry, as Redis's config (any case): k/m/g are
@@ -168,8 +170,15 @@ class Setting:
     level"). A ``secret`` value is never echoed in an error or a repr. An int's
     ``normalise`` may turn text into the number (memory sizes with units).
 
-    ``runtime``: CONFIG SET may change it while the server runs (the loop has
-    a C-level apply function for it), as Redis's modifiable settings.
+    The running server: ``config_name`` (``redis_name``, else ``key``) is the name
+    CONFIG GET and CONFIG SET use. A row with an ``apply`` hook can change at run
+    time: CONFIG SET checks every new value against the same rules (and builds the
+    new ServerConfig, which checks the rules across fields), then calls
+    ``apply(loop, config)`` for each changed row with the running
+    :class:`~kvfast._loop.EventLoop` and the new ServerConfig, in the loop's
+    thread between two requests. Usually the hook is :func:`_to_loop`: a property
+    of the loop of the same name stores the value in its C structs. Rows without
+    one answer CONFIG SET with Redis's ``can't set immutable config``.
     """
 
     name: str
@@ -190,13 +199,61 @@ class Setting:
     secret: bool = False
     pattern: str = ""           # a str value must match this regular expression entirely
     none_word: str = ""         # this word (a flag, variable or file string) gives the value None
-    runtime: bool = False       # CONFIG SET may change it while serving
+    # --- the running server (CONFIG GET/SET/REWRITE: kvfast/runtime.py) ---
+    redis_name: str = ""        # CONFIG's name for it: Redis's where Redis has one ("" : the file key)
+    apply: Callable | None = None   # changeable at run time: apply(loop, config) makes the running
+    #                                 EventLoop use the new ServerConfig's value; None: immutable
+    memory: bool = False        # CONFIG SET also takes Redis's memory units (1kb, 64mb, 1gb)
+    off_text: str = ""          # what CONFIG GET shows for None (Redis: "" or "0")
+
+    @property
+    def config_name(self) -> str:
+        """The name CONFIG GET shows and CONFIG SET takes."""
+        return self.redis_name or self.key
 
     @property
     def annotation(self):
         """The field's type annotation: ``kind``, or ``kind | None`` when None is the
         default or a value (``none_word``)."""
         return self.kind | None if self.default is None or self.none_word else self.kind
+
+
+def _to_loop(name: str) -> Callable:
+    """The usual ``apply`` hook: set the running EventLoop's property ``name`` (the
+    field's name) to the new value; the property stores it where the loop reads it."""
+    def apply(loop, config):
+        setattr(loop, name, getattr(config, name))
+    apply.__qualname__ = f"_to_loop({name!r})"
+    return apply
+
+
+def protected_mode_applies(config) -> bool:
+    """Protected mode (as in Redis) refuses every TCP peer but 127.0.0.1 and ::1 when
+    the server listens beyond loopback with no password and it was not turned off.
+    (Peers on the unix socket always count as local: its file's permissions decide
+    who may connect.)"""
+    if not config.protected_mode or config.requirepass is not None or config.port is None:
+        return False
+    return any(host not in LOOPBACK_HOSTS for host in config.host.split())
+
+
+def _apply_protected_mode(loop, config) -> None:
+    """protected-mode and requirepass both decide whether protected mode is in force."""
+    loop.protected_mode = protected_mode_applies(config)
+
+
+def _apply_password(loop, config) -> None:
+    """A new password (None: none) holds for new connections; connections already
+    authenticated stay so, and with no password every connection is (as Redis)."""
+    loop.password = None if config.requirepass is None else config.requirepass.encode()
+    _apply_protected_mode(loop, config)
+
+
+def _apply_log_level(loop, config) -> None:
+    """The threshold of kvfast's loggers (kvfast-server configures the root logger
+    once, at start; this sets kvfast's own)."""
+    import logging
+    logging.getLogger("kvfast").setLevel(config.log_level.upper())
 
 
 def _setting(name, kind, default, help, *, internal=False, env=None, flag="", **rules) -> Setting:
@@ -214,48 +271,58 @@ def _setting(name, kind, default, help, *, internal=False, env=None, flag="", **
 #: Every ServerConfig field, in field order (which is also the order --help lists them).
 TABLE: tuple[Setting, ...] = (
     _setting("host", str, DEFAULT_HOST, "addresses to bind, separated by blanks, as Redis's bind "
-             "(\"127.0.0.1 ::1\"; 0.0.0.0: every IPv4 interface)", not_blank=True),
+             "(\"127.0.0.1 ::1\"; 0.0.0.0: every IPv4 interface)", not_blank=True, redis_name="bind"),
     _setting("port", int, DEFAULT_PORT, f"TCP port to listen on (0: any free port; {NO_TCP}: no TCP, "
-             "only the unix socket)", flag="PORT", minimum=0, maximum=65535, none_word=NO_TCP),
+             "only the unix socket)", flag="PORT", minimum=0, maximum=65535, none_word=NO_TCP, off_text="0"),
+    _setting("metrics_port", int, None, "also serve Prometheus metrics at http://HOST:PORT/metrics, on every "
+             "bind address (0: any free port; default: off)", minimum=0, maximum=65535),
     _setting("unixsocket", str, None, "also listen on a unix domain socket at this path",
              normalise=_path, not_blank=True, minimum=1, maximum=UNIX_PATH_MAX_BYTES, what="a socket path"),
     _setting("unixsocketperm", str, None, "permissions of the unix socket file, in octal (700: the "
              "server's user only; default: as the umask leaves them)", normalise=_octal_mode,
-             pattern="0?[0-7]{3}", what="an octal file mode like 700 or 0770"),
+             pattern="0?[0-7]{3}", what="an octal file mode like 700 or 0770", off_text="0"),
     _setting("log_level", str, DEFAULT_LOG_LEVEL, "logging threshold", choices=LOG_LEVELS, normalise=_word,
-             what="a log level"),
+             what="a log level", redis_name="loglevel", apply=_apply_log_level),
     _setting("max_line_bytes", int, MAX_LINE_BYTES, "longest native request line",
-             minimum=16, maximum=_INT_MAX),
+             minimum=16, maximum=_INT_MAX, memory=True, apply=_to_loop("max_line_bytes")),
     _setting("client_query_buffer_limit", int, CLIENT_QUERY_BUFFER_LIMIT,
-             "largest RESP request, in bytes (Redis's client-query-buffer-limit)", minimum=64, maximum=_INT64_MAX),
+             "largest RESP request, in bytes (Redis's client-query-buffer-limit)", minimum=64, maximum=_INT64_MAX,
+             memory=True, apply=_to_loop("client_query_buffer_limit")),
     _setting("proto_max_bulk_len", int, PROTO_MAX_BULK_LEN,
-             "largest RESP argument, in bytes (Redis's proto-max-bulk-len)", minimum=1, maximum=_INT64_MAX),
+             "largest RESP argument, in bytes (Redis's proto-max-bulk-len)", minimum=1, maximum=_INT64_MAX,
+             memory=True, apply=_to_loop("proto_max_bulk_len")),
     _setting("read_chunk_bytes", int, READ_CHUNK_BYTES, "bytes read from a client per readable event",
              internal=True, minimum=1, maximum=_INT_MAX),
     _setting("output_high_water_bytes", int, OUTPUT_HIGH_WATER_BYTES,
-             "unsent reply bytes at which a client stops being read", minimum=1, maximum=_INT_MAX),
+             "unsent reply bytes at which a client stops being read", minimum=1, maximum=_INT_MAX,
+             memory=True, apply=_to_loop("output_high_water_bytes")),
     _setting("backlog", int, LISTEN_BACKLOG, "listen(2) backlog (the kernel caps it at net.core.somaxconn)",
-             minimum=1, maximum=_INT_MAX),
-    _setting("max_clients", int, MAX_CLIENTS, "most clients connected at once", minimum=1, maximum=_INT_MAX),
+             minimum=1, maximum=_INT_MAX, redis_name="tcp-backlog"),
+    _setting("max_clients", int, MAX_CLIENTS, "most clients connected at once", minimum=1, maximum=_INT_MAX,
+             redis_name="maxclients", apply=_to_loop("max_clients")),
     _setting("timeout", int, IDLE_TIMEOUT, "close a client idle this many seconds (0: never)",
-             minimum=0, maximum=_INT_MAX),
+             minimum=0, maximum=_INT_MAX, apply=_to_loop("timeout")),
     # 512 bytes as Redis; no blanks or line breaks, which "auth PASSWORD" could not carry.
     _setting("requirepass", str, None, "password clients must send (auth PASSWORD) before any request",
              env=PASSWORD_ENV, flag=None, secret=True, minimum=1, maximum=512, forbidden=" \t\r\n",
              forbidden_message="must not contain spaces, tabs or line breaks "
-                               "(the native protocol's auth command could not carry it)"),
-    _setting("protected_mode", bool, True, "with no password set, accept clients from loopback only"),
+                               "(the native protocol's auth command could not carry it)",
+             apply=_apply_password),
+    _setting("protected_mode", bool, True, "with no password set, accept clients from loopback only",
+             apply=_apply_protected_mode),
     _setting("appendonly", str, None, "log every write to this append-only file and replay it at start-up",
-             normalise=_path, not_blank=True, what="a file path"),
+             normalise=_path, not_blank=True, what="a file path", redis_name="appendfilename"),
     _setting("fsync", str, DEFAULT_FSYNC, "when the append-only file is synced", choices=FSYNC_POLICIES,
-             normalise=_word, what="an fsync policy"),
+             normalise=_word, what="an fsync policy", redis_name="appendfsync", apply=_to_loop("fsync")),
     _setting("aof_rewrite_min_bytes", int, AOF_REWRITE_MIN_BYTES,
-             "compact the append-only file only once it is this large", minimum=0, maximum=_INT64_MAX),
+             "compact the append-only file only once it is this large", minimum=0, maximum=_INT64_MAX,
+             redis_name="auto-aof-rewrite-min-size", memory=True, apply=_to_loop("aof_rewrite_min_bytes")),
     _setting("maxmemory", int, 0, "memory limit in bytes, with Redis's units (100mb, 1gb; 0: no limit): over it, "
              "writes evict by maxmemory-policy or are refused", minimum=0, maximum=_INT64_MAX,
-             normalise=_memory_size, runtime=True),
+             normalise=_memory_size, memory=True, apply=_to_loop("maxmemory")),
     _setting("maxmemory_policy", str, DEFAULT_MAXMEMORY_POLICY, "what to evict at the memory limit",
-             choices=MAXMEMORY_POLICIES, normalise=_word, what="a maxmemory policy", runtime=True),
+             choices=MAXMEMORY_POLICIES, normalise=_word, what="a maxmemory policy",
+             apply=_to_loop("maxmemory_policy")),
     _setting("debug_clock_offset_ms", int, 0, "for tests: milliseconds added to the clock key deadlines are "
              "compared with (a restart can then find TTLs passed without waiting)",
              minimum=-(1 << 50), maximum=1 << 50),

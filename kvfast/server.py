@@ -20,8 +20,9 @@ from kvfast._loop import EventLoop
 from kvfast._version import __version__
 from kvfast.config import (
     DEFAULT_HOST, DEFAULT_PORT, MAX_ARGUMENTS, PASSWORD_ENV, UNAUTHENTICATED_MAX_ARGUMENTS,
-    UNAUTHENTICATED_MAX_BULK_BYTES, UNAUTHENTICATED_MAX_LINE_BYTES, ServerConfig,
+    UNAUTHENTICATED_MAX_BULK_BYTES, UNAUTHENTICATED_MAX_LINE_BYTES, ServerConfig, protected_mode_applies,
 )
+from kvfast.runtime import RuntimeSettings
 
 log = logging.getLogger("kvfast.server")
 aof_log = logging.getLogger("kvfast.aof")
@@ -34,7 +35,9 @@ class Server:
     ``address`` is the bound ``(host, port)``, the first of ``addresses`` when
     ``config.host`` names several, None with ``port=None``: no TCP). With
     ``config.unixsocket`` it also listens on that unix socket
-    (``unix_socket_path``), removed again by ``close()``. Serve with ``serve_forever()`` in
+    (``unix_socket_path``), removed again by ``close()``. With
+    ``config.metrics_port`` it also serves ``GET /metrics`` (Prometheus) on that
+    port of every bind address (``metrics_addresses``). Serve with ``serve_forever()`` in
     the current thread, or ``start()`` in a background thread; ``stop()`` makes
     either return. As a context manager the server is started on entry and
     stopped and closed on exit.
@@ -43,12 +46,18 @@ class Server:
     before the constructor returns (``loaded`` is then ``(keys, seconds)``; else
     None). A damaged or unreadable log raises :class:`LogError` (one line naming
     the file and offset); the socket is closed again.
+
+    CONFIG GET/SET/REWRITE (kvfast/runtime.py) read and change the running
+    settings: ``config`` is replaced by the new ServerConfig after each CONFIG
+    SET; ``config_file`` is the TOML file CONFIG REWRITE writes them back to
+    (None: the server was started without one).
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-                 config: ServerConfig | None = None):
+                 config: ServerConfig | None = None, config_file=None):
         self.config = config if config is not None else ServerConfig(host=host, port=port)
-        self.protected_mode = _protected_mode_applies(self.config)
+        self.config_file = None if config_file is None else os.fspath(config_file)
+        self.protected_mode = protected_mode_applies(self.config)
         self._sockets = []          # (socket, transport), TCP first
         self._unix_socket_identity = None
         self._append_only_file = None
@@ -87,6 +96,7 @@ class Server:
                 maxmemory_policy=self.config.maxmemory_policy,
                 clock_offset_ms=self.config.debug_clock_offset_ms,
             )
+            self._loop.settings = RuntimeSettings(self)
             if self._append_only_file is not None:
                 self.loaded = _replay(self._loop, self.config.appendonly)
                 self._append_only_file.start()
@@ -112,6 +122,17 @@ class Server:
                 self.addresses.append(sock.getsockname()[:2])
                 port = self.addresses[-1][1]
         self.address = self.addresses[0] if self.addresses else None
+        self.metrics_addresses = []
+        if self.config.metrics_port is not None:
+            port = self.config.metrics_port
+            for host in self.config.host.split():
+                try:
+                    sock = _listen(host, port, self.config.backlog)
+                except OSError as error:
+                    raise ListenError(f"{host}:{port} (metrics)", error) from None
+                self._sockets.append((sock, "metrics"))
+                self.metrics_addresses.append(sock.getsockname()[:2])
+                port = self.metrics_addresses[-1][1]
         self.unix_socket_path = self.config.unixsocket
         if self.unix_socket_path is not None:
             mode = None if self.config.unixsocketperm is None else int(self.config.unixsocketperm, 8)
@@ -143,6 +164,7 @@ class Server:
     def describe(self) -> str:
         """Where the server listens, for log lines: ``127.0.0.1:5000, unix socket /run/kvfast.sock``."""
         places = [format_address(host, port) for host, port in self.addresses]
+        places += [f"metrics http://{format_address(host, port)}/metrics" for host, port in self.metrics_addresses]
         if self.unix_socket_path is not None:
             places.append(f"unix socket {self.unix_socket_path}")
         return ", ".join(places)
@@ -253,9 +275,6 @@ def _replay(loop: EventLoop, path) -> tuple[int, float]:
     return keys, seconds
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-
-
 class ListenError(OSError):
     """An address the server could not listen on: ``str()`` is one line,
     ``cannot listen on 127.0.0.1:5000: Address already in use``. ``where`` names
@@ -274,16 +293,6 @@ class ListenError(OSError):
 def format_address(host: str, port: int) -> str:
     """``HOST:PORT``, an IPv6 address in brackets: ``[::1]:5000``."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _protected_mode_applies(config: ServerConfig) -> bool:
-    """Protected mode (as in Redis) refuses every TCP peer but 127.0.0.1 and ::1 when
-    the server listens beyond loopback with no password and it was not turned off.
-    (Peers on the unix socket always count as local: its file's permissions decide
-    who may connect.)"""
-    if not config.protected_mode or config.requirepass is not None or config.port is None:
-        return False
-    return any(host not in LOOPBACK_HOSTS for host in config.host.split())
 
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:

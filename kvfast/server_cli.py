@@ -14,7 +14,7 @@ from kvfast.config import (
     MAX_LINE_BYTES, PASSWORD_ENV, SETTINGS, SETTINGS_BY_NAME, ConfigError, MissingSettingError,
     format_default, load_config,
 )
-from kvfast.server import ListenError, LogError, Server
+from kvfast.server import ListenError, LogError, Server, format_address
 
 PROG = "kvfast-server"
 
@@ -34,8 +34,8 @@ flushed and synced first)."""
 REQUIRED = ("port",)
 
 #: Metavars that are not derived from the setting (see _metavar).
-_METAVARS = {"log_level": "LEVEL", "timeout": "SECONDS", "appendonly": "FILE", "unixsocket": "PATH",
-             "unixsocketperm": "OCTAL"}
+_METAVARS = {"metrics_port": "PORT", "log_level": "LEVEL", "timeout": "SECONDS", "appendonly": "FILE",
+             "unixsocket": "PATH", "unixsocketperm": "OCTAL"}
 
 
 def _metavar(setting) -> str:
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     open_files = raise_open_file_limit()
     log.debug("open file limit: %d", open_files)
     try:
-        server = Server(config=config)
+        server = Server(config=config, config_file=args.config)
     except LogError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
@@ -151,6 +151,8 @@ def main(argv=None) -> int:
         print(f"kvfast listening on {host}:{port}", flush=True)
     if server.unix_socket_path is not None:
         print(f"kvfast listening on unix socket {server.unix_socket_path}", flush=True)
+    for host, port in server.metrics_addresses:
+        print(f"kvfast metrics on http://{format_address(host, port)}/metrics", flush=True)
     try:
         server.serve_forever()
     finally:

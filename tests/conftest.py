@@ -178,7 +178,8 @@ def require_tool(name):
     import shutil
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
-        pytest.fail(f"{name} is not installed (apt-get install redis-tools redis-server nutcracker)", pytrace=False)
+        pytest.fail(f"{name} is not installed (see .ci/run: apt-get install redis-tools redis-server nutcracker "
+                    "prometheus-redis-exporter systemd)", pytrace=False)
     return path
 
 

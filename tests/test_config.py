@@ -70,6 +70,7 @@ def test_names_of_each_setting():
 VALUES = {
     "host": (('"10.0.0.1"', "10.0.0.2", "10.0.0.3"), ("10.0.0.1", "10.0.0.2", "10.0.0.3")),
     "port": (("7001", "7002", "7003"), (7001, 7002, 7003)),
+    "metrics_port": (("9001", "9002", "9003"), (9001, 9002, 9003)),
     "unixsocket": (('"file.sock"', "env.sock", "flag.sock"), ("file.sock", "env.sock", "flag.sock")),
     "unixsocketperm": (("700", "0770", "755"), ("700", "0770", "755")),
     "log_level": (('"debug"', "warning", "error"), ("debug", "warning", "error")),
@@ -331,7 +332,7 @@ def test_example_file_shows_every_setting_with_its_default():
     example = tomllib.loads("\n".join(lines))
     assert set(example) == {setting.key for setting in SETTINGS}
     for setting in SETTINGS:
-        if setting.name not in ("requirepass", "appendonly", "unixsocket", "unixsocketperm"):  # an example value
+        if setting.name not in ("requirepass", "appendonly", "unixsocket", "unixsocketperm", "metrics_port"):
             assert example[setting.key] == setting.default, setting.key
         assert setting.env in text
 
@@ -480,7 +481,7 @@ def test_persistence_settings_default_to_off_and_everysec():
 @pytest.mark.parametrize("text", ["sometimes", "", "1", "fsync"])
 def test_bad_fsync_policy_is_a_one_line_error(text):
     assert error_of(flags={"fsync": text}) == (
-        f"--fsync: not an fsync policy: {text!r} (use always, everysec, no)")
+        f"--fsync: not an fsync policy: {text!r} (use everysec, always, no)")
 
 
 def test_appendonly_must_be_a_path(tmp_path):
