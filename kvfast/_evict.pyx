@@ -29,7 +29,7 @@ Admission (once per command that may add memory)
     after a write was admitted (their buffers are counted, not bounded here).
 
 Policies (sampling, as Redis's evict.c)
-    allkeys-random: a random key (store_sample: a random slot, the next entry).
+    allkeys-random: a random key (store_sample: random slots until one is occupied).
     allkeys-lru, allkeys-lfu: five keys are sampled per eviction into a pool of
     the EVICTION_POOL_SIZE best candidates kept across evictions; the best one
     still present is evicted. LRU's byte is an 8-bit logical clock that ticks
