@@ -19,8 +19,8 @@ extensions = [
     Extension(f"kvfast.{name}", [f"kvfast/{name}.pyx"],
               extra_compile_args=compile_args, extra_link_args=link_args)
     for name in ("_text", "_store", "_record", "_replay", "_aof", "_rewrite", "_stats", "_commandstats", "_metrics",
-                 "_clients", "_multi", "_native", "_strings", "_keys", "_config_command", "_resp", "_protocol", "_loop",
-                 "_bench", "_client")
+                 "_clients", "_multi", "_expire", "_evict", "_native", "_strings", "_keys", "_config_command", "_resp",
+                 "_protocol", "_loop", "_bench", "_client")
 ]
 
 setup(

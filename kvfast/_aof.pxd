@@ -78,11 +78,15 @@ cdef struct AppendLog:
     bint unit_open              # between aof_begin_transaction and aof_end_transaction
     int64_t last_rewrite_time   # Unix time the last rewrite (or SAVE) was swapped in; 0: none yet (LASTSAVE)
     void *logger                # borrowed: AppendOnlyFile.logger, for aof_warn and friends
+    const Store *expires        # borrowed: the server's deadlines (ServerContext.expires), for the rewrite
 
 
 cdef int aof_reserve(AppendLog *log, size_t records) noexcept nogil
 cdef int aof_append_set(AppendLog *log, int64_t key, int64_t value) noexcept nogil
 cdef int aof_append_delete(AppendLog *log, int64_t key) noexcept nogil
+cdef int aof_append_set_expiring(AppendLog *log, int64_t key, int64_t value, int64_t deadline) noexcept nogil
+cdef int aof_append_deadline(AppendLog *log, int64_t key, int64_t deadline) noexcept nogil
+cdef int aof_append_persist(AppendLog *log, int64_t key) noexcept nogil
 cdef int aof_append_clear(AppendLog *log) noexcept nogil
 cdef size_t aof_begin_transaction(AppendLog *log) noexcept nogil
 cdef void aof_end_transaction(AppendLog *log, size_t begin) noexcept nogil
@@ -100,6 +104,6 @@ cdef class AppendOnlyFile:
     cdef object path_text
     cdef bint created               # the file did not exist: its folder is fsynced once it has a header
     cdef object logger
-    cdef int replay_into(self, Store *store, object progress) except -1
+    cdef int replay_into(self, Store *store, Store *expires, object progress) except -1
     cdef void stop_sync_thread(self) noexcept nogil
     cdef void kill_rewrite(self) noexcept nogil

@@ -43,7 +43,8 @@ from posix.wait cimport waitpid
 
 from kvfast._record cimport (
     HEADER_BYTES, SET_BYTES, DELETE_BYTES, CLEAR_BYTES, BEGIN_BYTES, MAX_RECORD_BYTES, RECORD_DELETE, RECORD_CLEAR,
-    RECORD_BEGIN, seal, encode_set, encode_header, record_length,
+    RECORD_BEGIN, SET_EXPIRING_BYTES, DEADLINE_BYTES, PERSIST_BYTES, RECORD_DEADLINE, RECORD_PERSIST, seal,
+    encode_set, encode_set_expiring, encode_header, record_length,
 )
 from kvfast._replay cimport (
     MappedFile, ScanStatus, SCAN_END, SCAN_PAUSED, SCAN_TORN, SCAN_TORN_TRANSACTION, SCAN_NO_MEMORY, all_zero,
@@ -114,6 +115,40 @@ cdef int aof_append_delete(AppendLog *log, int64_t key) noexcept nogil:
     record[0] = RECORD_DELETE
     memcpy(record + 1, &key, 8)
     seal(record, DELETE_BYTES)
+    return 0
+
+
+cdef int aof_append_set_expiring(AppendLog *log, int64_t key, int64_t value, int64_t deadline) noexcept nogil:
+    """Queue the record ``key = value`` with ``deadline`` (Unix ms). Returns 0,
+    or -1 with errno ENOMEM."""
+    cdef uint8_t *record = reserve_pending(log, SET_EXPIRING_BYTES)
+    if record == NULL:
+        return -1
+    encode_set_expiring(record, key, value, deadline)
+    return 0
+
+
+cdef int aof_append_deadline(AppendLog *log, int64_t key, int64_t deadline) noexcept nogil:
+    """Queue the record ``key's deadline = deadline`` (Unix ms). Returns 0, or
+    -1 with errno ENOMEM."""
+    cdef uint8_t *record = reserve_pending(log, DEADLINE_BYTES)
+    if record == NULL:
+        return -1
+    record[0] = RECORD_DEADLINE
+    memcpy(record + 1, &key, 8)
+    memcpy(record + 9, &deadline, 8)
+    seal(record, DEADLINE_BYTES)
+    return 0
+
+
+cdef int aof_append_persist(AppendLog *log, int64_t key) noexcept nogil:
+    """Queue the record ``key has no deadline``. Returns 0, or -1 with errno ENOMEM."""
+    cdef uint8_t *record = reserve_pending(log, PERSIST_BYTES)
+    if record == NULL:
+        return -1
+    record[0] = RECORD_PERSIST
+    memcpy(record + 1, &key, 8)
+    seal(record, PERSIST_BYTES)
     return 0
 
 
@@ -380,7 +415,7 @@ cdef class AppendOnlyFile:
     def rewrite_min_bytes(self, uint64_t value):
         self.log.rewrite_min_bytes = value
 
-    cdef int replay_into(self, Store *store, object progress) except -1:
+    cdef int replay_into(self, Store *store, Store *expires, object progress) except -1:
         """Apply every record to ``store`` (which should be empty). A torn tail
         is cut off with a warning; a new or empty file gets its header. Calls
         ``progress(done_bytes, total_bytes, records)`` about once a second for
@@ -418,7 +453,7 @@ cdef class AppendOnlyFile:
         store_begin_bulk_load(store, (mapped.size - HEADER_BYTES) // SET_BYTES)
         while status == SCAN_PAUSED:
             with nogil:
-                status = scan_records(mapped.data, mapped.size, &position, store, REPLAY_BATCH, &records)
+                status = scan_records(mapped.data, mapped.size, &position, store, expires, REPLAY_BATCH, &records)
             PyErr_CheckSignals()
             if progress is not None and status == SCAN_PAUSED and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()

@@ -162,6 +162,14 @@ cdef int64_t check_int64(str name, object number) except? -1:
     return PyLong_AsLongLong(number)
 
 
+cdef int64_t check_ttl(object seconds) except? -1:
+    """A native TTL: an int of 1 to 10**12 seconds (TypeError, OutOfRangeError)."""
+    cdef int64_t value = check_int64("ttl", seconds)
+    if not 1 <= value <= 10 ** 12:
+        raise OutOfRangeError(f"ttl {seconds} is outside 1 to 10**12 seconds")
+    return value
+
+
 cdef bint is_numpy_array(object items):
     """True for a NumPy ndarray, without importing NumPy (it is only looked up
     when some code has imported it already: an ndarray cannot exist otherwise)."""
@@ -800,16 +808,36 @@ cdef class Client:
 
     # ---- single requests ----------------------------------------------------------
 
-    def put(self, key, value):
-        """Store ``value`` under ``key``.
+    cdef bytes _ttl_exchange(self, bytes request):
+        """One request line (with its newline) built in Python: the reply line."""
+        self._enter()
+        try:
+            self._roundtrip(request, len(request))
+            return self._line()
+        finally:
+            self._busy = False
+
+    def put(self, key, value, ttl=None):
+        """Store ``value`` under ``key``; with ``ttl`` (seconds, 1 to 10**12) the
+        key expires that long after.
 
         Raises KeyExistsError when the key is already stored (its value is left
         unchanged: ``put`` never overwrites). Arguments are checked before
         anything is sent: TypeError unless an int (not bool), OutOfRangeError (a
-        ValueError and an OverflowError) outside the signed 64-bit range.
+        ValueError and an OverflowError) outside the signed 64-bit range
+        (or, for ``ttl``, outside 1 to 10**12).
         """
         cdef char request[MAX_REQUEST_BYTES]
-        cdef size_t length = format_request(OP_PUT, check_int64("key", key), check_int64("value", value), request)
+        cdef size_t length
+        if ttl is not None:
+            reply = self._ttl_exchange(
+                b"put %d %d ex %d\n" % (check_int64("key", key), check_int64("value", value), check_ttl(ttl)))
+            if reply == b"Key already exists":
+                raise KeyExistsError(key)
+            if reply != b"OK":
+                raise unexpected(reply)
+            return None
+        length = format_request(OP_PUT, check_int64("key", key), check_int64("value", value), request)
         self._enter()
         try:
             self._roundtrip(request, length)
@@ -855,10 +883,19 @@ cdef class Client:
         finally:
             self._busy = False
 
-    def set(self, key, value):
-        """Store ``value`` under ``key``, overwriting any value stored there."""
+    def set(self, key, value, ttl=None):
+        """Store ``value`` under ``key``, overwriting any value stored there;
+        with ``ttl`` (seconds) the key expires that long after, without it a
+        TTL the key had is cleared."""
         cdef char request[MAX_REQUEST_BYTES]
-        cdef size_t length = format_request(OP_SET, check_int64("key", key), check_int64("value", value), request)
+        cdef size_t length
+        if ttl is not None:
+            reply = self._ttl_exchange(
+                b"set %d %d ex %d\n" % (check_int64("key", key), check_int64("value", value), check_ttl(ttl)))
+            if reply != b"OK":
+                raise unexpected(reply)
+            return None
+        length = format_request(OP_SET, check_int64("key", key), check_int64("value", value), request)
         self._enter()
         try:
             self._roundtrip(request, length)
@@ -867,6 +904,37 @@ cdef class Client:
             raise unexpected(self._line())
         finally:
             self._busy = False
+
+    def expire(self, key, ttl):
+        """Make ``key`` expire ``ttl`` seconds (1 to 10**12) from now;
+        KeyNotFoundError if it is not stored."""
+        reply = self._ttl_exchange(b"expire %d %d\n" % (check_int64("key", key), check_ttl(ttl)))
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        if reply != b"OK":
+            raise unexpected(reply)
+
+    def ttl(self, key):
+        """The seconds until ``key`` expires (rounded), or None when it has no
+        TTL; KeyNotFoundError if it is not stored."""
+        reply = self._ttl_exchange(b"ttl %d\n" % check_int64("key", key))
+        if reply == b"No expiry":
+            return None
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        if reply.isdigit():
+            return int(reply)
+        raise unexpected(reply)
+
+    def persist(self, key):
+        """Remove ``key``'s TTL: True if it had one, False if not;
+        KeyNotFoundError if it is not stored."""
+        reply = self._ttl_exchange(b"persist %d\n" % check_int64("key", key))
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        if reply == b"OK" or reply == b"No expiry":
+            return reply == b"OK"
+        raise unexpected(reply)
 
     def incr(self, key, delta=1):
         """Add ``delta`` to the value under ``key`` (an absent key counts as 0)

@@ -47,7 +47,8 @@ cdef enum CommandFlag:
     CMD_FAST = 1 << 4
     CMD_NO_AUTH = 1 << 5        # allowed before a password-protected session has authenticated
     CMD_NO_MULTI = 1 << 6       # not allowed inside a transaction
-    FLAG_COUNT = 7
+    CMD_DENYOOM = 1 << 7        # may add memory: refused with -OOM over maxmemory when nothing can be evicted
+    FLAG_COUNT = 8
 
 
 cdef struct RespCommand:

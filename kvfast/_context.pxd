@@ -1,7 +1,7 @@
 # State shared by the loop and the protocol modules: the server's (one store,
 # its counters and limits) and each connection's session. Declarations only;
 # kvfast/_stats.pyx renders the counters, kvfast/_keyspace.pxd changes the store.
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from kvfast._aof cimport AppendLog
 from kvfast._output cimport Output
@@ -23,6 +23,8 @@ cdef enum Counter:
     COUNTER_PROTECTED_REFUSALS      # refused: protected mode, not a local peer
     COUNTER_TIMED_OUT_CLIENTS       # closed after the idle timeout
     COUNTER_AUTH_FAILURES           # wrong passwords
+    COUNTER_EXPIRED_KEYS            # keys removed because their deadline passed (lazily or by the sweep)
+    COUNTER_EVICTED_KEYS            # keys removed by the maxmemory policy
     COUNTER_COUNT
 
 
@@ -80,6 +82,48 @@ cdef struct SlowlogEntry:
     SlowlogEntry *older
 
 
+cdef enum MaxmemoryPolicy:
+    # maxmemory-policy, in POLICY_NAMES's order (kvfast/_evict.pyx)
+    POLICY_NOEVICTION
+    POLICY_ALLKEYS_LRU
+    POLICY_ALLKEYS_LFU
+    POLICY_ALLKEYS_RANDOM
+    POLICY_VOLATILE_LRU
+    POLICY_VOLATILE_LFU
+    POLICY_VOLATILE_RANDOM
+    POLICY_VOLATILE_TTL
+    POLICY_COUNT
+
+
+cdef enum:
+    EVICTION_POOL_SIZE = 16         # best candidates kept across evictions (Redis's EVPOOL_SIZE)
+
+
+cdef struct EvictionCandidate:
+    int64_t key
+    uint64_t score                  # higher: evict sooner
+
+
+cdef struct MemoryLimit:
+    # maxmemory and its policy (kvfast/_evict.pyx); while maxmemory is 0 nothing
+    # here is looked at on the request path but ``lru``/``lfu`` (both False then).
+    size_t maxmemory                # bytes; 0: no limit
+    MaxmemoryPolicy policy
+    bint lru                        # the policy keeps a recency byte per key...
+    bint lfu                        # ...or a frequency byte (the store's ``meta``)
+    size_t client_bytes             # connections' structs and buffers (the loop keeps this count)
+    size_t peak_used                # the most used memory seen (at each admission, and by INFO)
+    size_t fixed_bytes              # the loop's own buffers
+    uint64_t random                 # xorshift state for sampling and LFU's increments
+    uint8_t lru_clock               # the recency clock new and touched keys are stamped with
+    size_t lru_touches              # touches since the clock last ticked
+    bint in_transaction             # EXEC is running its queue: no refusal half-way
+    int64_t decay_minute            # LFU: the minute the latest decay pass started (Unix time / 60)...
+    size_t decay_cursor             # ...and the main table's slots it has still to visit (0: none running)
+    size_t pool_count
+    EvictionCandidate pool[<int>EVICTION_POOL_SIZE]     # sorted by score, the best last
+
+
 cdef struct Transaction      # a session's MULTI/WATCH state (below)
 cdef struct Session          # a connection's protocol state (below)
 
@@ -110,8 +154,30 @@ cdef struct Transaction:
     Transaction *next_watcher
 
 
+cdef struct Expiry:
+    # Bookkeeping of per-key deadlines (kvfast/_expire.pyx; _keyspace.pxd keeps
+    # it current). The deadlines themselves are ServerContext.expires.
+    size_t volatile_keys            # keys with a deadline (the count of ``expires``): while 0, no read looks further
+    int64_t clock_ms                # the wall clock (Unix ms) of this loop iteration; 0: read it (keyspace_clock_ms)
+    int64_t clock_offset_ms         # added to the wall clock (the debug-clock-offset-ms setting, for tests)
+    int64_t earliest_ms             # no deadline lies before this (a lower bound; INT64_MAX: none)
+    uint64_t deadline_sum           # sum of deadline_weight() of every deadline, mod 2^64 (INFO's avg_ttl)
+    bint sweeping                   # an active-expiry sweep is under way...
+    uint64_t sweep_cursor           # ...its next cursor in ``expires`` (store_scan)
+    int64_t sweep_min_ms            # ...the earliest deadline it kept so far
+    uint64_t sweep_visited          # ...deadlines it looked at and found expired (for expired_stale_perc)
+    uint64_t sweep_expired
+    int64_t next_slice_us           # monotonic: the sweep's next slice may start then
+    int64_t next_sweep_us           # monotonic: the next sweep may start then
+    double stale_ratio              # running average of the expired share of swept deadlines (expired_stale_perc)
+    int64_t longest_slice_us        # longest slice of active expiry so far (INFO expire_longest_slice_us)
+    uint64_t sweeps                 # sweeps completed
+
+
 cdef struct ServerContext:
     Store store
+    Store expires                   # key -> deadline (Unix ms) of every key with a TTL: Redis's db->expires
+    Expiry expiry
     uint64_t counters[<int>COUNTER_COUNT]
     Limits limits
     int port                        # for INFO
@@ -127,6 +193,7 @@ cdef struct ServerContext:
     size_t peak_input_bytes         # largest input / pending output buffer of a connection...
     size_t peak_output_bytes
     int64_t peak_window_ms          # ...since this time (Redis's "recent": a window of a few seconds)
+    MemoryLimit memory              # maxmemory, its policy and the memory counts it needs
     void *settings                  # borrowed: the kvfast.runtime.RuntimeSettings CONFIG asks (with the
     #                                 GIL), kept alive by EventLoop.settings; NULL: none (CONFIG GET: empty)
     int64_t now_ms                  # the loop's monotonic clock, read after each epoll_wait

@@ -58,16 +58,17 @@ from kvfast._system cimport (
     IPPROTO_TCP, TCP_NODELAY, O_NONBLOCK, O_CLOEXEC, pipe2, eventfd, sockaddr, sockaddr_storage,
     sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, INADDR_LOOPBACK, htonl,
     eventfd_t, eventfd_read, eventfd_write, EFD_NONBLOCK, EFD_CLOEXEC,
-    monotonic_ms, raise_os_error, debug_assert, set_errno,
+    monotonic_ms, monotonic_us, raise_os_error, debug_assert, set_errno,
 )
 from kvfast._aof cimport AppendOnlyFile, AppendLog
 from kvfast._rewrite cimport aof_persist_batch, aof_retry_failed, aof_save_snapshot_now
 from kvfast._command cimport RespCommand
 from kvfast._context cimport (
-    ServerContext, Session, ADDRESS_BYTES, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS,
+    ServerContext, Session, Transaction, ADDRESS_BYTES, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS,
     COUNTER_PROTOCOL_ERRORS, COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS,
     COUNTER_TIMED_OUT_CLIENTS, COUNTER_AUTH_FAILURES,
 )
+from kvfast._evict cimport memory_configure, policy_from_name, policy_name
 from kvfast._metrics cimport metrics_answer
 from kvfast._clients cimport session_link, session_unlink
 from kvfast._commandstats cimport stats_init, stats_free, stats_batch_begin, stats_batch_end
@@ -78,6 +79,7 @@ from kvfast._protocol cimport Refusal, REFUSE_NONE, REFUSE_MAX_CLIENTS, REFUSE_P
     protocol_prefetch, protocol_refuse
 from kvfast._stats cimport stats_as_dict
 from kvfast._store cimport store_init, store_free, store_migrate_idle, store_is_resizing
+from kvfast._expire cimport expire_init, expire_slice, expire_timeout_ms, expire_after_load
 
 
 cdef enum:
@@ -139,6 +141,7 @@ cdef struct Connection:
     int64_t drain_deadline_ms   # ...until this time at the latest
     size_t drained_bytes        # ...and this many bytes at most (DRAIN_MAX_BYTES)
     Session session             # protocol state and the output buffer
+    size_t counted_bytes        # what context.memory.client_bytes counts for it (see account)
 
 
 cdef struct Descriptor:
@@ -195,7 +198,8 @@ cdef class EventLoop:
                   size_t read_chunk_bytes, size_t output_high_water_bytes, size_t max_clients,
                   double timeout, str version, bytes password=None, bint protected_mode=False, logger=None,
                   AppendOnlyFile append_only_file=None, long long slowlog_log_slower_than=10000,
-                  size_t slowlog_max_len=128):
+                  size_t slowlog_max_len=128, int64_t clock_offset_ms=0, size_t maxmemory=0,
+                  str maxmemory_policy="noeviction"):
         cdef const RespCommand *commands
         cdef size_t command_count
         self.epoll_fd = -1
@@ -204,7 +208,10 @@ cdef class EventLoop:
         self.read_chunk_bytes = read_chunk_bytes
         self.logger = logger
         store_init(&self.context.store)
+        store_init(&self.context.expires)
         store_init(&self.context.watched)
+        expire_init(&self.context)
+        self.context.expiry.clock_offset_ms = clock_offset_ms
         self.context.port = port
         self.context.started_at = time(NULL)
         self.context.limits.max_line_bytes = max_line_bytes
@@ -231,12 +238,15 @@ cdef class EventLoop:
         self.append_only_file = append_only_file
         if append_only_file is not None:
             self.context.aof = &append_only_file.log
+            append_only_file.log.expires = &self.context.expires
         if password is not None:
             self.context.password = self.password_bytes
             self.context.password_length = len(self.password_bytes)
         self.shared_input = <char *>malloc(2 * read_chunk_bytes)     # two halves: see receive()
         if self.shared_input == NULL:
             raise MemoryError()
+        self.context.memory.fixed_bytes = 2 * read_chunk_bytes
+        self.configure_memory(maxmemory, maxmemory_policy)
         self.epoll_fd = epoll_create1(EPOLL_CLOEXEC)
         if self.epoll_fd < 0:
             raise_os_error()
@@ -291,7 +301,10 @@ cdef class EventLoop:
         AppendOnlyFile.replay_into. Returns the number of records applied."""
         if self.append_only_file is None:
             return 0
-        return self.append_only_file.replay_into(&self.context.store, progress)
+        records = self.append_only_file.replay_into(&self.context.store, &self.context.expires, progress)
+        with nogil:
+            expire_after_load(&self.context)
+        return records
 
     def close_log(self):
         """Before exit: a log that must be rewritten from memory (a sync failed)
@@ -330,6 +343,17 @@ cdef class EventLoop:
         """Counters of the loop, the store and the log, as a dict (the IN_API
         rows of _stats.pyx)."""
         return stats_as_dict(&self.context)
+
+    def configure_memory(self, size_t maxmemory, str policy):
+        """Apply maxmemory (bytes, 0: no limit) and maxmemory-policy (a name of
+        kvfast._evict.POLICIES), as CONFIG SET does at run time. Call only
+        when ``run()`` is not running. ValueError for an unknown policy."""
+        cdef bytes name = policy.encode()
+        cdef int number = policy_from_name(name, len(name))
+        if number < 0:
+            raise ValueError(f"unknown maxmemory policy {policy!r}")
+        if memory_configure(&self.context, maxmemory, number) < 0:
+            raise MemoryError()
 
     # ---- settings that change at run time (CONFIG SET: kvfast.config rows' apply hooks) ----
     # Each setter runs with the GIL in the loop's thread (from CONFIG SET, between two
@@ -461,6 +485,24 @@ cdef class EventLoop:
     def slowlog_max_len(self, size_t value):
         self.context.limits.slowlog_max_len = value      # a shorter log is trimmed at its next entry
 
+    @property
+    def maxmemory(self):
+        """The memory limit in bytes (0: none); see kvfast/_evict.pyx."""
+        return self.context.memory.maxmemory
+
+    @maxmemory.setter
+    def maxmemory(self, size_t value):
+        if memory_configure(&self.context, value, self.context.memory.policy) < 0:
+            raise MemoryError()
+
+    @property
+    def maxmemory_policy(self):
+        return policy_name(self.context.memory.policy).decode()
+
+    @maxmemory_policy.setter
+    def maxmemory_policy(self, str policy):
+        self.configure_memory(self.context.memory.maxmemory, policy)
+
     cdef void release(self) noexcept:
         cdef size_t fd
         cdef int i
@@ -476,6 +518,7 @@ cdef class EventLoop:
         free(self.shared_input)
         self.shared_input = NULL
         store_free(&self.context.store)
+        store_free(&self.context.expires)
         store_free(&self.context.watched)
         stats_free(&self.context)
         if self.epoll_fd >= 0:
@@ -521,6 +564,7 @@ cdef class EventLoop:
                 return RUN_INTERRUPTED if errno == EINTR else RUN_FAILED
             self.now_ms = monotonic_ms()
             self.context.now_ms = self.now_ms
+            self.context.expiry.clock_ms = 0        # deadlines are compared with a clock read again
             if self.now_ms >= self.next_sweep_ms:
                 self.sweep()
                 self.log_client_trouble()
@@ -529,6 +573,9 @@ cdef class EventLoop:
                 self.watch_rewrite()
             if ready == 0:
                 store_migrate_idle(&self.context.store)
+                if store_is_resizing(&self.context.expires):
+                    store_migrate_idle(&self.context.expires)
+                self.expire_keys()
                 timeout = self.next_timeout()
                 continue
             for i in range(ready):
@@ -572,6 +619,7 @@ cdef class EventLoop:
             self.write_queued()
             if self.context.kills_pending > 0:
                 self.close_killed()
+            self.expire_keys()
             timeout = self.next_timeout()
             if stop_requested or self.context.shutdown_requested:
                 return RUN_STOPPED
@@ -603,10 +651,30 @@ cdef class EventLoop:
                     self.queue_write(connection)
             session = session.next_session
 
+    cdef void expire_keys(self) noexcept nogil:
+        """A slice of active expiry, when one is due (kvfast/_expire.pyx), after
+        the iteration's replies went out; the deletes it logged are written at
+        once (under ``--fsync always``, synced), so an expiry is never held in
+        memory while the loop sleeps."""
+        if self.context.expiry.volatile_keys == 0:
+            return
+        if expire_slice(&self.context, monotonic_us()) and self.context.aof != NULL:
+            self.persist()
+
     cdef int next_timeout(self) noexcept nogil:
+        """epoll_wait's timeout: the sooner of the store's and expiry's."""
+        cdef int timeout = self.store_timeout(), expiry
+        if self.context.expiry.volatile_keys == 0:
+            return timeout
+        expiry = expire_timeout_ms(&self.context, monotonic_us())
+        if timeout < 0 or (expiry >= 0 and expiry < timeout):
+            return expiry
+        return timeout
+
+    cdef int store_timeout(self) noexcept nogil:
         """epoll_wait's timeout: 0 while a resize can use idle time; until the next
         sweep while idle clients may time out or refused ones wait; else forever."""
-        if store_is_resizing(&self.context.store):
+        if store_is_resizing(&self.context.store) or store_is_resizing(&self.context.expires):
             return 0
         if self.context.aof != NULL and self.context.aof.failure != 0:
             return <int>(self.context.aof.retry_at_ms - self.now_ms) if self.context.aof.retry_at_ms > self.now_ms \
@@ -816,6 +884,7 @@ cdef class EventLoop:
         if self.register(fd, DESCRIPTOR_CLIENT, 0, connection) < 0:
             free(connection)
             return -1
+        self.account(connection)
         connection.interest = EPOLLIN
         if refusal != REFUSE_NONE or transport == TRANSPORT_METRICS:
             if refusal != REFUSE_NONE:
@@ -848,6 +917,7 @@ cdef class EventLoop:
         free(connection.input)
         output_free(&connection.session.output)
         multi_release(&self.context, &connection.session)      # a pending queue is discarded, watches dropped
+        self.context.memory.client_bytes -= connection.counted_bytes
         free(connection)
         self.resume_accepting()
 
@@ -919,7 +989,18 @@ cdef class EventLoop:
         if output_pending(&connection.session.output) > 0:
             self.queue_write(connection)
         self.update_interest(connection)
+        self.account(connection)
         return 0
+
+    cdef void account(self, Connection *connection) noexcept nogil:
+        """Bring context.memory.client_bytes (part of maxmemory's used memory)
+        up to date with this connection's struct, buffers and transaction
+        queue, after the loop may have changed them."""
+        cdef size_t now = sizeof(Connection) + connection.input_cap + connection.session.output.capacity
+        if connection.session.transaction != NULL:
+            now += sizeof(Transaction) + connection.session.transaction.queue_capacity
+        self.context.memory.client_bytes += now - connection.counted_bytes
+        connection.counted_bytes = now
 
     cdef int consume(self, Connection *connection, char *data, size_t length) noexcept nogil:
         """Hand ``data[:length]`` (the shared buffer or the connection's own) to
@@ -1210,6 +1291,7 @@ cdef class EventLoop:
             if connection.write_blocked or output_pending(output) == 0:
                 break
         self.update_interest(connection)
+        self.account(connection)
 
     # ---- logging ----------------------------------------------------------------
 

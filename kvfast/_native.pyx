@@ -5,6 +5,10 @@
     get K          V | Key not found
     del K          OK | Key not found
     set K V        OK                          (insert or overwrite)
+    put|set K V ex S   ...with a TTL of S seconds (1 to 10^12)
+    expire K S     OK | Key not found          (K expires in S seconds)
+    ttl K          seconds left | No expiry | Key not found
+    persist K      OK | No expiry | Key not found   (the TTL removed)
     incr K [D]     the new value               (absent counts as 0; D defaults to 1)
     stats          name=value pairs on one line
     auth P         OK | Invalid password         (when the server has a password)
@@ -33,8 +37,11 @@ from kvfast._context cimport (
     ServerContext, Session, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._evict cimport memory_admit
 from kvfast._keyspace cimport (
     keyspace_begin_write, keyspace_read, keyspace_insert, keyspace_upsert, keyspace_delete, keyspace_increment,
+    keyspace_contains, keyspace_set_expiring, keyspace_set_deadline, keyspace_persist, keyspace_deadline,
+    keyspace_clock_ms,
 )
 from kvfast._output cimport Output, output_append, output_text, output_int64
 from kvfast._stats cimport write_stats_line
@@ -43,9 +50,16 @@ from kvfast._text cimport IntParse, INT_OK, INT_OUT_OF_RANGE, parse_int64, equal
 
 
 cdef enum:
-    MAX_WORDS = 4              # command + two arguments + one to notice extra words
+    MAX_WORDS = 6              # command + four arguments (set K V ex S) + one to notice extra words
     ECHO_LIMIT = 32            # bytes of an unknown command echoed back in the error
     PREFETCH_MAX_LINE = 64     # longer lines end a prefetch walk (a "set K V" line is at most 47 bytes)
+
+
+cdef extern from *:
+    """
+    #define KVFAST_MAX_TTL_SECONDS ((int64_t)1000000000000)
+    """
+    const int64_t MAX_TTL_SECONDS "KVFAST_MAX_TTL_SECONDS"   # a native TTL is 1 to 10^12 s (about 31,700 years)
 
 
 cdef struct Word:
@@ -162,6 +176,7 @@ ctypedef int (*NativeProc)(ServerContext *context, Session *session, const Word 
 cdef enum NativeFlag:
     NATIVE_WRITE = 1            # changes the store: refused while the append-only log is failing
     NATIVE_NO_AUTH = 2          # allowed before a password-protected session has authenticated
+    NATIVE_DENYOOM = 4          # may add memory: over maxmemory, room is made or it is refused
 
 
 cdef struct NativeCommand:
@@ -218,8 +233,9 @@ cdef int native_execute(ServerContext *context, Session *session, const char *li
     inline request, or gets native_unknown's reply. The generic checks are
     made here, once, in this order: a known command, authentication (by the
     row's NATIVE_NO_AUTH flag), the word count (its usage text), the log's
-    state for writes; then the row's proc runs. Returns 0, or -1 if the
-    reply could not be buffered (out of memory)."""
+    state for writes, maxmemory for those that may add memory (``Error: out
+    of memory limit`` when no room can be made); then the row's proc runs.
+    Returns 0, or -1 if the reply could not be buffered (out of memory)."""
     cdef Word words[MAX_WORDS]
     cdef size_t count = split_words(line, length, words)
     cdef const NativeCommand *command
@@ -236,6 +252,9 @@ cdef int native_execute(ServerContext *context, Session *session, const char *li
         return output_text(&session.output, b"Authentication required\n")
     if count < command.min_words or count > command.max_words:
         return invalid(context, &session.output, command.usage)
+    if command.flags & NATIVE_DENYOOM and context.memory.maxmemory != 0 and not memory_admit(context, session):
+        context.counters[<int>COUNTER_ERROR_REPLIES] += 1
+        return output_text(&session.output, b"Error: out of memory limit\n")
     if command.flags & NATIVE_WRITE:
         refusal = keyspace_begin_write(context, 1)
         if refusal != 0:
@@ -258,27 +277,52 @@ cdef int command_get(ServerContext *context, Session *session, const Word *words
 
 cdef int command_put(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
     """``put K V``: insert only; ``OK`` or ``Key already exists`` (the stored value is kept)."""
-    return write_value(context, session, words, True)
+    return write_value(context, session, words, count, True)
 
 
 cdef int command_set(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
     """``set K V``: insert or overwrite; ``OK``."""
-    return write_value(context, session, words, False)
+    return write_value(context, session, words, count, False)
 
 
-cdef int write_value(ServerContext *context, Session *session, const Word *words, bint insert_only) noexcept nogil:
-    """put and set: parse both integers, then insert (``insert_only``) or
-    upsert. Returns 0, or -1 if out of memory for the reply."""
+cdef bint seconds_argument(ServerContext *context, Output *output, const Word *word, int64_t *deadline,
+                           int *status) noexcept nogil:
+    """A TTL in seconds (1 to MAX_TTL_SECONDS) as a deadline in Unix ms; False
+    when it replied why not (``status`` set)."""
+    cdef int64_t seconds
+    if not integer_argument(context, output, word, &seconds, b"seconds is not an integer", status):
+        return False
+    if seconds < 1 or seconds > MAX_TTL_SECONDS:
+        status[0] = invalid(context, output, b"seconds must be 1 to 1000000000000")
+        return False
+    deadline[0] = keyspace_clock_ms(context) + seconds * 1000
+    return True
+
+
+cdef int write_value(ServerContext *context, Session *session, const Word *words, size_t count,
+                     bint insert_only) noexcept nogil:
+    """put and set: parse both integers (and ``ex S``), then insert
+    (``insert_only``) or upsert, with the TTL if given (else a set clears
+    one). Returns 0, or -1 if out of memory for the reply."""
     cdef Output *output = &session.output
-    cdef int64_t key, value
+    cdef int64_t key, value, deadline = 0
     cdef int result
     if not (integer_argument(context, output, &words[1], &key, b"key is not an integer", &result)
             and integer_argument(context, output, &words[2], &value, b"value is not an integer", &result)):
         return result
+    if count > 3:
+        if count == 4 or not equals_nocase(words[3].start, words[3].length, b"ex"):
+            return invalid(context, output, b"usage: put <key> <value> [ex <seconds>]" if insert_only
+                           else b"usage: set <key> <value> [ex <seconds>]")
+        if not seconds_argument(context, output, &words[4], &deadline, &result):
+            return result
     if insert_only:
-        result = keyspace_insert(context, session, key, value)
-        if result == 0:
+        if keyspace_contains(context, key):
             return output_text(output, b"Key already exists\n")
+        result = keyspace_set_expiring(context, session, key, value, deadline) if deadline != 0 \
+            else keyspace_insert(context, session, key, value)
+    elif deadline != 0:
+        result = keyspace_set_expiring(context, session, key, value, deadline)
     else:
         result = keyspace_upsert(context, session, key, value)
     if result < 0:
@@ -315,6 +359,51 @@ cdef int command_incr(ServerContext *context, Session *session, const Word *word
     return output_int64(output, value, b"\n")
 
 
+cdef int command_expire(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``expire K S``: K expires in S seconds; ``OK``, or ``Key not found``."""
+    cdef Output *output = &session.output
+    cdef int64_t key, deadline
+    cdef int result
+    if not integer_argument(context, output, &words[1], &key, b"key is not an integer", &result):
+        return result
+    if not seconds_argument(context, output, &words[2], &deadline, &result):
+        return result
+    if not keyspace_contains(context, key):
+        return output_text(output, b"Key not found\n")
+    if keyspace_set_deadline(context, session, key, deadline) < 0:
+        return output_text(output, b"Error: out of memory\n")
+    return output_text(output, b"OK\n")
+
+
+cdef int command_ttl(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
+    """``ttl K``: the seconds left (rounded, as Redis's TTL), ``No expiry``, or ``Key not found``."""
+    cdef int64_t key, deadline, left
+    cdef int result
+    if not integer_argument(context, &session.output, &words[1], &key, b"key is not an integer", &result):
+        return result
+    if keyspace_read(context, key) == NULL:
+        return output_text(&session.output, b"Key not found\n")
+    deadline = keyspace_deadline(context, key)
+    if deadline == 0:
+        return output_text(&session.output, b"No expiry\n")
+    left = deadline - keyspace_clock_ms(context)
+    return output_int64(&session.output, (left + 500) // 1000 if left > 0 else 0, b"\n")
+
+
+cdef int command_persist(ServerContext *context, Session *session, const Word *words,
+                         size_t count) noexcept nogil:
+    """``persist K``: remove K's TTL; ``OK``, ``No expiry``, or ``Key not found``."""
+    cdef int64_t key
+    cdef int result
+    if not integer_argument(context, &session.output, &words[1], &key, b"key is not an integer", &result):
+        return result
+    if not keyspace_contains(context, key):
+        return output_text(&session.output, b"Key not found\n")
+    if not keyspace_persist(context, session, key):
+        return output_text(&session.output, b"No expiry\n")
+    return output_text(&session.output, b"OK\n")
+
+
 cdef int command_stats(ServerContext *context, Session *session, const Word *words, size_t count) noexcept nogil:
     """``stats``: one line of ``name=value`` counters (see _stats.pyx)."""
     return write_stats_line(&session.output, context)
@@ -340,16 +429,22 @@ cdef int command_auth(ServerContext *context, Session *session, const Word *word
 
 # One row per command: name, proc, word counts, flags, usage; then --help's
 # synopsis, summary and replies.
-define(b"put", command_put, 3, 3, NATIVE_WRITE, b"usage: put <key> <value>",
-       b"put K V", b"store V under K", b"OK | Key already exists")
+define(b"put", command_put, 3, 5, NATIVE_WRITE | NATIVE_DENYOOM, b"usage: put <key> <value> [ex <seconds>]",
+       b"put K V [ex S]", b"store V under K (expiring in S seconds)", b"OK | Key already exists")
 define(b"get", command_get, 2, 2, 0, b"usage: get <key>",
        b"get K", b"read the value of K", b"V  | Key not found")
 define(b"del", command_del, 2, 2, NATIVE_WRITE, b"usage: del <key>",
        b"del K", b"remove K", b"OK | Key not found")
-define(b"set", command_set, 3, 3, NATIVE_WRITE, b"usage: set <key> <value>",
-       b"set K V", b"store V, overwriting", b"OK")
-define(b"incr", command_incr, 2, 3, NATIVE_WRITE, b"usage: incr <key> [<delta>]",
+define(b"set", command_set, 3, 5, NATIVE_WRITE | NATIVE_DENYOOM, b"usage: set <key> <value> [ex <seconds>]",
+       b"set K V [ex S]", b"store V, overwriting (expiring in S seconds; else no TTL)", b"OK")
+define(b"incr", command_incr, 2, 3, NATIVE_WRITE | NATIVE_DENYOOM, b"usage: incr <key> [<delta>]",
        b"incr K [D]", b"add D (default 1)", b"the new value (an absent key counts as 0)")
+define(b"expire", command_expire, 3, 3, NATIVE_WRITE, b"usage: expire <key> <seconds>",
+       b"expire K S", b"K expires in S seconds (1 to 10^12)", b"OK | Key not found")
+define(b"ttl", command_ttl, 2, 2, 0, b"usage: ttl <key>",
+       b"ttl K", b"seconds until K expires", b"seconds | No expiry | Key not found")
+define(b"persist", command_persist, 2, 2, NATIVE_WRITE, b"usage: persist <key>",
+       b"persist K", b"remove K's expiry", b"OK | No expiry | Key not found")
 define(b"stats", command_stats, 1, 1, 0, b"usage: stats",
        b"stats", b"server counters", b"name=value pairs on one line")
 define(b"bye", command_bye, 1, 1, NATIVE_NO_AUTH, b"usage: bye",

@@ -7,16 +7,23 @@ from libc.string cimport memcpy
 
 cdef enum:
     HEADER_BYTES = 16
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2          # the version written; 1 (no deadline records) still loads
+    OLDEST_FORMAT_VERSION = 1
     RECORD_SET = 0x53           # 'S'
     RECORD_DELETE = 0x44        # 'D'
     RECORD_CLEAR = 0x43         # 'C'
     RECORD_BEGIN = 0x42         # 'B': a transaction of the next ``count`` records (all or none)
+    RECORD_SET_EXPIRING = 0x58  # 'X': key = value, with a deadline (Unix ms)
+    RECORD_DEADLINE = 0x54      # 'T': an existing key's deadline (Unix ms) is now this
+    RECORD_PERSIST = 0x50       # 'P': an existing key's deadline is removed
     SET_BYTES = 21
     DELETE_BYTES = 13
     CLEAR_BYTES = 5
     BEGIN_BYTES = 13
-    MAX_RECORD_BYTES = 21       # the largest record (a set)
+    SET_EXPIRING_BYTES = 29
+    DEADLINE_BYTES = 21
+    PERSIST_BYTES = 13
+    MAX_RECORD_BYTES = 29       # the largest record (a set with a deadline)
 
 
 cdef uint32_t crc32c_of(const uint8_t *data, size_t length) noexcept nogil
@@ -32,6 +39,12 @@ cdef inline size_t record_length(uint8_t kind) noexcept nogil:
         return CLEAR_BYTES
     if kind == RECORD_BEGIN:
         return BEGIN_BYTES
+    if kind == RECORD_SET_EXPIRING:
+        return SET_EXPIRING_BYTES
+    if kind == RECORD_DEADLINE:
+        return DEADLINE_BYTES
+    if kind == RECORD_PERSIST:
+        return PERSIST_BYTES
     return 0
 
 
@@ -46,6 +59,20 @@ cdef inline void encode_set(uint8_t *record, int64_t key, int64_t value) noexcep
     memcpy(record + 1, &key, 8)
     memcpy(record + 9, &value, 8)
     seal(record, SET_BYTES)
+
+
+cdef inline void encode_set_expiring(uint8_t *record, int64_t key, int64_t value, int64_t deadline) noexcept nogil:
+    record[0] = RECORD_SET_EXPIRING
+    memcpy(record + 1, &key, 8)
+    memcpy(record + 9, &value, 8)
+    memcpy(record + 17, &deadline, 8)
+    seal(record, SET_EXPIRING_BYTES)
+
+
+cdef inline void encode_header_version(uint8_t *header, uint32_t version) noexcept nogil:
+    memcpy(header, <const char *>b"KVFASTAO", 8)
+    memcpy(header + 8, &version, 4)
+    seal(header, HEADER_BYTES)
 
 
 cdef inline void encode_header(uint8_t *header) noexcept nogil:

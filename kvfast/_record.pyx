@@ -2,14 +2,30 @@
 """The append-only file's format, and its checksum.
 
 Little-endian, as the hosts kvfast runs on (x86-64, arm64):
-    Header, 16 bytes: the magic ``KVFASTAO``, the version (uint32, 1) and the
-    CRC32C of those 12 bytes (uint32).
+    Header, 16 bytes: the magic ``KVFASTAO``, the version (uint32, 2; files
+    of version 1 load too) and the CRC32C of those 12 bytes (uint32).
     Then records, each a type byte, its payload and the CRC32C (uint32) of type
     and payload:
         ``S`` set     key int64, value int64     21 bytes
         ``D`` delete  key int64                  13 bytes
         ``C`` clear   (flushall)                  5 bytes
         ``B`` begin   count uint64               13 bytes
+        ``X`` set with a deadline                29 bytes
+                      key int64, value int64, deadline int64 (Unix ms)
+        ``T`` deadline  key int64, deadline int64  21 bytes
+        ``P`` persist   key int64                  13 bytes
+    Deadlines are absolute (Unix milliseconds, Redis's PEXPIREAT), so a replay
+    at any later time knows which keys have expired meanwhile: they are not
+    loaded. ``S`` leaves its key without a deadline (SET clears a TTL); ``X``
+    sets value and deadline in one record (SET EX, and any change of a key that
+    keeps its TTL: INCR, APPEND, RENAME, COPY); ``T`` and ``P`` change only the
+    deadline of a present key (EXPIRE, PERSIST); a key's expiry is logged as a
+    ``D`` (as Redis propagates a DEL), though a replay would drop the key by
+    its deadline anyway. Version 2 adds ``X``, ``T`` and ``P``; a version-1
+    file holds none of them and loads as before. A server appending to a
+    version-1 file leaves its header (the next rewrite writes version 2); a
+    server older than version 2 refuses a file that has the new records
+    (unknown record type), never misreads it.
     ``B`` opens a transaction (MULTI/EXEC): the ``count`` records after it
     (sets, deletes and clears; never another ``B``) are one unit. Replay
     applies all of them or, when the file ends inside them (a crash

@@ -22,5 +22,5 @@ cdef class MappedFile:
 
 cdef bint all_zero(const uint8_t *data, size_t length) noexcept nogil
 cdef int check_header(const uint8_t *data, size_t size, path) except -1
-cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position, Store *store,
+cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position, Store *store, Store *expires,
                              size_t max_records, uint64_t *records) noexcept nogil

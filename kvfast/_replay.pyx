@@ -19,11 +19,12 @@ from posix.mman cimport mmap, munmap, PROT_READ, MAP_PRIVATE, MAP_FAILED
 from posix.stat cimport struct_stat, fstat, S_ISDIR
 
 from kvfast._record cimport (
-    HEADER_BYTES, MAX_RECORD_BYTES, RECORD_SET, RECORD_DELETE, RECORD_BEGIN, BEGIN_BYTES, crc32c_of,
-    record_length, encode_header,
+    HEADER_BYTES, MAX_RECORD_BYTES, RECORD_SET, RECORD_DELETE, RECORD_CLEAR, RECORD_BEGIN, BEGIN_BYTES,
+    RECORD_SET_EXPIRING, RECORD_DEADLINE, RECORD_PERSIST, FORMAT_VERSION, OLDEST_FORMAT_VERSION, crc32c_of,
+    record_length, encode_header_version,
 )
 from kvfast._record import crc32c
-from kvfast._store cimport Store, store_upsert, store_delete, store_clear, store_prefetch
+from kvfast._store cimport Store, store_upsert, store_delete, store_clear, store_prefetch, store_lookup
 from kvfast._system cimport madvise, MADV_SEQUENTIAL, raise_os_error
 
 
@@ -113,7 +114,7 @@ cdef ScanStatus check_transaction(const uint8_t *data, size_t size, size_t begin
     return SCAN_END
 
 
-cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position, Store *store,
+cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position, Store *store, Store *expires,
                              size_t max_records, uint64_t *records) noexcept nogil:
     """Check (and, given a store, apply) up to ``max_records`` records starting
     at ``position[0]``, advancing it past each good one and counting them in
@@ -121,11 +122,15 @@ cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position,
     the status says whether it is a torn tail or corruption in the middle (see
     classify_damage). A transaction is checked whole before any of it is
     applied; when the file ends inside it, ``position[0]`` is its ``B`` and the
-    status SCAN_TORN_TRANSACTION. SCAN_NO_MEMORY: the store could not grow."""
+    status SCAN_TORN_TRANSACTION. SCAN_NO_MEMORY: the store could not grow.
+    Deadlines go to ``expires`` (key -> Unix ms; given with ``store``) as
+    recorded, expired or not: a later ``T`` may have moved a deadline that has
+    passed by now, so the expired keys are dropped once the whole log is in
+    (expire_after_load in _expire.pyx), not record by record."""
     cdef size_t at = position[0], length, done = 0, unit_end = 0, damaged_at = 0
     cdef size_t ahead = at, ahead_records = 0, ahead_length
     cdef uint8_t kind
-    cdef int64_t key, value
+    cdef int64_t key, value, deadline
     cdef ScanStatus damage
     while done < max_records:
         if store != NULL:
@@ -137,7 +142,7 @@ cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position,
                 if ahead_length == 0 or size - ahead < ahead_length:
                     ahead = size
                     break
-                if data[ahead] == RECORD_SET or data[ahead] == RECORD_DELETE:
+                if data[ahead] != RECORD_BEGIN and data[ahead] != RECORD_CLEAR:
                     memcpy(&key, data + ahead + 1, 8)
                     store_prefetch(store, key)
                 ahead += ahead_length
@@ -160,15 +165,30 @@ cdef ScanStatus scan_records(const uint8_t *data, size_t size, size_t *position,
                     return damage
         elif store != NULL:
             memcpy(&key, data + at + 1, 8)
-            if kind == RECORD_SET:
+            if kind == RECORD_SET or kind == RECORD_SET_EXPIRING:
                 memcpy(&value, data + at + 9, 8)
                 if store_upsert(store, key, value) < 0:
                     position[0] = at
                     return SCAN_NO_MEMORY
-            elif kind == RECORD_DELETE:
-                store_delete(store, key)
+                if kind == RECORD_SET:
+                    store_delete(expires, key)
+                else:
+                    memcpy(&deadline, data + at + 17, 8)
+                    if store_upsert(expires, key, deadline) < 0:
+                        position[0] = at
+                        return SCAN_NO_MEMORY
+            elif kind == RECORD_DEADLINE:
+                memcpy(&deadline, data + at + 9, 8)
+                if store_lookup(store, key) != NULL and store_upsert(expires, key, deadline) < 0:
+                    position[0] = at
+                    return SCAN_NO_MEMORY
+            elif kind == RECORD_DELETE or kind == RECORD_PERSIST:
+                if kind == RECORD_DELETE:
+                    store_delete(store, key)
+                store_delete(expires, key)
             else:
                 store_clear(store)
+                store_clear(expires)
         at += length
         done += 1
         records[0] += 1
@@ -223,14 +243,18 @@ cdef class MappedFile:
 
 
 cdef int check_header(const uint8_t *data, size_t size, path) except -1:
-    """Raise LogError unless the file starts with a valid version-1 header."""
+    """Raise LogError unless the file starts with a valid header of a version
+    this build reads (OLDEST_FORMAT_VERSION to FORMAT_VERSION). Returns the version."""
     cdef uint8_t expected[HEADER_BYTES]
-    encode_header(expected)
+    cdef uint32_t version
+    encode_header_version(expected, FORMAT_VERSION)
     if memcmp(data, expected, 8) != 0:
         raise LogError(path, "not a kvfast append-only file (bad header)", 0)
-    if memcmp(data, expected, HEADER_BYTES) != 0:
-        raise LogError(path, "unsupported version or damaged header", 0)
-    return 0
+    for version in range(OLDEST_FORMAT_VERSION, FORMAT_VERSION + 1):
+        encode_header_version(expected, version)
+        if memcmp(data, expected, HEADER_BYTES) == 0:
+            return version
+    raise LogError(path, "unsupported version or damaged header", 0)
 
 
 def inspect(path):
@@ -255,7 +279,7 @@ def inspect(path):
         raise LogError(path, "not a kvfast append-only file (bad header)", 0)
     check_header(mapped.data, mapped.size, path)
     with nogil:
-        status = scan_records(mapped.data, mapped.size, &position, NULL, <size_t>-1, &records)
+        status = scan_records(mapped.data, mapped.size, &position, NULL, NULL, <size_t>-1, &records)
     result = {"records": records, "good_end": position, "size": mapped.size, "problem": None}
     if status == SCAN_END:
         result["status"] = "ok"
@@ -267,7 +291,9 @@ def inspect(path):
 
 def records(path):
     """Yield ``(offset, kind, key, value)`` for each good record ("set", "del",
-    "flushall"; key and value None where the record has none); raise LogError
+    "flushall", "pexpireat" (value: the deadline, Unix ms), "persist"; key and
+    value None where the record has none; the value of a set with a deadline
+    is ``(value, deadline)``); raise LogError
     at the first damaged record. For ``kvfast-aof dump``. A transaction is
     ``(offset, "multi", count, None)`` before its records and ``(end, "exec",
     None, None)`` after them (``end``: where its last record ends; not a
@@ -279,13 +305,7 @@ def records(path):
         if len(data) == 0:
             return
         raise LogError(path, "torn header at offset 0", 0)
-    header = bytearray(HEADER_BYTES)
-    cdef uint8_t[::1] header_view = header
-    encode_header(&header_view[0])
-    if data[:8] != bytes(header[:8]):
-        raise LogError(path, "not a kvfast append-only file (bad header)", 0)
-    if data[:HEADER_BYTES] != bytes(header):
-        raise LogError(path, "unsupported version or damaged header", 0)
+    check_header(data, len(data), path)
     offset = HEADER_BYTES
     unit_end = None
     while offset < len(data):
@@ -307,6 +327,14 @@ def records(path):
         elif kind == RECORD_SET:
             key, value = struct.unpack_from("<qq", data, offset + 1)
             yield offset, "set", key, value
+        elif kind == RECORD_SET_EXPIRING:
+            key, value, deadline = struct.unpack_from("<qqq", data, offset + 1)
+            yield offset, "set", key, (value, deadline)
+        elif kind == RECORD_DEADLINE:
+            key, deadline = struct.unpack_from("<qq", data, offset + 1)
+            yield offset, "pexpireat", key, deadline
+        elif kind == RECORD_PERSIST:
+            yield offset, "persist", struct.unpack_from("<q", data, offset + 1)[0], None
         elif kind == RECORD_DELETE:
             yield offset, "del", struct.unpack_from("<q", data, offset + 1)[0], None
         else:

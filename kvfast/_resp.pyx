@@ -20,7 +20,7 @@ from kvfast._aof cimport aof_begin_transaction, aof_end_transaction
 from kvfast._config_command cimport command_config
 from kvfast._command cimport (
     Request, Argument, next_argument, RespProc, RespCommand, CMD_WRITE, CMD_READONLY, CMD_ADMIN, CMD_LOADING,
-    CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, FLAG_COUNT,
+    CMD_FAST, CMD_NO_AUTH, CMD_NO_MULTI, CMD_DENYOOM, FLAG_COUNT,
 )
 from kvfast._clients cimport (
     monitor_feed, client_set_name, command_client, command_monitor, command_shutdown, command_debug,
@@ -35,6 +35,7 @@ from kvfast._context cimport (
     ServerContext, Session, CommandStats, COUNTER_COMMANDS_PROCESSED, COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS,
     COUNTER_AUTH_FAILURES,
 )
+from kvfast._evict cimport memory_admit
 from kvfast._keys cimport (
     command_scan, command_keys, command_type, command_touch, command_rename, command_renamenx, command_copy,
     command_randomkey, command_object, command_memory,
@@ -59,6 +60,11 @@ from kvfast._stats cimport (
     write_info_section,
 )
 from kvfast._store cimport Store, store_prefetch
+from kvfast._expire cimport (
+    command_expire, command_pexpire, command_expireat, command_pexpireat, command_ttl, command_pttl,
+    command_expiretime, command_pexpiretime, command_persist, command_setex, command_psetex, command_getex,
+    expire_average_ttl_ms,
+)
 from kvfast._strings cimport (
     command_set, command_getset, command_getdel, command_mset, command_msetnx, command_incrbyfloat, command_strlen,
     command_append, command_time, command_role, command_wait, command_swapdb, command_lastsave, command_save,
@@ -505,6 +511,7 @@ FLAG_NAMES[3] = b"loading"
 FLAG_NAMES[4] = b"fast"
 FLAG_NAMES[5] = b"no_auth"
 FLAG_NAMES[6] = b"no_multi"
+FLAG_NAMES[7] = b"denyoom"
 
 
 cdef enum:
@@ -591,7 +598,8 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     command's effects can always be logged). Then the row's proc runs with the
     position of the first argument after the name. A session in MULTI has its
     requests queued instead (multi_dispatch); a request refused by these
-    checks meanwhile makes its EXEC fail (multi_flag_error).
+    checks meanwhile makes its EXEC fail (multi_flag_error). With maxmemory
+    set, memory_refusal makes room (or refuses) first.
     """
     cdef size_t position = request.arguments_at
     cdef Argument name
@@ -601,7 +609,7 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     cdef uint64_t errors
     cdef int refusal, result
     cdef int64_t started
-    cdef bint queueing
+    cdef bint queueing, shielded = False
     next_argument(request.data, &position, &name)
     command = find_command(&name)
     context.counters[<int>COUNTER_COMMANDS_PROCESSED] += 1
@@ -626,6 +634,13 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
             multi_flag_error(session)
             result = reply_wrong_arity(context, &session.output, command.name)
         return rejected(context, session, stats, offset, result)
+    if context.memory.maxmemory != 0 and not context.memory.in_transaction:
+        refusal = memory_refusal(context, session, command)
+        if refusal != 0:
+            return rejected(context, session, stats, offset, 0 if refusal > 0 else -1)
+        # EXEC admitted as a whole: its queue then runs unchecked, never stopping half-way.
+        shielded = command.proc == command_exec
+        context.memory.in_transaction = shielded
     queueing = session.transaction != NULL and session.transaction.queueing and command.proc != command_quit
     if queueing and command.proc != command_exec and command.proc != command_discard:
         # In MULTI (kvfast/_multi.pyx): queued (counted when EXEC runs it), or refused.
@@ -654,6 +669,8 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
         else:
             result = command.proc(context, session, request, position)
         context.execute_depth -= 1
+        if shielded:
+            context.memory.in_transaction = False
         started = monotonic_ns() - started
         stats_record(context, stats, started)
         if context.execute_depth == 0:
@@ -667,6 +684,27 @@ cdef int execute(ServerContext *context, Session *session, const Request *reques
     if context.monitor_count != 0 and not (command.flags & CMD_ADMIN):
         monitor_feed(context, session, request, redaction(command))
     return result
+
+
+cdef int memory_refusal(ServerContext *context, Session *session, const RespCommand *command) noexcept nogil:
+    """execute()'s maxmemory check (kvfast/_evict.pyx), while a limit is set:
+    0 when the command may run; 1 when it was refused (-OOM, and in MULTI that
+    also makes EXEC fail, as Redis; an EXEC whose queue holds writes and
+    cannot be admitted answers -EXECABORT); -1 when the reply could not be
+    buffered. A CMD_DENYOOM command first makes room by the policy (bounded
+    work per command). As Redis, in MULTI every command but EXEC, DISCARD,
+    QUIT and RESET counts as one that adds memory (queueing does)."""
+    cdef bint queueing = session.transaction != NULL and session.transaction.queueing
+    if command.flags & CMD_DENYOOM or (queueing and command.proc != command_exec and command.proc != command_discard
+                                       and command.proc != command_quit and command.proc != command_reset):
+        if not memory_admit(context, session):
+            multi_flag_error(session)
+            return -1 if reply_error(context, &session.output, ERR_OUT_OF_MEMORY) < 0 else 1
+    elif command.proc == command_exec and queueing:
+        if session.transaction.queued_changes > 0 and not session.transaction.aborted \
+                and not session.transaction.watch_broken and not memory_admit(context, session):
+            return -1 if multi_reject_exec(context, session, ERR_OUT_OF_MEMORY + 1) < 0 else 1
+    return 0
 
 
 cdef inline Redaction redaction(const RespCommand *command) noexcept nogil:
@@ -1122,9 +1160,10 @@ cdef int write_keyspace_section(ServerContext *context, Output *text) noexcept n
     cdef size_t keys = keyspace_size(context)
     if keys == 0:
         return 0
-    if output_text(text, b"db0:keys=") < 0:
+    if output_text(text, b"db0:keys=") < 0 or output_int64(text, <int64_t>keys, b",expires=") < 0 \
+            or output_int64(text, <int64_t>context.expiry.volatile_keys, b",avg_ttl=") < 0:
         return -1
-    return output_int64(text, <int64_t>keys, b",expires=0,avg_ttl=0\r\n")
+    return output_int64(text, expire_average_ttl_ms(context), b"\r\n")
 
 
 INFO_SECTIONS[0] = InfoSection(b"server", b"# Server\r\n", INFO_NONE, write_server_section)
@@ -1192,15 +1231,15 @@ cdef int write_info_part(ServerContext *context, Output *text, const InfoSection
 # a hash) but reads well.
 
 define(b"get", command_get, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
-define(b"set", command_set, -3, CMD_WRITE, 1, 1, 1)
-define(b"setnx", command_setnx, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"put", command_put, 3, CMD_WRITE, 1, 1, 1)
+define(b"set", command_set, -3, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
+define(b"setnx", command_setnx, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"put", command_put, 3, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
 define(b"del", command_del, -2, CMD_WRITE, 1, -1, 1)
 define(b"exists", command_exists, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
-define(b"incr", command_incr, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"decr", command_decr, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"incrby", command_incrby, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"decrby", command_decrby, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"incr", command_incr, 2, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"decr", command_decr, 2, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"incrby", command_incrby, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
+define(b"decrby", command_decrby, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"mget", command_mget, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
 define(b"dbsize", command_dbsize, 1, CMD_READONLY | CMD_FAST)
 define(b"flushall", command_flushall, -1, CMD_WRITE)
@@ -1217,13 +1256,13 @@ define(b"config", command_config, -2, CMD_ADMIN)
 define(b"info", command_info, -1, CMD_LOADING)
 define(b"auth", command_auth, -2, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
 define(b"bgrewriteaof", command_bgrewriteaof, 1, CMD_ADMIN | CMD_NO_MULTI)
-define(b"getset", command_getset, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"getset", command_getset, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"getdel", command_getdel, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
-define(b"mset", command_mset, -3, CMD_WRITE, 1, -1, 2)
-define(b"msetnx", command_msetnx, -3, CMD_WRITE, 1, -1, 2)
-define(b"incrbyfloat", command_incrbyfloat, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"mset", command_mset, -3, CMD_WRITE | CMD_DENYOOM, 1, -1, 2)
+define(b"msetnx", command_msetnx, -3, CMD_WRITE | CMD_DENYOOM, 1, -1, 2)
+define(b"incrbyfloat", command_incrbyfloat, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"strlen", command_strlen, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
-define(b"append", command_append, 3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"append", command_append, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST, 1, 1, 1)
 define(b"time", command_time, 1, CMD_LOADING | CMD_FAST)
 define(b"role", command_role, 1, CMD_LOADING | CMD_FAST)
 define(b"wait", command_wait, 3, 0)
@@ -1238,7 +1277,7 @@ define(b"touch", command_touch, -2, CMD_READONLY | CMD_FAST, 1, -1, 1)
 define(b"unlink", command_del, -2, CMD_WRITE | CMD_FAST, 1, -1, 1)
 define(b"rename", command_rename, 3, CMD_WRITE, 1, 2, 1)
 define(b"renamenx", command_renamenx, 3, CMD_WRITE | CMD_FAST, 1, 2, 1)
-define(b"copy", command_copy, -3, CMD_WRITE, 1, 2, 1)
+define(b"copy", command_copy, -3, CMD_WRITE | CMD_DENYOOM, 1, 2, 1)
 define(b"randomkey", command_randomkey, 1, CMD_READONLY)
 define(b"object", command_object, -2, 0)
 define(b"memory", command_memory, -2, 0)
@@ -1248,6 +1287,18 @@ define(b"discard", command_discard, 1, CMD_LOADING | CMD_FAST)
 define(b"watch", command_watch, -2, CMD_LOADING | CMD_FAST, 1, -1, 1)
 define(b"unwatch", command_unwatch, 1, CMD_LOADING | CMD_FAST)
 define(b"reset", command_reset, 1, CMD_LOADING | CMD_FAST | CMD_NO_AUTH)
+define(b"expire", command_expire, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"pexpire", command_pexpire, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"expireat", command_expireat, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"pexpireat", command_pexpireat, -3, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"ttl", command_ttl, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"pttl", command_pttl, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"expiretime", command_expiretime, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"pexpiretime", command_pexpiretime, 2, CMD_READONLY | CMD_FAST, 1, 1, 1)
+define(b"persist", command_persist, 2, CMD_WRITE | CMD_FAST, 1, 1, 1)
+define(b"setex", command_setex, 4, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
+define(b"psetex", command_psetex, 4, CMD_WRITE | CMD_DENYOOM, 1, 1, 1)
+define(b"getex", command_getex, -2, CMD_WRITE | CMD_FAST, 1, 1, 1)
 
 define(b"slowlog", command_slowlog, -2, CMD_ADMIN)
 define(b"monitor", command_monitor, 1, CMD_ADMIN | CMD_LOADING)

@@ -29,12 +29,14 @@ from kvfast._aof cimport (
     AppendLog, RewriteShared, RETRY_INTERVAL_MS, aof_flush, aof_poll_sync_thread, aof_retry, aof_warn, fail_sync,
     write_all,
 )
-from kvfast._record cimport HEADER_BYTES, SET_BYTES, encode_header, encode_set
-from kvfast._store cimport Store, StoreIterator, store_count, store_iterator_init, store_iterator_next
+from kvfast._record cimport HEADER_BYTES, SET_BYTES, SET_EXPIRING_BYTES, encode_header, encode_set, encode_set_expiring
+from kvfast._store cimport (
+    Store, StoreIterator, store_count, store_iterator_init, store_iterator_next, store_lookup,
+)
 from kvfast._system cimport (
     set_errno, MAP_SHARED, pipe2, pthread_t, pthread_create, pthread_detach, pthread_mutex_lock,
     pthread_mutex_unlock, flock, LOCK_EX, LOCK_NB, prctl, PR_SET_PDEATHSIG, syscall, SYS_close_range, rename,
-    load_acquire, store_release, monotonic_ms, monotonic_us,
+    load_acquire, store_release, monotonic_ms, monotonic_us, realtime_ms,
 )
 
 
@@ -168,27 +170,41 @@ cdef int copy_tail(const AppendLog *log, int source, int out, uint64_t *copied, 
         copied[0] += <uint64_t>got
 
 
-cdef int write_snapshot(const Store *store, int out, char *buffer, uint64_t *written) noexcept nogil:
-    """Write a header and one set record per key of ``store`` to ``out`` from
-    offset 0, through ``buffer`` (COPY_BUFFER_BYTES). Returns 0 with the bytes
-    written in ``written``, or -1 with errno set. The keys come from the
-    store's iterator, which needs a store that does not change meanwhile: the
-    forked child's copy, or the parent's in the loop (SAVE, aof_save_now) or at
-    shutdown (aof_save_snapshot_now)."""
+cdef int write_snapshot(const Store *store, const Store *expires, int out, char *buffer,
+                        uint64_t *written) noexcept nogil:
+    """Write a header and one record per live key of ``store`` to ``out`` from
+    offset 0, through ``buffer`` (COPY_BUFFER_BYTES): a set, or a set with its
+    deadline from ``expires`` (NULL: none); a key whose deadline has passed is
+    left out (it has expired, whether or not it was removed yet). Returns 0
+    with the bytes written in ``written``, or -1 with errno set. The keys come
+    from the store's iterator, which needs a store that does not change
+    meanwhile: the forked child's copy, or the parent's in the loop (SAVE,
+    aof_save_now) or at shutdown (aof_save_snapshot_now)."""
     cdef size_t used = HEADER_BYTES
     cdef StoreIterator entries
     cdef int64_t key, value
+    cdef int64_t *deadline = NULL
+    cdef bint volatile = expires != NULL and store_count(expires) > 0
+    cdef int64_t now = realtime_ms()
     written[0] = 0
     encode_header(<uint8_t *>buffer)
     store_iterator_init(&entries, store)
     while store_iterator_next(&entries, &key, &value):
-        if used + SET_BYTES > COPY_BUFFER_BYTES:
+        if volatile:
+            deadline = store_lookup(<Store *>expires, key)
+            if deadline != NULL and deadline[0] < now:
+                continue
+        if used + SET_EXPIRING_BYTES > COPY_BUFFER_BYTES:
             if write_all(out, buffer, used, written[0]) < 0:
                 return -1
             written[0] += used
             used = 0
-        encode_set(<uint8_t *>buffer + used, key, value)
-        used += SET_BYTES
+        if deadline != NULL:
+            encode_set_expiring(<uint8_t *>buffer + used, key, value, deadline[0])
+            used += SET_EXPIRING_BYTES
+        else:
+            encode_set(<uint8_t *>buffer + used, key, value)
+            used += SET_BYTES
     if write_all(out, buffer, used, written[0]) < 0:
         return -1
     written[0] += used
@@ -218,7 +234,7 @@ cdef void rewrite_child_main(AppendLog *log, const Store *store, pid_t parent, i
     out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     if out < 0:
         child_exit(log, errno)
-    if write_snapshot(store, out, buffer, &written) < 0:
+    if write_snapshot(store, log.expires, out, buffer, &written) < 0:
         child_exit(log, errno)
     copied = log.rewrite_started_at
     for rounds in range(3):
@@ -376,7 +392,7 @@ cdef int aof_save_snapshot_now(AppendLog *log, const Store *store) noexcept nogi
         set_errno(ENOMEM)
         return -1
     out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    if out < 0 or write_snapshot(store, out, buffer, &written) < 0 or fdatasync(out) < 0 \
+    if out < 0 or write_snapshot(store, log.expires, out, buffer, &written) < 0 or fdatasync(out) < 0 \
             or rename(log.rewrite_path, log.path) < 0:
         error = errno
     free(buffer)
@@ -418,7 +434,7 @@ cdef int aof_save_now(AppendLog *log, const Store *store) noexcept nogil:
         set_errno(ENOMEM)
         return -1
     out = open_file(log.rewrite_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    if out < 0 or write_snapshot(store, out, buffer, &written) < 0 or fdatasync(out) < 0 \
+    if out < 0 or write_snapshot(store, log.expires, out, buffer, &written) < 0 or fdatasync(out) < 0 \
             or flock(out, LOCK_EX | LOCK_NB) < 0 or rename(log.rewrite_path, log.path) < 0:
         error = errno
     free(buffer)

@@ -9,6 +9,7 @@ the Python API has always used). A new counter is a ``Counter`` in
 _context.pxd and one row here.
 """
 from libc.stdint cimport int64_t
+from libc.stdio cimport snprintf
 from libc.string cimport strerror, strncmp
 from posix.fcntl cimport open, O_RDONLY
 from posix.unistd cimport read, close, sysconf, _SC_PAGESIZE
@@ -18,8 +19,9 @@ from kvfast._context cimport (
     ServerContext, Counter, COUNTER_CONNECTIONS_RECEIVED, COUNTER_CONNECTED_CLIENTS, COUNTER_COMMANDS_PROCESSED,
     COUNTER_ERROR_REPLIES, COUNTER_PROTOCOL_ERRORS, COUNTER_KEYSPACE_HITS, COUNTER_KEYSPACE_MISSES,
     COUNTER_ACCEPT_PAUSES, COUNTER_REJECTED_CONNECTIONS, COUNTER_PROTECTED_REFUSALS, COUNTER_TIMED_OUT_CLIENTS,
-    COUNTER_AUTH_FAILURES,
+    COUNTER_AUTH_FAILURES, COUNTER_EXPIRED_KEYS, COUNTER_EVICTED_KEYS,
 )
+from kvfast._evict cimport memory_used, memory_peak, maxmemory_human, policy_name
 from kvfast._output cimport Output, output_text, output_int64
 from kvfast._store cimport store_count, store_memory_bytes, store_is_resizing
 from kvfast._text cimport INT_OK, parse_int64
@@ -50,7 +52,39 @@ cdef int64_t keys(ServerContext *context) noexcept nogil:
     return <int64_t>store_count(&context.store)
 
 cdef int64_t used_memory(ServerContext *context) noexcept nogil:
+    return <int64_t>memory_used(context)
+
+cdef int64_t used_memory_peak(ServerContext *context) noexcept nogil:
+    return <int64_t>memory_peak(context)
+
+cdef int64_t store_bytes(ServerContext *context) noexcept nogil:
     return <int64_t>store_memory_bytes(&context.store)
+
+cdef int64_t volatile_keys(ServerContext *context) noexcept nogil:
+    return <int64_t>context.expiry.volatile_keys
+
+cdef int64_t expire_longest_slice_us(ServerContext *context) noexcept nogil:
+    return context.expiry.longest_slice_us
+
+cdef int64_t expire_sweeps(ServerContext *context) noexcept nogil:
+    return <int64_t>context.expiry.sweeps
+
+cdef char STALE_PERCENT_TEXT[32]
+
+cdef const char *expired_stale_percent(ServerContext *context) noexcept nogil:
+    """Redis's expired_stale_perc (two decimals): the running average share
+    of expired keys among the deadlines the sweep looked at."""
+    snprintf(STALE_PERCENT_TEXT, sizeof(STALE_PERCENT_TEXT), b"%.2f", context.expiry.stale_ratio * 100.0)
+    return STALE_PERCENT_TEXT
+
+cdef int64_t maxmemory(ServerContext *context) noexcept nogil:
+    return <int64_t>context.memory.maxmemory
+
+cdef const char *maxmemory_words(ServerContext *context) noexcept nogil:
+    return maxmemory_human(context)
+
+cdef const char *maxmemory_policy(ServerContext *context) noexcept nogil:
+    return policy_name(context.memory.policy)
 
 cdef int64_t used_memory_rss(ServerContext *context) noexcept nogil:
     return resident_bytes()
@@ -204,14 +238,26 @@ counter(b"protected_mode_refusals", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_
 counter(b"timed_out_clients", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_TIMED_OUT_CLIENTS)
 counter(b"protocol_errors", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_PROTOCOL_ERRORS)
 counter(b"auth_failures", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_AUTH_FAILURES)
+counter(b"evicted_keys", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_EVICTED_KEYS)
 counter(b"kvfast_accept_pauses", INFO_STATS, IN_API, COUNTER_ACCEPT_PAUSES, b"accept_pauses")
-gauge(b"used_memory", INFO_MEMORY, IN_STATS_LINE | IN_API, used_memory, b"store_bytes")
+counter(b"expired_keys", INFO_STATS, IN_STATS_LINE | IN_API, COUNTER_EXPIRED_KEYS)
+word(b"expired_stale_perc", INFO_STATS, 0, expired_stale_percent)
+gauge(b"expired_time_cap_reached_count", INFO_STATS, 0, zero)
+gauge(b"kvfast_volatile_keys", INFO_STATS, IN_API, volatile_keys)
+gauge(b"kvfast_expire_sweeps", INFO_STATS, IN_API, expire_sweeps)
+gauge(b"kvfast_expire_longest_slice_us", INFO_STATS, IN_API, expire_longest_slice_us)
+gauge(b"used_memory", INFO_MEMORY, IN_STATS_LINE | IN_API, used_memory)
+gauge(b"kvfast_store_bytes", INFO_MEMORY, IN_API, store_bytes, b"store_bytes")
 gauge(b"used_memory_rss", INFO_MEMORY, 0, used_memory_rss)
+gauge(b"used_memory_peak", INFO_MEMORY, IN_API, used_memory_peak)
 gauge(b"kvfast_resizes", INFO_MEMORY, 0, resizes)
 gauge(b"kvfast_max_migrated_per_request", INFO_MEMORY, IN_API, max_migrated,
       b"max_moved_per_step")
 gauge(b"kvfast_forced_drains", INFO_MEMORY, 0, forced_drains)
 gauge(b"kvfast_resizing", INFO_MEMORY, 0, resizing)
+gauge(b"maxmemory", INFO_MEMORY, IN_API, maxmemory)
+word(b"maxmemory_human", INFO_MEMORY, 0, maxmemory_words)
+word(b"maxmemory_policy", INFO_MEMORY, IN_API, maxmemory_policy)
 gauge(b"loading", INFO_PERSISTENCE, 0, zero)
 gauge(b"aof_enabled", INFO_PERSISTENCE, 0, log_enabled)
 word(b"aof_fsync", INFO_PERSISTENCE, IN_API | NEEDS_LOG, fsync_policy)

@@ -1,6 +1,6 @@
 # The int64 -> int64 hash table shared by every connection of a server.
 # _loop.pyx cimports this C-level API and calls it without the GIL.
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 
 cdef enum:
@@ -16,6 +16,7 @@ cdef struct Table:
     Slot *slots
     size_t capacity    # any size >= 1; 0 means "not allocated"
     size_t count
+    uint8_t *meta      # one byte per slot, moved with its entry (eviction's clock/counter), or NULL
 
 
 cdef struct StoreStats:
@@ -34,6 +35,9 @@ cdef struct Store:
     bint has_empty_key           # whether the key STORE_EMPTY_KEY itself is stored...
     int64_t empty_key_value      # ...and its value, kept outside the tables
     bint bulk_loading            # between store_begin/end_bulk_load: deletes do not shrink
+    bint meta_enabled            # every table carries its ``meta`` byte array (store_set_metadata)
+    uint8_t meta_fill            # ...and a new key's byte starts as this
+    size_t resize_limit          # a resize never makes the tables larger than this many bytes
     StoreStats stats
 
 
@@ -65,6 +69,10 @@ cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil
 cdef size_t store_count(const Store *store) noexcept nogil
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil
 cdef bint store_is_resizing(const Store *store) noexcept nogil
+cdef size_t store_growth_bytes(const Store *store) noexcept nogil
+cdef int store_set_metadata(Store *store, bint enabled, uint8_t fill) noexcept nogil
+cdef uint8_t *store_meta_of(Store *store, const int64_t *value) noexcept nogil
+cdef bint store_sample(Store *store, uint64_t random, int64_t *key, uint8_t **meta) noexcept nogil
 cdef void store_iterator_init(StoreIterator *iterator, const Store *store) noexcept nogil
 cdef bint store_iterator_next(StoreIterator *iterator, int64_t *key, int64_t *value) noexcept nogil
 cdef uint64_t store_scan(const Store *store, uint64_t cursor, size_t count,

@@ -41,12 +41,22 @@ Iteration and scanning
     Hood order keeps entries sorted by home, so a range is one short walk per
     table; and which keys lie in a hash range does not depend on the table, so
     resizes between steps can make a scan neither skip nor repeat a key.
+
+Eviction metadata and the memory limit (kvfast/_evict.pyx)
+    With ``meta_enabled`` (an LRU or LFU maxmemory policy), every table has a
+    byte array ``meta`` parallel to its slots: each entry's byte moves with it
+    (insertion's block move, deletion's backward shift, migration), so the
+    metadata costs 1 byte per slot (1.1 to 1.4 bytes per key) and nothing
+    when off. ``resize_limit`` caps the bytes both tables may hold during a
+    resize: a growth that would pass it is not started (the table keeps
+    filling while a slot is free; the eviction layer evicts before that), so
+    the next table is counted before it is allocated.
 """
 import os
 
 from libc.errno cimport ENOMEM
-from libc.stdint cimport int64_t, uint64_t, INT64_MIN, INT64_MAX, UINT64_MAX
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdint cimport int64_t, uint8_t, uint64_t, INT64_MIN, INT64_MAX, UINT64_MAX, SIZE_MAX
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memmove
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 
@@ -76,6 +86,7 @@ cdef enum:
     RELEASE_CHUNK = 2 << 20       # ...in chunks of this many bytes
     IDLE_MOVES = 1024             # entries moved per idle call (about 20-50 microseconds)
     IDLE_VISITS = 16384
+    SAMPLE_TRIES = 64             # random slots store_sample tries, at most
 
 
 # A secret drawn once per process, so nobody can pick keys that all hash to one
@@ -164,7 +175,7 @@ cdef inline Slot *table_find(const Table *table, int64_t key) noexcept nogil:
     return table_probe(table, key, slot, QUICK_PROBES, &ignored)
 
 
-cdef void table_insert_at(Table *table, size_t slot, int64_t key, int64_t value) noexcept nogil:
+cdef void table_insert_at(Table *table, size_t slot, int64_t key, int64_t value, uint8_t meta) noexcept nogil:
     """Put a new entry at ``slot`` (as found by table_locate), moving the rest of
     the probe run one slot forward, up to the first free slot.
 
@@ -172,28 +183,38 @@ cdef void table_insert_at(Table *table, size_t slot, int64_t key, int64_t value)
     step further from home, and the new entry is further from home than the one
     it displaces) and costs a memmove instead of recomputing every resident's
     home, which is what a swap-by-swap insertion does. The caller guarantees a
-    free slot exists.
+    free slot exists. ``meta`` is the entry's metadata byte (kept only when
+    the table has a ``meta`` array, whose bytes move with the block).
     """
     cdef Slot *slots = table.slots
+    cdef uint8_t *bytes = table.meta
     cdef size_t free_slot = slot, last = table.capacity - 1
     while slots[free_slot].key != EMPTY_KEY:
         free_slot = next_slot(table, free_slot)
     if free_slot >= slot:
         memmove(&slots[slot + 1], &slots[slot], (free_slot - slot) * sizeof(Slot))
+        if bytes != NULL:
+            memmove(&bytes[slot + 1], &bytes[slot], free_slot - slot)
     else:                                   # the run wraps around the end of the table
         memmove(&slots[1], &slots[0], free_slot * sizeof(Slot))
         slots[0] = slots[last]
         memmove(&slots[slot + 1], &slots[slot], (last - slot) * sizeof(Slot))
+        if bytes != NULL:
+            memmove(&bytes[1], &bytes[0], free_slot)
+            bytes[0] = bytes[last]
+            memmove(&bytes[slot + 1], &bytes[slot], last - slot)
     slots[slot].key = key
     slots[slot].value = value
+    if bytes != NULL:
+        bytes[slot] = meta
     table.count += 1
 
 
-cdef inline void table_insert_new(Table *table, int64_t key, int64_t value) noexcept nogil:
+cdef inline void table_insert_new(Table *table, int64_t key, int64_t value, uint8_t meta) noexcept nogil:
     """Add a key known to be absent; the caller guarantees a free slot exists."""
     cdef size_t slot
     table_locate(table, key, &slot)
-    table_insert_at(table, slot, key, value)
+    table_insert_at(table, slot, key, value, meta)
 
 
 cdef void table_remove(Table *table, Slot *found) noexcept nogil:
@@ -210,6 +231,8 @@ cdef void table_remove(Table *table, Slot *found) noexcept nogil:
         if resident == EMPTY_KEY or probe_distance(table, resident, following) == 0:
             break
         table.slots[slot] = table.slots[following]
+        if table.meta != NULL:
+            table.meta[slot] = table.meta[following]
         slot = following
         following = next_slot(table, following)
     table.slots[slot].key = EMPTY_KEY
@@ -269,19 +292,48 @@ cdef void release_drained(Store *store) noexcept nogil:
         store.drain_released = boundary
 
 
+cdef inline size_t slot_bytes(const Store *store) noexcept nogil:
+    """Bytes one slot costs: the entry, and its metadata byte when kept."""
+    return sizeof(Slot) + (1 if store.meta_enabled else 0)
+
+
+cdef void free_table(Table *table) noexcept nogil:
+    """Release a table's slots and metadata; it is left unallocated."""
+    free_slots(table.slots, table.capacity)
+    free(table.meta)
+    table.slots = NULL
+    table.meta = NULL
+    table.capacity = table.count = 0
+
+
 cdef int start_resize(Store *store, size_t capacity) noexcept nogil:
     """Make a new empty ``main`` of ``capacity`` slots and start draining the old one.
 
-    Returns 0, or -1 with errno ENOMEM (the store is then unchanged). Called only
-    when no migration is under way. An empty old table is freed at once.
+    Returns 0, or -1 with errno ENOMEM (the store is then unchanged): no
+    memory, or a growth that would make both tables together pass
+    ``resize_limit`` (a shrink is always allowed: it lowers the use once the
+    old table has drained). Called only when no migration is under way. An
+    empty old table is freed at once.
     """
-    cdef Slot *slots = allocate_slots(capacity)
+    cdef size_t kept = 0 if store.main.count == 0 else store.main.capacity
+    cdef Slot *slots
+    cdef uint8_t *meta = NULL
+    if capacity > store.main.capacity and (kept + capacity) * slot_bytes(store) > store.resize_limit:
+        set_errno(ENOMEM)
+        return -1
+    slots = allocate_slots(capacity)
     if slots == NULL:
         set_errno(ENOMEM)
         return -1
+    if store.meta_enabled:
+        meta = <uint8_t *>calloc(capacity, 1)
+        if meta == NULL:
+            free_slots(slots, capacity)
+            set_errno(ENOMEM)
+            return -1
     store.stats.resizes += 1
     if store.main.count == 0:
-        free_slots(store.main.slots, store.main.capacity)
+        free_table(&store.main)
     else:
         store.draining = store.main
         # Start just below the highest free slot (a table is never full), walking
@@ -293,6 +345,7 @@ cdef int start_resize(Store *store, size_t capacity) noexcept nogil:
         store.drain_remaining = store.draining.capacity - 1
         store.drain_released = store.drain_start * sizeof(Slot) // RELEASE_CHUNK * RELEASE_CHUNK
     store.main.slots = slots
+    store.main.meta = meta
     store.main.capacity = capacity
     store.main.count = 0
     return 0
@@ -312,7 +365,8 @@ cdef size_t migrate_step(Store *store, size_t max_moves, size_t max_visits) noex
     while store.drain_remaining > 0 and moved < max_moves and visited < max_visits:
         slot = store.drain_cursor
         if old.slots[slot].key != EMPTY_KEY:
-            table_insert_new(&store.main, old.slots[slot].key, old.slots[slot].value)
+            table_insert_new(&store.main, old.slots[slot].key, old.slots[slot].value,
+                             old.meta[slot] if old.meta != NULL else store.meta_fill)
             old.slots[slot].key = EMPTY_KEY
             old.count -= 1
             moved += 1
@@ -320,10 +374,7 @@ cdef size_t migrate_step(Store *store, size_t max_moves, size_t max_visits) noex
         store.drain_remaining -= 1
         visited += 1
     if store.drain_remaining == 0:
-        free_slots(old.slots, old.capacity)
-        old.slots = NULL
-        old.capacity = 0
-        old.count = 0
+        free_table(old)
     else:
         release_drained(store)
     return moved
@@ -381,21 +432,27 @@ cdef int rebuild(Store *store, size_t capacity) noexcept nogil:
     cdef size_t slot
     cdef int i
     fresh.slots = allocate_slots(capacity)
+    fresh.meta = NULL
     if fresh.slots == NULL:
         set_errno(ENOMEM)
         return -1
+    if store.meta_enabled:
+        fresh.meta = <uint8_t *>calloc(capacity, 1)
+        if fresh.meta == NULL:
+            free_slots(fresh.slots, capacity)
+            set_errno(ENOMEM)
+            return -1
     fresh.capacity = capacity
     fresh.count = 0
     for i in range(2):
         old = &store.main if i == 0 else &store.draining
         for slot in range(old.capacity):
             if old.slots[slot].key != EMPTY_KEY:
-                table_insert_new(&fresh, old.slots[slot].key, old.slots[slot].value)
-    free_slots(store.main.slots, store.main.capacity)
-    free_slots(store.draining.slots, store.draining.capacity)
+                table_insert_new(&fresh, old.slots[slot].key, old.slots[slot].value,
+                                 old.meta[slot] if old.meta != NULL else store.meta_fill)
+    free_table(&store.main)
+    free_table(&store.draining)
     store.main = fresh
-    store.draining.slots = NULL
-    store.draining.capacity = store.draining.count = 0
     store.drain_cursor = store.drain_remaining = store.drain_start = store.drain_released = 0
     store.stats.resizes += 1
     return 0
@@ -404,6 +461,7 @@ cdef int rebuild(Store *store, size_t capacity) noexcept nogil:
 cdef void store_init(Store *store) noexcept nogil:
     """An empty store; no memory is taken until the first key arrives."""
     store.main.slots = NULL
+    store.main.meta = NULL
     store.main.capacity = 0
     store.main.count = 0
     store.draining = store.main
@@ -414,18 +472,28 @@ cdef void store_init(Store *store) noexcept nogil:
     store.has_empty_key = False
     store.empty_key_value = 0
     store.bulk_loading = False
+    store.meta_enabled = False
+    store.meta_fill = 0
+    store.resize_limit = SIZE_MAX
     store.stats.resizes = 0
     store.stats.max_moved_per_step = 0
     store.stats.forced_drains = 0
 
 
 cdef void store_free(Store *store) noexcept nogil:
-    """Release both tables; the store is empty and usable afterwards."""
-    free_slots(store.main.slots, store.main.capacity)
-    free_slots(store.draining.slots, store.draining.capacity)
+    """Release both tables; the store is empty and usable afterwards (its
+    metadata setting and resize limit are kept)."""
+    free_table(&store.main)
+    free_table(&store.draining)
     cdef StoreStats stats = store.stats
+    cdef bint meta_enabled = store.meta_enabled
+    cdef uint8_t meta_fill = store.meta_fill
+    cdef size_t resize_limit = store.resize_limit
     store_init(store)
     store.stats = stats
+    store.meta_enabled = meta_enabled
+    store.meta_fill = meta_fill
+    store.resize_limit = resize_limit
 
 
 cdef void store_clear(Store *store) noexcept nogil:
@@ -466,9 +534,9 @@ cdef int store_insert(Store *store, int64_t key, int64_t value) noexcept nogil:
     if store.main.capacity == 0 or is_over_full(&store.main, store.main.count + 1):
         if make_room_for_one(store) != 0:
             return -1
-        table_insert_new(&store.main, key, value)      # main may be a new table now
+        table_insert_new(&store.main, key, value, store.meta_fill)      # main may be a new table now
     else:
-        table_insert_at(&store.main, slot, key, value)
+        table_insert_at(&store.main, slot, key, value, store.meta_fill)
     return 1
 
 
@@ -556,8 +624,101 @@ cdef size_t store_count(const Store *store) noexcept nogil:
 
 
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil:
-    """Bytes held by the tables (the Store struct itself excluded)."""
-    return (store.main.capacity + store.draining.capacity) * sizeof(Slot)
+    """Bytes held by the tables and their metadata (the Store struct itself
+    excluded). A draining table counts whole until its end, though its
+    emptied chunks are already returned: the figure never understates."""
+    return (store.main.capacity + store.draining.capacity) * slot_bytes(store)
+
+
+cdef size_t store_growth_bytes(const Store *store) noexcept nogil:
+    """The bytes inserting one new key now would allocate (the next table,
+    when ``main`` would pass 90% full and none is draining), else 0: what the
+    memory limit counts before deciding a write may grow the store."""
+    if store.main.capacity == 0:
+        return MIN_CAPACITY * slot_bytes(store)
+    if store.draining.capacity != 0 or not is_over_full(&store.main, store.main.count + 1):
+        return 0
+    return capacity_for(store.main.count + 1) * slot_bytes(store)
+
+
+cdef int store_set_metadata(Store *store, bint enabled, uint8_t fill) noexcept nogil:
+    """Keep (or drop) a metadata byte per slot; every present key's byte is
+    set to ``fill``, as are new keys' from now on. Returns 0, or -1 with
+    errno ENOMEM (nothing changes)."""
+    cdef uint8_t *main_meta = NULL
+    cdef uint8_t *draining_meta = NULL
+    cdef size_t i
+    store.meta_fill = fill
+    if not enabled:
+        free(store.main.meta)
+        free(store.draining.meta)
+        store.main.meta = store.draining.meta = NULL
+        store.meta_enabled = False
+        return 0
+    if store.meta_enabled:
+        return 0
+    if store.main.capacity != 0:
+        main_meta = <uint8_t *>malloc(store.main.capacity)
+    if store.draining.capacity != 0:
+        draining_meta = <uint8_t *>malloc(store.draining.capacity)
+    if (store.main.capacity != 0 and main_meta == NULL) or (store.draining.capacity != 0 and draining_meta == NULL):
+        free(main_meta)
+        free(draining_meta)
+        set_errno(ENOMEM)
+        return -1
+    for i in range(store.main.capacity):
+        main_meta[i] = fill
+    for i in range(store.draining.capacity):
+        draining_meta[i] = fill
+    store.main.meta = main_meta
+    store.draining.meta = draining_meta
+    store.meta_enabled = True
+    return 0
+
+
+cdef uint8_t *store_meta_of(Store *store, const int64_t *value) noexcept nogil:
+    """The metadata byte of the entry whose value ``value`` points to (as
+    store_lookup returned it, before the store changed again), or NULL (no
+    metadata kept, or the key 0, which lives outside the tables)."""
+    cdef const Slot *slot = <const Slot *>(<const char *>value - sizeof(int64_t))
+    if not store.meta_enabled:
+        return NULL
+    if store.main.capacity != 0 and store.main.slots <= slot < store.main.slots + store.main.capacity:
+        return &store.main.meta[slot - store.main.slots]
+    if store.draining.capacity != 0 and store.draining.slots <= slot < store.draining.slots + store.draining.capacity:
+        return &store.draining.meta[slot - store.draining.slots]
+    return NULL
+
+
+cdef bint store_sample(Store *store, uint64_t random, int64_t *key, uint8_t **meta) noexcept nogil:
+    """A key picked at random, each about equally likely (``random``: 64
+    random bits): the entry at a random slot of a table chosen in proportion
+    to its keys, drawing again (at most SAMPLE_TRIES times, from a generator
+    seeded by ``random``) while the slot is free; its metadata byte in
+    ``meta`` (NULL if not kept). False when the tables hold no key, or no
+    draw found one (the tables are at least 30% full, so that takes
+    0.7^SAMPLE_TRIES bad luck). Rejection rather than "the next entry after a
+    random slot": that would favour the entries after long free runs, and
+    evicting those grows the runs until sampling finds nothing. The key 0
+    (kept outside the tables) is never picked."""
+    cdef Table *table
+    cdef size_t total = store.main.count + store.draining.count, slot, _try
+    if total == 0:
+        return False
+    for _try in range(<size_t>SAMPLE_TRIES):
+        random = random * 6364136223846793005ULL + 1442695040888963407ULL     # Knuth's MMIX LCG
+        table = &store.main
+        if store.draining.count != 0 and \
+                <size_t>((<kvfast_uint128>(random >> 40) * total) >> 24) < store.draining.count:
+            table = &store.draining
+        if table.capacity == 0:
+            continue
+        slot = <size_t>((<kvfast_uint128>(random >> 8) * table.capacity) >> 56)
+        if table.slots[slot].key != EMPTY_KEY:
+            key[0] = table.slots[slot].key
+            meta[0] = &table.meta[slot] if table.meta != NULL else NULL
+            return True
+    return False
 
 
 cdef bint store_is_resizing(const Store *store) noexcept nogil:
@@ -835,6 +996,39 @@ cdef class IntStore:
         while store_iterator_next(&iterator, &key, &value):
             result.append(key)
         return result
+
+    def set_metadata(self, bint enabled, int fill=0):
+        """Keep (or drop) the per-slot metadata byte (see store_set_metadata)."""
+        if store_set_metadata(&self.store, enabled, <uint8_t>fill) < 0:
+            raise MemoryError()
+
+    def meta(self, int64_t key):
+        """The metadata byte of ``key`` (None: absent, the key 0, or none kept)."""
+        cdef int64_t *value = store_lookup(&self.store, key)
+        cdef uint8_t *meta = store_meta_of(&self.store, value) if value != NULL else NULL
+        return None if meta == NULL else meta[0]
+
+    def set_meta(self, int64_t key, int byte):
+        """Set the metadata byte of a present key (KeyError if absent or none kept)."""
+        cdef int64_t *value = store_lookup(&self.store, key)
+        cdef uint8_t *meta = store_meta_of(&self.store, value) if value != NULL else NULL
+        if meta == NULL:
+            raise KeyError(key)
+        meta[0] = <uint8_t>byte
+
+    @property
+    def resize_limit(self):
+        return self.store.resize_limit
+
+    @resize_limit.setter
+    def resize_limit(self, size_t limit):
+        self.store.resize_limit = limit
+
+    def sample(self, uint64_t random):
+        """store_sample: a key picked from ``random`` bits, or None."""
+        cdef int64_t key
+        cdef uint8_t *meta
+        return key if store_sample(&self.store, random, &key, &meta) else None
 
     def __len__(self):
         return store_count(&self.store)

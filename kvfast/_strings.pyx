@@ -19,7 +19,11 @@ from posix.time cimport gettimeofday, timeval
 from kvfast._command cimport Request, Argument, next_argument
 from kvfast._context cimport ServerContext, Session
 from kvfast._keyspace cimport (
-    keyspace_read, keyspace_peek, keyspace_contains, keyspace_insert, keyspace_upsert, keyspace_take,
+    keyspace_read, keyspace_peek, keyspace_contains, keyspace_upsert, keyspace_take, keyspace_overwrite,
+    keyspace_set_expiring,
+)
+from kvfast._expire cimport (
+    ExpireOption, OPTION_NONE, OPTION_KEEPTTL, expire_option_take, expire_option_deadline,
 )
 from kvfast._output cimport Output, output_text
 from kvfast._reply cimport (
@@ -84,19 +88,43 @@ cdef inline bint read_key_and_value(ServerContext *context, Output *output, cons
 
 # ---- SET, GETSET, GETDEL -------------------------------------------------------------
 
+cdef extern from *:
+    """
+    #define KVFAST_ERR_EXPIRE_TIME_SET "-ERR invalid expire time in 'set' command\\r\\n"
+    """
+    const char *ERR_EXPIRE_TIME_SET "KVFAST_ERR_EXPIRE_TIME_SET"
+
+
+cdef inline int set_with_ttl(ServerContext *context, Session *session, int64_t key, int64_t value,
+                             const ExpireOption *option, int64_t deadline) noexcept nogil:
+    """The write of SET: with a deadline (EX/PX/EXAT/PXAT), keeping the key's
+    own (KEEPTTL), or clearing it. 0 if written (1 new or 0 overwritten for
+    the caller's purpose does not matter), -1 with errno ENOMEM."""
+    if option.kind == OPTION_KEEPTTL:
+        return -1 if keyspace_overwrite(context, session, key, value) < 0 else 0
+    if deadline != 0:
+        return -1 if keyspace_set_expiring(context, session, key, value, deadline) < 0 else 0
+    return -1 if keyspace_upsert(context, session, key, value) < 0 else 0
+
+
 cdef int command_set(ServerContext *context, Session *session, const Request *request,
                      size_t position) noexcept nogil:
-    """SET key value [NX|XX] [GET]: +OK, or null when NX/XX prevents the write;
-    with GET the old value (or null) instead, whether or not it was written
-    (Redis 7: GET may go with NX). EX/PX/EXAT/PXAT/KEEPTTL are a syntax error:
-    kvfast has no expiry yet. Options are parsed as Redis parses them: NX and
-    XX exclude each other, repeats are allowed."""
+    """SET key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]: +OK, or
+    null when NX/XX prevents the write; with GET the old value (or null)
+    instead, whether or not it was written (Redis 7: GET may go with NX).
+    Options are parsed as Redis parses them: NX and XX exclude each other,
+    the expiry options each other (kvfast/_expire.pyx), repeats are allowed;
+    the expiry time is checked after them, before anything is read. Without
+    KEEPTTL or a time, a TTL the key had is cleared; a deadline not after the
+    clock leaves the key deleted (Redis stores it already expired)."""
     cdef Output *output = &session.output
     cdef Argument argument
-    cdef int64_t key, value, old = 0
+    cdef ExpireOption option
+    cdef int64_t key, value, old = 0, deadline
     cdef int64_t *found
     cdef bint only_if_absent = False, only_if_present = False, get = False, present
-    cdef int result, status
+    cdef int status
+    option.kind = OPTION_NONE
     if not read_key_and_value(context, output, request, &position, &key, &value, &status):
         return status
     while position < request.length:
@@ -107,29 +135,22 @@ cdef int command_set(ServerContext *context, Session *session, const Request *re
             only_if_present = True
         elif equals_nocase(argument.start, argument.length, b"get"):
             get = True
-        else:
+        elif not expire_option_take(&option, &argument, request, &position, True):
             return reply_error(context, output, ERR_SYNTAX)
+    if not expire_option_deadline(context, output, &option, ERR_EXPIRE_TIME_SET, &deadline, &status):
+        return status
     if get:                                 # the old value is read (and counted) first, as Redis does
         found = keyspace_read(context, key)
         present = found != NULL
         if present:
             old = found[0]
-        if (only_if_absent and present) or (only_if_present and not present):
-            return reply_value(session, present, old)
-        if keyspace_upsert(context, session, key, value) < 0:
-            return reply_error(context, output, ERR_OUT_OF_MEMORY)
-        return reply_value(session, present, old)
-    if only_if_absent:
-        result = keyspace_insert(context, session, key, value)
-        if result == 0:
-            return reply_null(session)
-    elif only_if_present and not keyspace_contains(context, key):
-        return reply_null(session)
     else:
-        result = keyspace_upsert(context, session, key, value)
-    if result < 0:
+        present = keyspace_contains(context, key) if only_if_absent or only_if_present else False
+    if (only_if_absent and present) or (only_if_present and not present):
+        return reply_value(session, present, old) if get else reply_null(session)
+    if set_with_ttl(context, session, key, value, &option, deadline) < 0:
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
-    return reply_ok(session)
+    return reply_value(session, present, old) if get else reply_ok(session)
 
 
 cdef int command_getset(ServerContext *context, Session *session, const Request *request,
@@ -261,7 +282,7 @@ cdef int command_incrbyfloat(ServerContext *context, Session *session, const Req
     if not (-9223372036854775808.0 <= total < 9223372036854775808.0):
         return reply_error(context, output, ERR_OVERFLOW)
     result_value = <int64_t>total
-    if keyspace_upsert(context, session, key, result_value) < 0:
+    if keyspace_overwrite(context, session, key, result_value) < 0:      # keeps a TTL, as Redis's dbOverwrite
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
     return reply_bulk_integer(output, result_value)
 
@@ -312,7 +333,7 @@ cdef int command_append(ServerContext *context, Session *session, const Request 
                 return reply_error(context, output, ERR_NOT_INTEGER)
             magnitude = magnitude * 10 + digit
         result_value = <int64_t>(0 - magnitude) if negative else <int64_t>magnitude
-    if keyspace_upsert(context, session, key, result_value) < 0:
+    if keyspace_overwrite(context, session, key, result_value) < 0:      # keeps a TTL
         return reply_error(context, output, ERR_OUT_OF_MEMORY)
     return reply_integer(output, <int64_t>decimal_length(result_value))
 

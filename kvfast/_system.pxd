@@ -124,6 +124,7 @@ cdef extern from "time.h" nogil:
 
     enum:
         CLOCK_MONOTONIC
+        CLOCK_REALTIME
 
     int clock_gettime(int clk_id, timespec *tp)
 
@@ -270,6 +271,14 @@ cdef inline int64_t monotonic_ms() noexcept nogil:
     """Milliseconds on the monotonic clock: deadlines, timeouts, retry times."""
     cdef timespec now
     clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000 + now.tv_nsec // 1000000
+
+
+cdef inline int64_t realtime_ms() noexcept nogil:
+    """Milliseconds since the Unix epoch (the wall clock): key deadlines, which
+    are absolute Unix times as Redis's and survive a restart."""
+    cdef timespec now
+    clock_gettime(CLOCK_REALTIME, &now)
     return <int64_t>now.tv_sec * 1000 + now.tv_nsec // 1000000
 
 

@@ -5,8 +5,9 @@ check   exit 0 and ``FILE: ok, N records, B bytes`` when every record is good;
 repair  copy FILE to a backup (``FILE.bak``, or ``FILE.bak.1``, ``.2``... if taken),
         then truncate FILE where the good records end (everything from the first
         damaged record on is dropped, as redis-check-aof --fix does); exit 0.
-dump    one line per record: ``OFFSET set KEY VALUE``, ``OFFSET del KEY``,
-        ``OFFSET flushall``; a transaction (MULTI/EXEC, one unit on replay) as
+dump    one line per record: ``OFFSET set KEY VALUE``, ``OFFSET set KEY VALUE pxat
+        DEADLINE`` (Unix ms), ``OFFSET pexpireat KEY DEADLINE``, ``OFFSET persist KEY``,
+        ``OFFSET del KEY``, ``OFFSET flushall``; a transaction (MULTI/EXEC, one unit on replay) as
         ``OFFSET multi COUNT`` before its records and ``OFFSET exec`` after them
         (the offset where its records end: a boundary, not a record); exit 1 at
         the first damaged record (a transaction the file ends inside is reported
@@ -88,8 +89,14 @@ def dump(path) -> int:
     out = sys.stdout
     try:
         for offset, kind, key, value in records(path):
-            if kind == "set":
+            if kind == "set" and isinstance(value, tuple):
+                out.write(f"{offset} set {key} {value[0]} pxat {value[1]}\n")
+            elif kind == "set":
                 out.write(f"{offset} set {key} {value}\n")
+            elif kind == "pexpireat":
+                out.write(f"{offset} pexpireat {key} {value}\n")
+            elif kind == "persist":
+                out.write(f"{offset} persist {key}\n")
             elif kind == "del":
                 out.write(f"{offset} del {key}\n")
             elif kind == "multi":

@@ -36,7 +36,7 @@ from kvfast._client import (
 )
 from kvfast.config import DEFAULT_HOST, DEFAULT_PORT
 from kvfast.errors import (
-    AuthenticationError, ConnectionLostError, KeyExistsError, KeyNotFoundError,
+    AuthenticationError, ConnectionLostError, KeyExistsError, KeyNotFoundError, OutOfRangeError,
 )
 
 __all__ = ["AsyncClient", "Client", "INT64_MAX", "INT64_MIN"]
@@ -48,6 +48,16 @@ _READ_BYTES = 262144
 
 def _is_integer_reply(reply: bytes) -> bool:
     return reply.removeprefix(b"-").isdigit()
+
+
+def _ttl_words(ttl) -> bytes:
+    """`` ex S`` for a TTL of S seconds (1 to 10**12; None: no words), checked as Client checks it."""
+    if ttl is None:
+        return b""
+    check_int64_argument("ttl", ttl)
+    if not 1 <= ttl <= 10 ** 12:
+        raise OutOfRangeError(f"ttl {ttl} is outside 1 to 10**12 seconds")
+    return b" ex %d" % ttl
 
 
 class AsyncClient:
@@ -144,11 +154,11 @@ class AsyncClient:
             await self._ensure_open()
             return await self._exchange_open(request)
 
-    async def put(self, key: int, value: int) -> None:
+    async def put(self, key: int, value: int, ttl: int | None = None) -> None:
         """See :meth:`Client.put`."""
         check_int64_argument("key", key)
         check_int64_argument("value", value)
-        reply = await self._exchange(b"put %d %d" % (key, value))
+        reply = await self._exchange(b"put %d %d" % (key, value) + _ttl_words(ttl))
         if reply == b"Key already exists":
             raise KeyExistsError(key)
         if reply != b"OK":
@@ -173,13 +183,44 @@ class AsyncClient:
         if reply != b"OK":
             raise unexpected(reply)
 
-    async def set(self, key: int, value: int) -> None:
+    async def set(self, key: int, value: int, ttl: int | None = None) -> None:
         """See :meth:`Client.set`."""
         check_int64_argument("key", key)
         check_int64_argument("value", value)
-        reply = await self._exchange(b"set %d %d" % (key, value))
+        reply = await self._exchange(b"set %d %d" % (key, value) + _ttl_words(ttl))
         if reply != b"OK":
             raise unexpected(reply)
+
+    async def expire(self, key: int, ttl: int) -> None:
+        """See :meth:`Client.expire`."""
+        check_int64_argument("key", key)
+        reply = await self._exchange(b"expire %d" % key + _ttl_words(ttl)[3:])
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        if reply != b"OK":
+            raise unexpected(reply)
+
+    async def ttl(self, key: int) -> int | None:
+        """See :meth:`Client.ttl`."""
+        check_int64_argument("key", key)
+        reply = await self._exchange(b"ttl %d" % key)
+        if reply == b"No expiry":
+            return None
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        if reply.isdigit():
+            return int(reply)
+        raise unexpected(reply)
+
+    async def persist(self, key: int) -> bool:
+        """See :meth:`Client.persist`."""
+        check_int64_argument("key", key)
+        reply = await self._exchange(b"persist %d" % key)
+        if reply == b"Key not found":
+            raise KeyNotFoundError(key)
+        if reply in (b"OK", b"No expiry"):
+            return reply == b"OK"
+        raise unexpected(reply)
 
     async def incr(self, key: int, delta: int = 1) -> int:
         """See :meth:`Client.incr`."""

@@ -33,7 +33,11 @@ With REQUEST words, send them as one request, print the bare reply and exit.
 def _requests_help() -> str:
     """The requests part of --help, from the native command table (_native.pyx)."""
     lines = ["requests (keys and values are signed 64-bit integers; commands are case-insensitive):"]
-    lines += [f"  {synopsis:<11}{summary:<23}-> {replies}" for synopsis, summary, replies in command_help()]
+    rows = command_help()
+    request_width = max(len(synopsis) for synopsis, _, _ in rows) + 1
+    summary_width = max(len(summary) for _, summary, _ in rows) + 1
+    lines += [f"  {synopsis:<{request_width}}{summary:<{summary_width}}-> {replies}"
+              for synopsis, summary, replies in rows]
     lines.append('  a malformed request gets "Invalid request: <reason>"')
     return "\n".join(lines) + "\n\n"
 

@@ -84,6 +84,18 @@ DEFAULT_FSYNC = "everysec"
 SLOWLOG_LOG_SLOWER_THAN = 10000
 SLOWLOG_MAX_LEN = 128
 
+#: maxmemory-policy: what to evict when ``maxmemory`` is reached (Redis's eight;
+#: kvfast/_evict.pyx says how each works). noeviction refuses writes instead.
+#: Redis's order (its CONFIG SET error lists them so).
+MAXMEMORY_POLICIES = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-lru",
+                      "allkeys-lfu", "allkeys-random", "noeviction")
+DEFAULT_MAXMEMORY_POLICY = "noeviction"
+
+#: The units a memory size may carry, as Redis's config (any case): k/m/g are
+#: powers of 1000, kb/mb/gb of 1024.
+MEMORY_UNITS = {"b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+_MEMORY_SIZE = re.compile(r"([0-9]+)([a-z]*)")
+
 #: The append-only file is rewritten (compacted) once it is larger than this and
 #: more than twice the size of a snapshot of the live keys (Redis: 64mb and 100%).
 AOF_REWRITE_MIN_BYTES = 64 * 1024 * 1024
@@ -124,6 +136,18 @@ def _octal_mode(value):
     return value.strip() if isinstance(value, str) else value
 
 
+def _memory_size(value):
+    """Normalise a memory size: text such as ``"100mb"`` or ``"1gb"`` (Redis's
+    units, MEMORY_UNITS) or plain digits becomes its number of bytes; other
+    values are left alone for the type check to refuse."""
+    if not isinstance(value, str):
+        return value
+    match = _MEMORY_SIZE.fullmatch(value.strip().lower())
+    if match is None or match.group(2) not in ("", *MEMORY_UNITS):
+        return value
+    return int(match.group(1)) * MEMORY_UNITS.get(match.group(2), 1)
+
+
 def _path(value):
     """Normalise a path setting: a ``pathlib.Path`` (any os.PathLike) becomes its
     str, so ``ServerConfig.appendonly`` is always a str. Other values are left alone."""
@@ -149,7 +173,8 @@ class Setting:
     ``choices`` are then the only values allowed, ``not_blank`` refuses an empty or
     all-blank value and ``forbidden`` characters are refused with
     ``forbidden_message``. ``what`` names the value in error messages ("a log
-    level"). A ``secret`` value is never echoed in an error or a repr.
+    level"). A ``secret`` value is never echoed in an error or a repr. An int's
+    ``normalise`` may turn text into the number (memory sizes with units).
 
     The running server: ``config_name`` (``redis_name``, else ``key``) is the name
     CONFIG GET and CONFIG SET use. A row with an ``apply`` hook can change at run
@@ -304,6 +329,15 @@ TABLE: tuple[Setting, ...] = (
              apply=_to_loop("slowlog_log_slower_than")),
     _setting("slowlog_max_len", int, SLOWLOG_MAX_LEN, "entries the slow log keeps (the oldest go first)",
              minimum=0, maximum=_INT_MAX, redis_name="slowlog-max-len", apply=_to_loop("slowlog_max_len")),
+    _setting("maxmemory", int, 0, "memory limit in bytes, with Redis's units (100mb, 1gb; 0: no limit): over it, "
+             "writes evict by maxmemory-policy or are refused", minimum=0, maximum=_INT64_MAX,
+             normalise=_memory_size, memory=True, apply=_to_loop("maxmemory")),
+    _setting("maxmemory_policy", str, DEFAULT_MAXMEMORY_POLICY, "what to evict at the memory limit",
+             choices=MAXMEMORY_POLICIES, normalise=_word, what="a maxmemory policy",
+             apply=_to_loop("maxmemory_policy")),
+    _setting("debug_clock_offset_ms", int, 0, "for tests: milliseconds added to the clock key deadlines are "
+             "compared with (a restart can then find TTLs passed without waiting)",
+             minimum=-(1 << 50), maximum=1 << 50),
 )
 
 #: The settings a user can give (flag, environment, file): every row but the
@@ -487,6 +521,10 @@ def _parse_text(setting: Setting, text: str, source: str):
     if setting.none_word and text.strip().lower() == setting.none_word:
         return None
     if setting.kind is int:
+        if setting.normalise is not None:       # a memory size: "100mb"
+            text = setting.normalise(text)
+            if not isinstance(text, str):
+                return check_value(setting, text, source)
         if not _WHOLE_NUMBER.fullmatch(text.strip()):
             raise ConfigError(source, f"not a whole number: {text!r}")
         return check_value(setting, int(text), source)

@@ -14,7 +14,12 @@ request        reply
 ``put K V``    ``OK``, or ``Key already exists`` (stored value unchanged)
 ``get K``      the value in decimal, or ``Key not found``
 ``del K``      ``OK``, or ``Key not found``
-``set K V``    ``OK`` (insert or overwrite)
+``set K V``    ``OK`` (insert or overwrite; clears a TTL)
+``put|set K V ex S``  the same, with a TTL of S seconds (1 to 10**12)
+``expire K S`` ``OK`` (K expires in S seconds), or ``Key not found``
+``ttl K``      the seconds left (rounded to the nearest), ``No expiry``, or
+               ``Key not found``
+``persist K``  ``OK`` (TTL removed), ``No expiry``, or ``Key not found``
 ``incr K [D]`` the new value (an absent key counts as 0; D defaults to 1), or
                ``Invalid request: increment would overflow`` (value unchanged)
 ``stats``      one line of ``name=value`` counters (not modelled here)
@@ -43,15 +48,23 @@ GOODBYE = b"Goodbye"
 INVALID_PREFIX = b"Invalid request: "
 LINE_TOO_LONG = INVALID_PREFIX + b"line too long"
 
+NO_EXPIRY = b"No expiry"
+#: A native TTL is 1 to this many seconds.
+MAX_TTL_SECONDS = 10 ** 12
+
 #: Longest part of an unknown command word echoed back in its error reply.
 MAX_ECHOED_WORD_BYTES = 32
 
 #: Words in each well-formed request, command included, and the usage text
 #: the server answers when the count is wrong.
-ARITY = {b"put": (3,), b"set": (3,), b"get": (2,), b"del": (2,), b"incr": (2, 3), b"bye": (1,)}
+ARITY = {b"put": (3, 5), b"set": (3, 5), b"get": (2,), b"del": (2,), b"incr": (2, 3), b"bye": (1,),
+         b"expire": (3,), b"ttl": (2,), b"persist": (2,)}
 USAGE = {
-    b"put": b"usage: put <key> <value>",
-    b"set": b"usage: set <key> <value>",
+    b"put": b"usage: put <key> <value> [ex <seconds>]",
+    b"set": b"usage: set <key> <value> [ex <seconds>]",
+    b"expire": b"usage: expire <key> <seconds>",
+    b"ttl": b"usage: ttl <key>",
+    b"persist": b"usage: persist <key>",
     b"incr": b"usage: incr <key> [<delta>]",
     b"get": b"usage: get <key>",
     b"del": b"usage: del <key>",
@@ -70,7 +83,8 @@ class _InvalidRequest(Exception):
     """Internal: carries the reason of an ``Invalid request: <reason>`` reply."""
 
 
-def answer(store: dict, line: bytes, max_line_bytes: int = MAX_LINE_BYTES):
+def answer(store: dict, line: bytes, max_line_bytes: int = MAX_LINE_BYTES, deadlines: dict | None = None,
+           now_ms: int | None = None):
     """Apply one request line to ``store`` and say what the server replies.
 
     ``line`` is one request as received, without its ``\\n`` but possibly with
@@ -82,8 +96,13 @@ def answer(store: dict, line: bytes, max_line_bytes: int = MAX_LINE_BYTES):
     the server closes the connection after sending the reply (``bye``, or a line
     longer than ``max_line_bytes``).
 
+    ``deadlines`` (key -> Unix ms, updated in place) holds the TTLs; a key
+    whose deadline is before ``now_ms`` (default: the wall clock) counts as
+    absent and is removed.
+
     The order of the checks is part of the protocol: line length, then blank,
-    then command word, then word count, then key, then value.
+    then command word, then word count, then key, then value (then ``ex`` and
+    the seconds).
     """
     if b"\n" in line:
         raise ValueError("a request line must not contain b'\\n'")
@@ -94,13 +113,25 @@ def answer(store: dict, line: bytes, max_line_bytes: int = MAX_LINE_BYTES):
     words = _WORD.findall(line)
     if not words:
         return None, False
+    if deadlines is None:
+        deadlines = {}
+    if now_ms is None:
+        import time
+        now_ms = int(time.time() * 1000)
     try:
-        return _execute(store, words)
+        return _execute(store, words, deadlines, now_ms)
     except _InvalidRequest as invalid:
         return INVALID_PREFIX + invalid.args[0], False
 
 
-def _execute(store: dict, words: list) -> tuple:
+def _seconds(word: bytes) -> int:
+    seconds = _parse_int64(word, b"seconds")
+    if not 1 <= seconds <= MAX_TTL_SECONDS:
+        raise _InvalidRequest(b"seconds must be 1 to 1000000000000")
+    return seconds
+
+
+def _execute(store: dict, words: list, deadlines: dict, now_ms: int) -> tuple:
     """Run the non-blank request ``words`` against ``store``.
 
     Returns ``(reply, close)`` as :func:`answer` does; raises _InvalidRequest
@@ -109,13 +140,28 @@ def _execute(store: dict, words: list) -> tuple:
     command = words[0].lower()
     if command not in ARITY:
         raise _InvalidRequest(b"unknown command '" + _echo_word(words[0]) + b"'")
-    if len(words) not in ARITY[command]:
+    if len(words) not in ARITY[command] and not (command in (b"put", b"set") and len(words) == 4):
         raise _InvalidRequest(USAGE[command])
     if command == b"bye":
         return GOODBYE, True
     key = _parse_int64(words[1], b"key")
-    if command == b"set":
-        store[key] = _parse_int64(words[2], b"value")
+    if key in deadlines and deadlines[key] < now_ms:     # expired: gone
+        del deadlines[key]
+        store.pop(key, None)
+    if command in (b"set", b"put"):
+        value = _parse_int64(words[2], b"value")
+        deadline = None
+        if len(words) > 3:
+            if len(words) == 4 or words[3].lower() != b"ex":
+                raise _InvalidRequest(USAGE[command])
+            deadline = now_ms + _seconds(words[4]) * 1000
+        if command == b"put" and key in store:
+            return KEY_EXISTS, False
+        store[key] = value
+        if deadline is None:
+            deadlines.pop(key, None)
+        else:
+            deadlines[key] = deadline
         return OK, False
     if command == b"incr":
         delta = _parse_int64(words[2], b"delta") if len(words) == 3 else 1
@@ -124,17 +170,26 @@ def _execute(store: dict, words: list) -> tuple:
             raise _InvalidRequest(b"increment would overflow")
         store[key] = total
         return str(total).encode(), False
-    if command == b"put":
-        value = _parse_int64(words[2], b"value")
-        if key in store:
-            return KEY_EXISTS, False
-        store[key] = value
+    if command == b"expire":
+        seconds = _seconds(words[2])
+        if key not in store:
+            return KEY_NOT_FOUND, False
+        deadlines[key] = now_ms + seconds * 1000
         return OK, False
     if key not in store:
         return KEY_NOT_FOUND, False
     if command == b"get":
         return str(store[key]).encode(), False
+    if command == b"ttl":
+        if key not in deadlines:
+            return NO_EXPIRY, False
+        return str(max(0, (deadlines[key] - now_ms + 500) // 1000)).encode(), False
+    if command == b"persist":
+        if deadlines.pop(key, None) is None:
+            return NO_EXPIRY, False
+        return OK, False
     del store[key]
+    deadlines.pop(key, None)
     return OK, False
 
 

@@ -94,6 +94,9 @@ class Server:
                 append_only_file=self._append_only_file,
                 slowlog_log_slower_than=self.config.slowlog_log_slower_than,
                 slowlog_max_len=self.config.slowlog_max_len,
+                maxmemory=self.config.maxmemory,
+                maxmemory_policy=self.config.maxmemory_policy,
+                clock_offset_ms=self.config.debug_clock_offset_ms,
             )
             self._loop.settings = RuntimeSettings(self)
             if self._append_only_file is not None:

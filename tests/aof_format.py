@@ -2,18 +2,21 @@
 encoding and a strict parser (the test's own reading of the format, independent
 of ``kvfast-aof``).
 
-Format (little-endian): a 16-byte header (magic ``KVFASTAO``, version uint32 = 1,
-CRC32C of those 12 bytes), then records: one type byte, the payload, and the
+Format (little-endian): a 16-byte header (magic ``KVFASTAO``, version uint32 = 2
+(1 still loads), CRC32C of those 12 bytes), then records: one type byte, the payload, and the
 CRC32C of type + payload. ``S`` set: key int64, value int64 (21 bytes); ``D``
 delete: key int64 (13 bytes); ``C`` clear: no payload (5 bytes); ``B`` begin: count uint64
-(13 bytes), a transaction of the ``count`` records after it (all or none on replay).
+(13 bytes), a transaction of the ``count`` records after it (all or none on replay);
+``X`` set with a deadline: key, value, deadline (Unix ms) int64 (29 bytes); ``T``
+deadline: key, deadline int64 (21 bytes); ``P`` persist: key int64 (13 bytes).
 """
 import struct
 
 MAGIC = b"KVFASTAO"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 HEADER_SIZE = 16
-RECORD_SIZES = {b"S"[0]: 21, b"D"[0]: 13, b"C"[0]: 5, b"B"[0]: 13}
+RECORD_SIZES = {b"S"[0]: 21, b"D"[0]: 13, b"C"[0]: 5, b"B"[0]: 13, b"X"[0]: 29, b"T"[0]: 21, b"P"[0]: 13}
 
 
 def _crc32c_table():
@@ -62,14 +65,28 @@ def rec_begin(count: int) -> bytes:
     return _record(b"B" + struct.pack("<Q", count))
 
 
+def rec_set_expiring(key: int, value: int, deadline: int) -> bytes:
+    return _record(b"X" + struct.pack("<qqq", key, value, deadline))
+
+
+def rec_deadline(key: int, deadline: int) -> bytes:
+    return _record(b"T" + struct.pack("<qq", key, deadline))
+
+
+def rec_persist(key: int) -> bytes:
+    return _record(b"P" + struct.pack("<q", key))
+
+
 def log_bytes(*records: bytes) -> bytes:
     return header() + b"".join(records)
 
 
 def parse(data: bytes):
     """Records of a clean log as ``(offset, end, kind, args)``; kind is ``set``,
-    ``del``, ``flushall`` or ``multi`` (args: the count). Raises ValueError at the first problem."""
-    if len(data) < HEADER_SIZE or data[:HEADER_SIZE] != header():
+    ``del``, ``flushall``, ``multi`` (args: the count), ``setx`` (key, value,
+    deadline), ``pexpireat`` (key, deadline) or ``persist`` (key). Raises
+    ValueError at the first problem."""
+    if len(data) < HEADER_SIZE or data[:HEADER_SIZE] not in [header(version) for version in READABLE_VERSIONS]:
         raise ValueError("bad header")
     records = []
     offset = HEADER_SIZE
@@ -87,6 +104,12 @@ def parse(data: bytes):
             records.append((offset, end, "set", struct.unpack("<qq", body[1:])))
         elif body[:1] == b"D":
             records.append((offset, end, "del", struct.unpack("<q", body[1:])))
+        elif body[:1] == b"X":
+            records.append((offset, end, "setx", struct.unpack("<qqq", body[1:])))
+        elif body[:1] == b"T":
+            records.append((offset, end, "pexpireat", struct.unpack("<qq", body[1:])))
+        elif body[:1] == b"P":
+            records.append((offset, end, "persist", struct.unpack("<q", body[1:])))
         elif body[:1] == b"B":
             records.append((offset, end, "multi", struct.unpack("<Q", body[1:])))
         else:
@@ -95,14 +118,27 @@ def parse(data: bytes):
     return records
 
 
-def replay(records) -> dict:
-    """The store a list of parsed records leaves."""
+def replay(records, deadlines=None) -> dict:
+    """The store a list of parsed records leaves (keys with a deadline included,
+    expired or not; ``deadlines``, a dict, receives key -> deadline)."""
     store = {}
+    deadlines = {} if deadlines is None else deadlines
     for _, _, kind, args in records:
         if kind == "set":
             store[args[0]] = args[1]
+            deadlines.pop(args[0], None)
+        elif kind == "setx":
+            store[args[0]] = args[1]
+            deadlines[args[0]] = args[2]
+        elif kind == "pexpireat":
+            if args[0] in store:
+                deadlines[args[0]] = args[1]
+        elif kind == "persist":
+            deadlines.pop(args[0], None)
         elif kind == "del":
             store.pop(args[0], None)
+            deadlines.pop(args[0], None)
         elif kind == "flushall":
             store.clear()
+            deadlines.clear()
     return store

@@ -138,23 +138,24 @@ def answer_resp(store: dict, args: list, resp3: bool = False) -> bytes:
             return ERR_KEY_NOT_INTEGER
         if value is None:
             return ERR_NOT_INTEGER
-        only_if_absent = only_if_present = get = False
-        for option in args[3:]:
-            option = _lower_ascii(option)
+        only_if_absent = only_if_present = want_old = False
+        options = [_lower_ascii(option) for option in args[3:]]
+        if any(option in (b"ex", b"px", b"exat", b"pxat", b"keepttl") for option in options):
+            raise Unmodelled(b"set with a TTL")      # the model keeps no deadlines
+        for option in options:
             if option == b"nx" and not only_if_present:
                 only_if_absent = True
             elif option == b"xx" and not only_if_absent:
                 only_if_present = True
             elif option == b"get":
-                get = True
+                want_old = True
             else:
                 return ERR_SYNTAX
-        # With GET (Redis 7): the old value or null, whether or not NX/XX let the write happen.
-        old = (bulk(b"%d" % store[key]) if key in store else null(resp3)) if get else None
-        if (only_if_absent and key in store) or (only_if_present and key not in store):
-            return old if get else null(resp3)
-        store[key] = value
-        return old if get else OK
+        old = (bulk(b"%d" % store[key]) if key in store else null(resp3)) if want_old else None
+        if not ((only_if_absent and key in store) or (only_if_present and key not in store)):
+            store[key] = value
+            return old or OK
+        return old or null(resp3)
     if name in (b"setnx", b"put"):
         key, value = parse_int64(args[1]), parse_int64(args[2])
         if key is None:

@@ -42,7 +42,7 @@ def test_crc32c_helper():
     assert crc32c(bytes(32)) == 0x8A9136AA                     # RFC 3720 B.4 vectors
     assert crc32c(b"\xff" * 32) == 0x62A8AB43
     assert crc32c(bytes(range(32))) == 0x46DD794E
-    assert len(header()) == HEADER_SIZE and header().startswith(b"KVFASTAO\x01\x00\x00\x00")
+    assert len(header()) == HEADER_SIZE and header().startswith(b"KVFASTAO\x02\x00\x00\x00")
     assert [len(rec_set(1, 2)), len(rec_del(1)), len(rec_clear())] == [21, 13, 5]
 
 
@@ -190,7 +190,7 @@ def test_damaged_tail(tmp_path, damage):
 CORRUPTIONS = {     # name: (record index, byte within it, new byte or None = flip, reason)
     "payload": (4, 9, None, "bad checksum"),
     "checksum": (2, 12, None, "bad checksum"),
-    "clear-record": (3, 0, ord("X"), "unknown record type"),
+    "clear-record": (3, 0, ord("Z"), "unknown record type"),
     "unknown-type": (1, 0, 0x7F, "unknown record type"),
     "zero-type": (5, 0, 0x00, "unknown record type"),
     "set-read-as-del": (6, 0, ord("S"), "bad checksum"),
@@ -301,10 +301,10 @@ def test_a_file_with_a_bad_header(tmp_path):
 
 
 def test_version_or_header_checksum_mismatch_is_not_ok(tmp_path):
-    path = tmp_path / "v2.aof"
+    path = tmp_path / "v3.aof"
     bad_crc = bytearray(header())
     bad_crc[-1] ^= 1
-    for data in [bytes(bad_crc) + rec_set(1, 1), header(version=2) + rec_set(1, 1), header()[:10]]:
+    for data in [bytes(bad_crc) + rec_set(1, 1), header(version=3) + rec_set(1, 1), header()[:10]]:
         path.write_bytes(data)
         assert aof_tool("check", path).returncode != 0, data
 

@@ -88,6 +88,10 @@ VALUES = {
     "aof_rewrite_min_bytes": (("1024", "2048", "0"), (1024, 2048, 0)),
     "slowlog_log_slower_than": (("0", "-1", "500"), (0, -1, 500)),
     "slowlog_max_len": (("1", "2", "0"), (1, 2, 0)),
+    "maxmemory": (('"100mb"', "1GB", "4096"), (100 * 2**20, 2**30, 4096)),
+    "maxmemory_policy": (('"allkeys-lru"', "Volatile-TTL", "allkeys-lfu"),
+                         ("allkeys-lru", "volatile-ttl", "allkeys-lfu")),
+    "debug_clock_offset_ms": (("1000", "-5", "0"), (1000, -5, 0)),
 }
 
 

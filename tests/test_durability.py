@@ -856,7 +856,7 @@ def test_damaged_tail_is_treated_as_torn(start_server, tmp_path, damage):
 DAMAGES = {                     # name: (offset within the record, new byte or None = flip, reason)
     "payload": (5, None, "bad checksum"),
     "checksum": (19, None, "bad checksum"),
-    "type-unknown": (0, ord("X"), "unknown record type"),
+    "type-unknown": (0, ord("Z"), "unknown record type"),
     "type-set-to-del": (0, ord("D"), "bad checksum"),
     "type-zero": (0, 0x00, "unknown record type"),
 }

@@ -45,9 +45,9 @@ def test_blank_lines_get_no_reply(line):
     (b"x" * 33, b"unknown command '" + b"x" * 32 + b"...'"),
     (b"a\x00\x7f\xff\x1b'\\", b"unknown command 'a\\x00\\x7f\\xff\\x1b'\\'"),
     (b"\r\r", b"unknown command '\\x0d'"),          # only one "\r" is a line ending
-    (b"put", b"usage: put <key> <value>"),
-    (b"put 1", b"usage: put <key> <value>"),
-    (b"put 1 2 3", b"usage: put <key> <value>"),
+    (b"put", b"usage: put <key> <value> [ex <seconds>]"),
+    (b"put 1", b"usage: put <key> <value> [ex <seconds>]"),
+    (b"put 1 2 3", b"usage: put <key> <value> [ex <seconds>]"),
     (b"get", b"usage: get <key>"),
     (b"get x y", b"usage: get <key>"),              # arity is checked before integers
     (b"del 1 2", b"usage: del <key>"),

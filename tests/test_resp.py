@@ -167,7 +167,7 @@ def test_wrong_arity_and_unknown_commands(client):
                        match="^unknown command 'FOO', with args beginning with: 'a' 'b' $"):
         client.execute_command("FOO", "a", "b")
     with pytest.raises(redis.ResponseError, match="^syntax error$"):
-        client.execute_command("SET", 1, 2, "EX", 10)
+        client.execute_command("SET", 1, 2, "EX", 10, "KEEPTTL")
     assert client.ping() is True
 
 
@@ -255,7 +255,7 @@ def test_native_set_incr_stats(server):
         assert request(sock, b"incr 3") == b"Invalid request: increment would overflow"
         assert request(sock, b"get 3") == b"9223372036854775807"
         assert request(sock, b"incr 1 x") == b"Invalid request: delta is not an integer"
-        assert request(sock, b"set 1") == b"Invalid request: usage: set <key> <value>"
+        assert request(sock, b"set 1") == b"Invalid request: usage: set <key> <value> [ex <seconds>]"
         stats = dict(pair.split(b"=") for pair in request(sock, b"stats").split(b" "))
         assert stats[b"keys"] == b"3" and int(stats[b"connected_clients"]) >= 1
         assert int(stats[b"total_commands_processed"]) >= 10

@@ -28,7 +28,8 @@ def test_config_get_every_setting_by_its_config_name(redis_py):
         assert name in settings
     assert settings["save"] == "" and settings["appendonly"] == "no" and settings["requirepass"] == ""
     assert int(settings["port"]) == redis_py.connection_pool.connection_kwargs["port"]    # the bound port
-    assert redis_py.config_get("max*") == {"max-line-bytes": "65536", "maxclients": "10000"}
+    assert redis_py.config_get("max*") == {"max-line-bytes": "65536", "maxclients": "10000", "maxmemory": "0",
+                                           "maxmemory-policy": "noeviction"}
     assert redis_py.config_get("nosuch") == {}
 
 

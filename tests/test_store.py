@@ -181,3 +181,47 @@ def test_bulk_load_sized_for_many_then_few_keys_survives_deletes_and_new_keys():
     assert store.stats()["forced_drains"] == 0
     store.check_invariants()
     assert [store.get(key) for key in (1, 2, 140, 20_999)] == [None, 2, 140, 20_999]
+
+
+def test_metadata_bytes_move_with_their_entries():
+    """The eviction byte of every key survives inserts (block moves), deletes
+    (backward shifts), growth and shrink migrations."""
+    rng = random.Random(14)
+    store = IntStore()
+    store.set_metadata(True, 9)
+    expected = {}
+    for step in range(60_000):
+        key = rng.randrange(1, 40_000)
+        if rng.random() < 0.6 or not expected:
+            store.set(key, key)
+            byte = rng.randrange(256)
+            store.set_meta(key, byte)
+            expected[key] = byte
+        else:
+            store.delete(key)
+            expected.pop(key, None)
+        if step % 5000 == 0:
+            store.check_invariants()
+    for key, byte in expected.items():
+        assert store.meta(key) == byte
+    for key in list(expected)[: len(expected) * 9 // 10]:      # shrink
+        store.delete(key)
+        del expected[key]
+    while store.migrate_idle():
+        pass
+    assert all(store.meta(key) == byte for key, byte in expected.items())
+    store.check_invariants()
+    assert store.stats()["memory_bytes"] == store.stats()["capacity"] * 17
+
+
+def test_resize_limit_stops_growth_not_inserts():
+    store = IntStore()
+    store.put_range(1, 1000)
+    capacity = store.stats()["capacity"]
+    store.resize_limit = store.memory_bytes          # no room for a next table
+    store.put_range(10_000, capacity - 1000 - 1)     # fills beyond 90%, never grows
+    assert store.stats()["capacity"] == capacity and not store.stats()["resizing"]
+    with pytest.raises(MemoryError):
+        store.put(99_999_999, 1)                     # one slot must stay free
+    store.check_invariants()
+    assert store.sample(12345) is not None

@@ -26,7 +26,7 @@ def test_set_get_option(redis_py):
     assert r.get(1) == b"11"
     assert r.set(2, 5, xx=True, get=True) is None and r.exists(2) == 0
     assert r.set(1, 13, xx=True, get=True) == b"11" and r.get(1) == b"13"
-    for options in (("NX", "XX"), ("EX", "10"), ("KEEPTTL",), ("PX", "5")):
+    for options in (("NX", "XX"), ("EX", "10", "PX", "5"), ("KEEPTTL", "EX", "1"), ("PX",)):
         with pytest.raises(redis.ResponseError, match="syntax error"):
             r.execute_command("SET", 1, 2, *options)
     with pytest.raises(redis.ResponseError, match="value is not an integer"):
