@@ -34,6 +34,7 @@ cdef struct Store:
     bint has_empty_key           # whether the key STORE_EMPTY_KEY itself is stored...
     int64_t empty_key_value      # ...and its value, kept outside the tables
     bint bulk_loading            # between store_begin/end_bulk_load: deletes do not shrink
+    bint shrink_paused           # between store_pause/resume_shrink: deletes do not shrink either
     StoreStats stats
 
 
@@ -61,6 +62,8 @@ cdef void store_clear(Store *store) noexcept nogil
 cdef bint store_migrate_idle(Store *store) noexcept nogil
 cdef int store_begin_bulk_load(Store *store, size_t at_most) noexcept nogil
 cdef void store_end_bulk_load(Store *store) noexcept nogil
+cdef void store_pause_shrink(Store *store) noexcept nogil
+cdef void store_resume_shrink(Store *store) noexcept nogil
 cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil
 cdef size_t store_count(const Store *store) noexcept nogil
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil
