@@ -37,7 +37,10 @@ Active expiry: a sweep of the deadline table, in slices
     the per-slot cost + expired keys x the per-key cost) of wall time. With N
     keys expiring in the same second and nothing else volatile, that is the
     time to delete N keys at half the loop's time: measured by
-    bench/expiry.py (figures in the README's "Expiry and memory limits").
+    bench/expiry.py (figures in the README's "Expiry and memory limits":
+    1M keys gone about 100 ms after their deadline, 10M in under 1 s, no
+    slice much over 1 ms). While a sweep runs, neither table shrinks
+    (store_pause_shrink: a shrink mid-walk would cluster the keys left).
     The cost: while deadlines keep falling due (a cache of keys with
     spread-out TTLs), sweeps repeat every 100 ms, each walking the whole
     deadline table in slices.
