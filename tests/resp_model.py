@@ -145,6 +145,8 @@ def answer_resp(store: dict, args: list, resp3: bool = False) -> bytes:
                 only_if_absent = True
             elif option == b"xx" and not only_if_absent:
                 only_if_present = True
+            elif option in (b"get", b"ex", b"px", b"exat", b"pxat", b"keepttl"):
+                raise Unmodelled("SET with GET or an expiry option")      # tests/test_differential_*.py
             else:
                 return ERR_SYNTAX
         if (only_if_absent and key in store) or (only_if_present and key not in store):
