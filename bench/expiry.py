@@ -60,7 +60,7 @@ def memory_and_expiry(keys):
     with ServerProcess("kvfast") as server:
         pipeline(server.address, lambda i: b"set %d %d\n" % (i, i), keys)
         before = used_memory(server.address)
-        load_s = max(5.0, keys / 300_000)
+        load_s = max(5.0, keys / 150_000)
         deadline = int((time.time() + load_s + 2) * 1000)
         started = time.monotonic()
         pipeline(server.address, lambda i: resp("PEXPIREAT", i, deadline), keys)

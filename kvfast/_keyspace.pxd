@@ -364,14 +364,23 @@ cdef inline int keyspace_insert(ServerContext *context, Session *session, int64_
 cdef inline int keyspace_upsert(ServerContext *context, Session *session, int64_t key,
                                 int64_t value) noexcept nogil:
     """Set ``key`` to ``value`` without a deadline (SET clears a TTL; logged):
-    1 if new (or expired), 0 if overwritten, -1 with errno ENOMEM."""
-    cdef bint expired = expired_in_place(context, key)
-    cdef int result = store_upsert(&context.store, key, value)
+    1 if new (or expired), 0 if overwritten, -1 with errno ENOMEM. While
+    keys have deadlines, one lookup in ``expires`` (a key without a deadline
+    pays no more)."""
+    cdef int64_t *deadline = NULL
+    cdef bint expired = False
+    cdef int result
+    if context.expiry.volatile_keys != 0:
+        deadline = store_lookup(&context.expires, key)
+        if deadline != NULL:
+            expired = deadline[0] < keyspace_clock_ms(context)
+            forget_deadline(context, key)
+            if expired:
+                context.counters[<int>COUNTER_EXPIRED_KEYS] += 1
+    result = store_upsert(&context.store, key, value)
     if result >= 0:
         if expired:
             result = 1
-        else:
-            forget_deadline(context, key)
         if context.store.meta_enabled:
             if result == 0:
                 touch_key(context, key)

@@ -101,15 +101,22 @@ cdef size_t protocol_prefetch(ServerContext *context, const char *data, size_t l
     second pass over their headers, small beside the misses it hides.
     Returns the offset after the last request walked, or ``length`` when the
     walk stopped at a request it cannot see whole, so it is not walked again.
+    While keys have deadlines, each key's slot in the deadline table (which
+    every access also looks up) is prefetched too.
     """
     cdef size_t walked, _i
+    cdef bint volatile = context.expiry.volatile_keys != 0
     for _i in range(requests):
         if start >= length:
             return length
         if is_resp(data[start]):
             walked = resp_prefetch_key(&context.store, data + start, length - start)
+            if volatile:
+                resp_prefetch_key(&context.expires, data + start, length - start)
         else:
             walked = native_prefetch_key(&context.store, data + start, length - start)
+            if volatile:
+                native_prefetch_key(&context.expires, data + start, length - start)
         if walked == 0:
             return length
         start += walked

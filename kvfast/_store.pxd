@@ -38,6 +38,7 @@ cdef struct Store:
     bint meta_enabled            # every table carries its ``meta`` byte array (store_set_metadata)
     uint8_t meta_fill            # ...and a new key's byte starts as this
     size_t resize_limit          # a resize never makes the tables larger than this many bytes
+    bint shrink_paused           # between store_pause/resume_shrink: deletes do not shrink either
     StoreStats stats
 
 
@@ -65,6 +66,8 @@ cdef void store_clear(Store *store) noexcept nogil
 cdef bint store_migrate_idle(Store *store) noexcept nogil
 cdef int store_begin_bulk_load(Store *store, size_t at_most) noexcept nogil
 cdef void store_end_bulk_load(Store *store) noexcept nogil
+cdef void store_pause_shrink(Store *store) noexcept nogil
+cdef void store_resume_shrink(Store *store) noexcept nogil
 cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil
 cdef size_t store_count(const Store *store) noexcept nogil
 cdef size_t store_memory_bytes(const Store *store) noexcept nogil

@@ -475,6 +475,7 @@ cdef void store_init(Store *store) noexcept nogil:
     store.meta_enabled = False
     store.meta_fill = 0
     store.resize_limit = SIZE_MAX
+    store.shrink_paused = False
     store.stats.resizes = 0
     store.stats.max_moved_per_step = 0
     store.stats.forced_drains = 0
@@ -577,7 +578,8 @@ cdef bint store_delete(Store *store, int64_t key) noexcept nogil:
     found = table_find(&store.main, key)
     if found != NULL:
         table_remove(&store.main, found)
-        if store.draining.capacity == 0 and not store.bulk_loading and is_under_full(&store.main):
+        if store.draining.capacity == 0 and not store.bulk_loading and not store.shrink_paused \
+                and is_under_full(&store.main):
             start_resize(store, capacity_for(store.main.count))   # ENOMEM: stay as is
         return True
     found = table_find(&store.draining, key)
@@ -610,6 +612,25 @@ cdef void store_end_bulk_load(Store *store) noexcept nogil:
     if store.draining.capacity == 0 and is_under_full(&store.main):
         if start_resize(store, capacity_for(store.main.count)) == 0:
             migrate_step(store, <size_t>-1, <size_t>-1)
+
+
+cdef void store_pause_shrink(Store *store) noexcept nogil:
+    """Deletes stop shrinking the table until store_resume_shrink: for a walk
+    that deletes keys in hash order (the expiry sweep). A shrink in the middle
+    of such a walk would put the keys left, whose hashes all lie in the part
+    not walked yet, into a table sized for their number: their home slots
+    would all fall in that part, one cluster longer than the table is wide
+    with room, and every later delete's backward shift would walk it."""
+    store.shrink_paused = True
+
+
+cdef void store_resume_shrink(Store *store) noexcept nogil:
+    """End store_pause_shrink: a table left under 30% full starts its
+    incremental shrink now (an empty one is freed at once)."""
+    store.shrink_paused = False
+    if store.draining.capacity == 0 and not store.bulk_loading and store.main.capacity > MIN_CAPACITY \
+            and is_under_full(&store.main):
+        start_resize(store, capacity_for(store.main.count))       # ENOMEM: stay as is
 
 
 cdef void store_prefetch(const Store *store, int64_t key) noexcept nogil:

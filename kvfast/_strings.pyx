@@ -19,8 +19,8 @@ from posix.time cimport gettimeofday, timeval
 from kvfast._command cimport Request, Argument, next_argument
 from kvfast._context cimport ServerContext, Session
 from kvfast._keyspace cimport (
-    keyspace_read, keyspace_peek, keyspace_contains, keyspace_upsert, keyspace_take, keyspace_overwrite,
-    keyspace_set_expiring,
+    keyspace_read, keyspace_peek, keyspace_contains, keyspace_insert, keyspace_upsert, keyspace_take,
+    keyspace_overwrite, keyspace_set_expiring,
 )
 from kvfast._expire cimport (
     ExpireOption, OPTION_NONE, OPTION_KEEPTTL, expire_option_take, expire_option_deadline,
@@ -123,7 +123,7 @@ cdef int command_set(ServerContext *context, Session *session, const Request *re
     cdef int64_t key, value, old = 0, deadline
     cdef int64_t *found
     cdef bint only_if_absent = False, only_if_present = False, get = False, present
-    cdef int status
+    cdef int status, result
     option.kind = OPTION_NONE
     if not read_key_and_value(context, output, request, &position, &key, &value, &status):
         return status
@@ -139,6 +139,11 @@ cdef int command_set(ServerContext *context, Session *session, const Request *re
             return reply_error(context, output, ERR_SYNTAX)
     if not expire_option_deadline(context, output, &option, ERR_EXPIRE_TIME_SET, &deadline, &status):
         return status
+    if only_if_absent and not get and option.kind == OPTION_NONE:      # SET NX: one lookup, as ever
+        result = keyspace_insert(context, session, key, value)
+        if result < 0:
+            return reply_error(context, output, ERR_OUT_OF_MEMORY)
+        return reply_ok(session) if result == 1 else reply_null(session)
     if get:                                 # the old value is read (and counted) first, as Redis does
         found = keyspace_read(context, key)
         present = found != NULL
