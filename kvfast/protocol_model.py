@@ -58,7 +58,7 @@ MAX_ECHOED_WORD_BYTES = 32
 #: Words in each well-formed request, command included, and the usage text
 #: the server answers when the count is wrong.
 ARITY = {b"put": (3, 5), b"set": (3, 5), b"get": (2,), b"del": (2,), b"incr": (2, 3), b"bye": (1,),
-         b"expire": (3,), b"ttl": (2,), b"persist": (2,)}
+         b"expire": (3,), b"ttl": (2,), b"persist": (2,), b"auth": (2,)}
 USAGE = {
     b"put": b"usage: put <key> <value> [ex <seconds>]",
     b"set": b"usage: set <key> <value> [ex <seconds>]",
@@ -69,6 +69,7 @@ USAGE = {
     b"get": b"usage: get <key>",
     b"del": b"usage: del <key>",
     b"bye": b"usage: bye",
+    b"auth": b"usage: auth <password>",
 }
 
 _WORD = re.compile(rb"[^ \t]+")
@@ -95,6 +96,9 @@ def answer(store: dict, line: bytes, max_line_bytes: int = MAX_LINE_BYTES, deadl
     or None when the server sends nothing (blank line); ``close`` is True when
     the server closes the connection after sending the reply (``bye``, or a line
     longer than ``max_line_bytes``).
+
+    The server modelled has no password: ``auth PASSWORD`` is the invalid
+    request ``no password is set``.
 
     ``deadlines`` (key -> Unix ms, updated in place) holds the TTLs; a key
     whose deadline is before ``now_ms`` (default: the wall clock) counts as
@@ -144,6 +148,8 @@ def _execute(store: dict, words: list, deadlines: dict, now_ms: int) -> tuple:
         raise _InvalidRequest(USAGE[command])
     if command == b"bye":
         return GOODBYE, True
+    if command == b"auth":                  # the model's server has no password (see answer)
+        raise _InvalidRequest(b"no password is set")
     key = _parse_int64(words[1], b"key")
     if key in deadlines and deadlines[key] < now_ms:     # expired: gone
         del deadlines[key]
