@@ -23,15 +23,9 @@ import subprocess
 import time
 
 from conftest import command, require_tool, stop_process
-from helpers import wait_for
+from helpers import free_port, wait_for
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisProcess:

@@ -6,6 +6,7 @@ on its own schedule. Tests poll for them with :func:`wait_for` instead of
 sleeping a fixed time that is too short on a loaded machine and too long on an
 idle one.
 """
+import socket
 import time
 
 
@@ -32,3 +33,11 @@ def wait_for(condition, timeout=10.0, interval=0.05, message="condition"):
         time.sleep(min(interval, remaining))
     description = message() if callable(message) else message
     raise AssertionError(f"timed out after {timeout:g} s waiting for {description}")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for tools
+    that need a port given up front: redis-server, nutcracker, exporters)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

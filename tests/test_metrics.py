@@ -17,8 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ServerProcess, redis_py_client, require_tool, stop_process
-from differential import free_port
-from helpers import wait_for
+from helpers import free_port, wait_for
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 METRICS = re.compile(rb"kvfast metrics on http://([^ ]+):(\d+)/metrics")

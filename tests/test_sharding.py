@@ -21,19 +21,13 @@ import pytest
 import redis
 
 from conftest import require_tool, stop_process
-from helpers import wait_for
+from helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "sharding"
 START_TIMEOUT = 10.0
 TOOL_TIMEOUT = 120.0
 KEYS = 10_000
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def nutcracker_config(listen_port, backend_ports):
